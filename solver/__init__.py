@@ -1,0 +1,39 @@
+"""layerfit's planner: partition a model's layers into contiguous pieces that fit a capacity.
+
+>>> from solver import load_instance, solve
+>>> plan = solve(load_instance("instances/seed-30b-h100-hbm.json"))   # doctest: +SKIP
+
+This package never imports torch; CP-SAT and PuLP are imported only when used.
+"""
+
+from .errors import InstanceError, LayerfitError, OptionError, PlanError
+from .instance import Device, Instance, Layer, SeedModel, load_instance
+from .memory import Footprint
+from .metrics import plan_metrics
+from .plan import Plan, Status
+from .solve import METHODS, solve
+from .units import format_size, parse_size
+from .validation import validate_plan
+
+__all__ = [
+    "Device",
+    "Footprint",
+    "Instance",
+    "InstanceError",
+    "Layer",
+    "LayerfitError",
+    "METHODS",
+    "OptionError",
+    "Plan",
+    "PlanError",
+    "SeedModel",
+    "Status",
+    "format_size",
+    "load_instance",
+    "parse_size",
+    "plan_metrics",
+    "solve",
+    "validate_plan",
+]
+
+__version__ = "0.1.0"

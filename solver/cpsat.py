@@ -1,0 +1,94 @@
+"""The bottleneck model in OR-Tools CP-SAT.
+
+    minimise    M
+    subject to  Σ_p x[i, p] = 1                         every layer in one partition
+                x[i, p] ⇒ x[i−1, p] ∨ x[i−1, p−1]        contiguity, partitions in order
+                x[0, 0] = 1,  x[n−1, k−1] = 1           all k partitions used
+                Σ_i s_i · x[i, p] ≤ M ≤ cap              capacity and bottleneck
+                x[i, p] = 0 unless first_i ≤ p ≤ last_i  greedy bounds (solver.greedy)
+
+Deterministic only with ``num_workers=1`` and no time limit (CP-SAT's own rule);
+otherwise the search is parallel and the plan found under a limit may vary.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+from .formulation import BackendResult, Formulation, partitions_from_assignment
+
+__all__ = ["solve_bottleneck"]
+
+# CP-SAT has been seen to overrun its own time limit (60 s answered after 130 s): stop it
+# from outside once the limit and this grace have passed.
+_DEADLINE_GRACE_S = 1.0
+
+
+def solve_bottleneck(form: Formulation, *, time_limit: float | None, seed: int, num_workers: int) -> BackendResult:
+    """Solve ``form`` with CP-SAT; the incumbent and bound are kept on a time limit."""
+    from ortools.sat.python import cp_model
+
+    n, k = form.num_layers, form.k
+    model = cp_model.CpModel()
+
+    # x[i, p] = 1 if layer i is in partition p (only inside the greedy bounds).
+    x: list[dict[int, cp_model.IntVar]] = []
+    for i, (first, last) in enumerate(form.ranges):
+        x.append({p: model.new_bool_var(f"x[{i},{p}]") for p in range(first, last + 1)})
+    # M: the bottleneck, S_max. Its domain starts at L = max(max s, ⌈Σ s / k⌉), a bound
+    # the LP relaxation would not find by itself.
+    bottleneck = model.new_int_var(form.lower, form.cap, "M")
+
+    for i in range(n):
+        model.add_exactly_one(x[i].values())
+    for i in range(1, n):
+        for p, var in x[i].items():
+            # Force partitions to be contiguous and in order: this clause is what makes
+            # the bounds propagate along the chain.
+            before = [x[i - 1][q] for q in (p, p - 1) if q in x[i - 1]]
+            model.add_bool_or([*before, ~var])
+    model.add(x[0][0] == 1)
+    model.add(x[n - 1][k - 1] == 1)
+    members: list[list[tuple[int, cp_model.IntVar]]] = [[] for _ in range(k)]
+    for i in range(n):
+        for p, var in x[i].items():
+            members[p].append((form.sizes[i], var))
+    for p in range(k):
+        model.add(sum(size * var for size, var in members[p]) <= bottleneck)
+    model.minimize(bottleneck)
+
+    if form.hint is not None:
+        hinted = {i: p for p, part in enumerate(form.hint) for i in part}
+        for i in range(n):
+            for p, var in x[i].items():
+                model.add_hint(var, p == hinted[i])
+        model.add_hint(bottleneck, max(sum(form.sizes[i] for i in part) for part in form.hint))
+
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = num_workers
+    solver.parameters.random_seed = seed
+    if time_limit is not None:
+        solver.parameters.max_time_in_seconds = time_limit
+    timer = None
+    if time_limit is not None:
+        timer = threading.Timer(time_limit + _DEADLINE_GRACE_S, solver.stop_search)
+        timer.daemon = True
+        timer.start()
+    try:
+        status = solver.solve(model)
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+    name = solver.status_name(status)
+    if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        partition_of = [next(p for p, var in x[i].items() if solver.boolean_value(var)) for i in range(n)]
+        partitions = partitions_from_assignment(partition_of, k)
+        bound = max(form.lower, math.ceil(solver.best_objective_bound - 1e-6))
+        if partitions is None:  # never seen; checked like every backend's answer
+            return BackendResult(None, form.lower * form.scale, False, False, f"{name} (solution rejected)")
+        return BackendResult(partitions, bound * form.scale, status == cp_model.OPTIMAL, False, name)
+    if status == cp_model.INFEASIBLE:
+        return BackendResult(None, form.lower * form.scale, False, True, name)
+    return BackendResult(None, form.lower * form.scale, False, False, name)

@@ -1,0 +1,25 @@
+"""The exceptions layerfit raises.
+
+Input and programming errors raise; solver outcomes (infeasible, out of time) are a
+:class:`~solver.plan.Status` on the returned plan, never an exception.
+"""
+
+from __future__ import annotations
+
+__all__ = ["LayerfitError", "InstanceError", "OptionError", "PlanError"]
+
+
+class LayerfitError(Exception):
+    """Base class of every error layerfit raises on purpose."""
+
+
+class InstanceError(LayerfitError, ValueError):
+    """A malformed instance: the message names the field and the offending value."""
+
+
+class OptionError(LayerfitError, ValueError):
+    """An invalid argument to :func:`solver.solve` (unknown method, bad time limit, ...)."""
+
+
+class PlanError(LayerfitError, ValueError):
+    """A plan that breaks a rule of its instance (raised by :func:`solver.validate_plan`)."""

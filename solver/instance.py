@@ -1,0 +1,432 @@
+"""Instances: the layers of a model, their memory, and the capacity of a partition.
+
+An instance is a chain of layers (execution order) with a memory footprint each, and
+the capacity C that every contiguous partition must fit. It is read from JSON (v1 of
+DESIGN.md), from the seed methodology's shorthand, or built in Python; every check
+happens here, once, with a message that names the field and the value.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from .errors import InstanceError
+from .memory import Footprint
+from .units import DTYPE_BITS, dtype_bytes, parse_count, parse_size
+
+__all__ = ["Layer", "Device", "SeedModel", "Instance", "load_instance"]
+
+_LAYER_KEYS = ("name", "params", "weight_bytes", "activation_bytes", "buffer_bytes", "dtype", "time")
+_DEVICE_KEYS = ("name", "capacity", "speed")
+_MODEL_KEYS = (
+    "num_layers",
+    "total_params",
+    "dtype",
+    "batch_size",
+    "seq_len",
+    "hidden_size",
+    "activation_dtype",
+    "buffer_bytes",
+)
+_INSTANCE_KEYS = ("name", "description", "capacity", "dtype", "layers", "model", "devices", "edges", "constraints")
+# Keys of the v1 format that later versions of layerfit honour; refused rather than ignored.
+_NOT_YET_SUPPORTED = {
+    "edges": "DAG instances are not supported yet (layers form a chain in execution order)",
+    "constraints": "partition constraints are not supported yet",
+}
+
+
+def _check_keys(raw: object, allowed: Sequence[str], where: str) -> Mapping[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise InstanceError(f"{where}: expected an object, got {raw!r}")
+    unknown = [key for key in raw if key not in allowed]
+    if unknown:
+        raise InstanceError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(allowed)})")
+    return raw
+
+
+def _check_name(value: object, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InstanceError(f"{where}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def _check_dtype(value: object, where: str) -> str | None:
+    if value is None:
+        return None
+    if value not in DTYPE_BITS:
+        raise InstanceError(f"{where}: unknown dtype {value!r} (allowed: {', '.join(DTYPE_BITS)})")
+    return str(value)
+
+
+def _check_seconds(value: object, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InstanceError(f"{where}: expected a finite number of seconds, got {value!r}")
+    if value < 0:
+        raise InstanceError(f"{where}: must not be negative, got {value!r}")
+    return float(value)
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer of the chain.
+
+    Its weight bytes are ``weight_bytes`` when given, else ``params`` times the bytes of
+    its dtype (``dtype``, else the instance's). ``activation_bytes`` is the output it
+    hands to the next layer (and what crosses a cut after it); ``buffer_bytes`` its
+    operator workspace. ``time`` is optional, in seconds per batch. Sizes may be given as
+    unit strings (``"32MiB"``) and are stored as exact integers.
+    """
+
+    name: str
+    params: int = 0
+    weight_bytes: int | None = None
+    activation_bytes: int = 0
+    buffer_bytes: int = 0
+    dtype: str | None = None
+    time: float | None = None
+
+    def __post_init__(self) -> None:
+        where = f"layer {self.name!r}" if isinstance(self.name, str) else "layer"
+        for key, value in _normalise_layer(self.__dict__, where).items():
+            object.__setattr__(self, key, value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The layer as JSON v1, leaving out fields at their defaults."""
+        out: dict[str, Any] = {"name": self.name}
+        for f in fields(self)[1:]:
+            value = getattr(self, f.name)
+            if value != f.default:
+                out[f.name] = value
+        return out
+
+
+def _normalise_layer(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Check one layer's fields; return them normalised (exact integer bytes)."""
+    out: dict[str, Any] = {"name": _check_name(raw.get("name"), _join(where, "name"))}
+    out["params"] = parse_count(raw.get("params", 0), _join(where, "params"))
+    weight = raw.get("weight_bytes")
+    out["weight_bytes"] = None if weight is None else parse_size(weight, _join(where, "weight_bytes"))
+    out["activation_bytes"] = parse_size(raw.get("activation_bytes", 0), _join(where, "activation_bytes"))
+    out["buffer_bytes"] = parse_size(raw.get("buffer_bytes", 0), _join(where, "buffer_bytes"))
+    out["dtype"] = _check_dtype(raw.get("dtype"), _join(where, "dtype"))
+    out["time"] = _check_seconds(raw.get("time"), _join(where, "time"))
+    return out
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device of a pool: a name, a memory capacity in bytes and a relative speed."""
+
+    name: str
+    capacity: int
+    speed: float = 1.0
+
+    def __post_init__(self) -> None:
+        where = f"device {self.name!r}" if isinstance(self.name, str) else "device"
+        _check_name(self.name, _join(where, "name"))
+        object.__setattr__(self, "capacity", parse_size(self.capacity, _join(where, "capacity")))
+        speed = self.speed
+        if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not math.isfinite(speed) or speed <= 0:
+            raise InstanceError(f"{_join(where, 'speed')}: expected a positive finite number, got {speed!r}")
+        object.__setattr__(self, "speed", float(speed))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "capacity": self.capacity}
+        if self.speed != 1.0:
+            out["speed"] = self.speed
+        return out
+
+
+@dataclass(frozen=True)
+class SeedModel:
+    """The seed methodology's shorthand: ``num_layers`` equal layers of a model.
+
+    Expansion (seed formulas): each layer gets ``total_params / num_layers`` parameters
+    (the remainder, if any, one each to the first layers) stored in ``dtype``, and an
+    activation of ``batch_size × seq_len × hidden_size`` elements in ``activation_dtype``
+    (default: ``dtype``). The seed's "5.24GB" per layer counts those elements
+    (128 × 10000 × 4096 = 5.24e9); in bf16 they take 10.49 GB.
+    """
+
+    num_layers: int
+    total_params: int
+    dtype: str
+    batch_size: int
+    seq_len: int
+    hidden_size: int
+    activation_dtype: str | None = None
+    buffer_bytes: int = 0
+
+    def __post_init__(self) -> None:
+        where = "model"
+        for key in ("num_layers", "total_params", "batch_size", "seq_len", "hidden_size"):
+            object.__setattr__(self, key, parse_count(getattr(self, key), _join(where, key)))
+        if self.num_layers < 1:
+            raise InstanceError(f"model.num_layers: must be at least 1, got {self.num_layers}")
+        if self.dtype is None:
+            raise InstanceError("model.dtype: missing")
+        _check_dtype(self.dtype, "model.dtype")
+        _check_dtype(self.activation_dtype, "model.activation_dtype")
+        object.__setattr__(self, "buffer_bytes", parse_size(self.buffer_bytes, "model.buffer_bytes"))
+
+    @property
+    def activation_elements(self) -> int:
+        """Elements of one layer's activation: batch × sequence × hidden (the seed's 5.24e9)."""
+        return self.batch_size * self.seq_len * self.hidden_size
+
+    def expand(self) -> tuple[Layer, ...]:
+        """The equal layers this shorthand stands for."""
+        base, remainder = divmod(self.total_params, self.num_layers)
+        act_dtype = self.activation_dtype or self.dtype
+        activation = dtype_bytes(act_dtype, self.activation_elements, "model.activation_dtype")
+        return tuple(
+            Layer(
+                name=f"layer{i}",
+                params=base + (1 if i < remainder else 0),
+                activation_bytes=activation,
+                buffer_bytes=self.buffer_bytes,
+            )
+            for i in range(self.num_layers)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The shorthand as JSON, leaving out optional fields at their defaults."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _MODEL_KEYS[:6] or value != f.default:
+                out[f.name] = value
+        return out
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A chain of layers and the capacity every partition must fit.
+
+    Parameters
+    ----------
+    name:
+        A label, printed in tables and kept in plans.
+    capacity:
+        C, in bytes (or a unit string): the most one partition may hold, S(P) ≤ C.
+    layers:
+        The layers, in execution order (partitions are contiguous runs of them).
+    dtype:
+        The default dtype of the layers' weights (a layer's own ``dtype`` wins).
+    devices:
+        A device pool (parsed and kept; no method of this version plans for pools).
+    model:
+        The seed shorthand the layers were expanded from, kept so that ``to_dict``
+        round-trips and explanations can speak of it.
+    description:
+        Free text: where the numbers came from.
+
+    Examples
+    --------
+    >>> inst = Instance(name="tiny", capacity="10kB", dtype="bf16",
+    ...                 layers=[Layer("a", params=1000), Layer("b", params=3000)])
+    >>> inst.sizes
+    (2000, 6000)
+    """
+
+    name: str
+    capacity: int
+    layers: tuple[Layer, ...] = ()
+    dtype: str | None = None
+    devices: tuple[Device, ...] | None = None
+    model: SeedModel | None = None
+    description: str | None = None
+    _sizes: tuple[int, ...] = field(init=False, repr=False, compare=False, default=())
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "name")
+        object.__setattr__(self, "capacity", parse_size(self.capacity, "capacity"))
+        if self.capacity == 0:
+            raise InstanceError("capacity: must be positive, got 0")
+        object.__setattr__(self, "dtype", _check_dtype(self.dtype, "dtype"))
+        if self.description is not None and not isinstance(self.description, str):
+            raise InstanceError(f"description: expected a string, got {self.description!r}")
+        if self.model is not None:
+            if self.layers:
+                raise InstanceError("layers: give either 'layers' or the seed shorthand 'model', not both")
+            if self.dtype not in (None, self.model.dtype):
+                raise InstanceError(f"dtype: {self.dtype!r} conflicts with model.dtype {self.model.dtype!r}")
+            object.__setattr__(self, "layers", self.model.expand())
+            object.__setattr__(self, "dtype", self.model.dtype)
+        layers = tuple(self.layers)
+        if not layers:
+            raise InstanceError("layers: the list is empty (an instance needs at least one layer)")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise InstanceError(f"layers[{i}]: expected a Layer, got {layer!r}")
+        object.__setattr__(self, "layers", layers)
+        seen: dict[str, int] = {}
+        for i, layer in enumerate(layers):
+            if layer.name in seen:
+                raise InstanceError(f"layers[{i}].name: duplicate layer name {layer.name!r} (also layers[{seen[layer.name]}])")
+            seen[layer.name] = i
+        if self.devices is not None:
+            devices = tuple(self.devices)
+            if not devices:
+                raise InstanceError("devices: the list is empty")
+            names = [d.name for d in devices]
+            for i, name in enumerate(names):
+                if name in names[:i]:
+                    raise InstanceError(f"devices[{i}].name: duplicate device name {name!r}")
+            object.__setattr__(self, "devices", devices)
+        object.__setattr__(self, "_sizes", tuple(self._footprint(i).total for i in range(len(layers))))
+
+    # -- the seed's memory model ----------------------------------------------------
+
+    def _footprint(self, index: int) -> Footprint:
+        layer = self.layers[index]
+        if layer.weight_bytes is not None:
+            weight = layer.weight_bytes
+        else:
+            dtype = layer.dtype or self.dtype
+            if dtype is None and layer.params:
+                raise InstanceError(
+                    f"layers[{index}].dtype: layer {layer.name!r} has params but neither it nor the instance gives a dtype"
+                )
+            weight = dtype_bytes(dtype, layer.params, f"layers[{index}].dtype") if layer.params else 0
+        return Footprint(weight, layer.activation_bytes, layer.buffer_bytes)
+
+    def footprint(self, index: int) -> Footprint:
+        """size(l) = weight + activation + buffer of layer ``index`` (the seed's formula)."""
+        return self._footprint(index)
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """size(l) in bytes for every layer, in order."""
+        return self._sizes
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @cached_property
+    def total_params(self) -> int:
+        return sum(layer.params for layer in self.layers)
+
+    @cached_property
+    def total_bytes(self) -> int:
+        return sum(self._sizes)
+
+    @cached_property
+    def has_times(self) -> bool:
+        return all(layer.time is not None for layer in self.layers)
+
+    # -- JSON ----------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, raw: object, *, name: str | None = None) -> Instance:
+        """Build an instance from JSON v1 (a dict). ``name`` is used when the dict has none.
+
+        Raises
+        ------
+        InstanceError
+            On unknown keys, missing or malformed fields (the message names the field).
+        """
+        data = _check_keys(raw, _INSTANCE_KEYS, "instance")
+        for key, why in _NOT_YET_SUPPORTED.items():
+            if key in data:
+                raise InstanceError(f"{key}: {why}")
+        if "capacity" not in data:
+            raise InstanceError("capacity: missing (the bytes one partition may hold, e.g. \"50MB\")")
+        model = None
+        layers: list[Layer] = []
+        if "model" in data:
+            if "layers" in data:
+                raise InstanceError("layers: give either 'layers' or the seed shorthand 'model', not both")
+            spec = _check_keys(data["model"], _MODEL_KEYS, "model")
+            missing = [k for k in _MODEL_KEYS[:6] if k not in spec]
+            if missing:
+                raise InstanceError(f"model.{missing[0]}: missing")
+            model = SeedModel(**spec)
+        elif "layers" not in data:
+            raise InstanceError("layers: missing (give a list of layers, or the seed shorthand 'model')")
+        else:
+            raw_layers = data["layers"]
+            if not isinstance(raw_layers, list):
+                raise InstanceError(f"layers: expected a list, got {raw_layers!r}")
+            for i, raw_layer in enumerate(raw_layers):
+                where = f"layers[{i}]"
+                layer_fields = _normalise_layer(_check_keys(raw_layer, _LAYER_KEYS, where), where)
+                layers.append(Layer(**layer_fields))
+        devices = None
+        if "devices" in data:
+            raw_devices = data["devices"]
+            if not isinstance(raw_devices, list):
+                raise InstanceError(f"devices: expected a list, got {raw_devices!r}")
+            devices = []
+            for i, raw_device in enumerate(raw_devices):
+                where = f"devices[{i}]"
+                spec = _check_keys(raw_device, _DEVICE_KEYS, where)
+                _check_name(spec.get("name"), f"{where}.name")
+                if "capacity" not in spec:
+                    raise InstanceError(f"{where}.capacity: missing")
+                devices.append(
+                    Device(spec["name"], parse_size(spec["capacity"], f"{where}.capacity"), spec.get("speed", 1.0))
+                )
+        return cls(
+            name=data.get("name", name or "instance"),
+            capacity=data["capacity"],
+            layers=tuple(layers),
+            dtype=data.get("dtype"),
+            devices=None if devices is None else tuple(devices),
+            model=model,
+            description=data.get("description"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The instance as JSON v1; ``Instance.from_dict(inst.to_dict()) == inst``."""
+        out: dict[str, Any] = {"name": self.name}
+        if self.description is not None:
+            out["description"] = self.description
+        out["capacity"] = self.capacity
+        if self.model is not None:
+            out["model"] = self.model.to_dict()
+        else:
+            if self.dtype is not None:
+                out["dtype"] = self.dtype
+            out["layers"] = [layer.to_dict() for layer in self.layers]
+        if self.devices is not None:
+            out["devices"] = [device.to_dict() for device in self.devices]
+        return out
+
+
+def load_instance(path: str | Path) -> Instance:
+    """Read an instance from a JSON file (v1, or the seed shorthand).
+
+    The instance's name defaults to the file's stem.
+
+    Raises
+    ------
+    InstanceError
+        If the file is missing, is not valid JSON, or holds a malformed instance.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InstanceError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise InstanceError(f"{path}: cannot be read ({exc.strerror})") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InstanceError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    return Instance.from_dict(raw, name=path.stem)

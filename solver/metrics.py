@@ -1,0 +1,87 @@
+"""Metrics of a plan, whatever method made it (the seed's performance metrics).
+
+* Memory: per partition S(P) by component and utilization S(P) / C.
+* Communication: at each cut, the activation leaving the partition's last layer crosses
+  to the next device; the number of transfers is the number of cuts.
+* Load balance over the partition sizes S_1 … S_k: population variance
+  σ² = Σ (S_j − S̄)² / k, coefficient of variation σ / S̄, and S_max / S̄.
+* Time, when every layer has one: per partition Σ time, and the slowest stage.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from .instance import Instance
+from .memory import MEMORY_MODEL, Footprint
+
+__all__ = ["plan_metrics", "partition_footprint"]
+
+
+def partition_footprint(instance: Instance, layers: Sequence[int]) -> Footprint:
+    """S(P) of the partition holding ``layers``, by component (seed model: a plain sum)."""
+    total = Footprint(0, 0, 0)
+    for index in layers:
+        total = total + instance.footprint(index)
+    return total
+
+
+def plan_metrics(instance: Instance, partitions: Sequence[Sequence[int]]) -> dict[str, Any]:
+    """Memory, communication, balance (and time) of ``partitions`` on ``instance``."""
+    if not partitions:
+        return {}
+    capacity = instance.capacity
+    rows = []
+    for j, part in enumerate(partitions):
+        fp = partition_footprint(instance, part)
+        row: dict[str, Any] = {
+            "index": j,
+            "first_layer": instance.layers[part[0]].name,
+            "last_layer": instance.layers[part[-1]].name,
+            "num_layers": len(part),
+            "bytes": fp.total,
+            "weight_bytes": fp.weight,
+            "activation_bytes": fp.activation,
+            "buffer_bytes": fp.buffer,
+            "utilization": fp.total / capacity,
+        }
+        if instance.has_times:
+            row["time"] = sum(instance.layers[i].time or 0.0 for i in part)
+        rows.append(row)
+    cuts = [
+        {"after_layer": instance.layers[part[-1]].name, "bytes": instance.layers[part[-1]].activation_bytes}
+        for part in partitions[:-1]
+    ]
+    sizes = [row["bytes"] for row in rows]
+    k = len(sizes)
+    mean = sum(sizes) / k
+    variance = sum((s - mean) ** 2 for s in sizes) / k
+    std = math.sqrt(variance)
+    out: dict[str, Any] = {
+        "memory_model": MEMORY_MODEL,
+        "capacity": capacity,
+        "num_partitions": k,
+        "partitions": rows,
+        "max_bytes": max(sizes),
+        "max_utilization": max(sizes) / capacity,
+        "communication": {
+            "transfers": len(cuts),
+            "total_bytes": sum(c["bytes"] for c in cuts),
+            "max_bytes": max((c["bytes"] for c in cuts), default=0),
+            "cuts": cuts,
+        },
+        "balance": {
+            "min_bytes": min(sizes),
+            "max_bytes": max(sizes),
+            "mean_bytes": mean,
+            "variance": variance,
+            "std_bytes": std,
+            "cv": std / mean if mean else 0.0,
+            "max_over_mean": max(sizes) / mean if mean else 1.0,
+        },
+    }
+    if instance.has_times:
+        out["max_time"] = max(row["time"] for row in rows)
+    return out

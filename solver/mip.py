@@ -1,0 +1,173 @@
+"""The bottleneck model as a MIP in PuLP, solved by CBC (default) or HiGHS.
+
+    minimise    M
+    subject to  Σ_p x[i, p] = 1                          every layer in one partition
+                x[i, p] ≤ x[i−1, p] + x[i−1, p−1]         contiguity, partitions in order
+                x[0, 0] = 1,  x[n−1, k−1] = 1            all k partitions used
+                Σ_i s_i · x[i, p] ≤ M                     bottleneck
+                L ≤ M ≤ cap,  M integer                   capacity; sizes are integers
+                x[i, p] ∈ {0, 1}, 0 unless first_i ≤ p ≤ last_i   greedy bounds
+
+Known backend behaviours this module works around:
+* CBC 2.10.3 (bundled with PuLP) returns, on some large-coefficient models, "optimal"
+  solutions whose binaries lie outside [0, 1] (seen with its preprocessing off, more
+  often than with it on). Every MIP solution is checked to be 0/1 before it becomes a
+  plan; one that is not is rejected and the warm start kept. Tests cross-check every
+  backend against the DP.
+* ``pulp.HiGHS`` has no warm start: the model is built, the start set with
+  ``setSolution``, then run. It reports a time limit as "Optimal" with a solution status
+  of "integer feasible", so optimality is read from HiGHS's own model status. Creating
+  the first ``Highs`` object prints a banner, which is kept off standard output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+from collections.abc import Iterator
+
+from .formulation import BackendResult, Formulation, partitions_from_assignment
+
+__all__ = ["BACKENDS", "solve_bottleneck"]
+
+BACKENDS = ("cbc", "highs")
+_INTEGRALITY_TOL = 1e-6
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """Send file descriptor 1 to /dev/null (native code prints past sys.stdout)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def solve_bottleneck(
+    form: Formulation, *, backend: str, time_limit: float | None, seed: int
+) -> BackendResult:
+    """Solve ``form`` with PuLP and ``backend``; the incumbent is kept on a time limit."""
+    import pulp
+
+    n, k = form.num_layers, form.k
+    prob = pulp.LpProblem("bottleneck", pulp.LpMinimize)
+
+    # x[i, p] = 1 if layer i is in partition p (only inside the greedy bounds).
+    x: list[dict[int, pulp.LpVariable]] = [
+        {p: pulp.LpVariable(f"x_{i}_{p}", cat=pulp.LpBinary) for p in range(first, last + 1)}
+        for i, (first, last) in enumerate(form.ranges)
+    ]
+    # M: the bottleneck S_max, integral because the sizes are; L ≤ M tightens the root.
+    bottleneck = pulp.LpVariable("M", lowBound=form.lower, upBound=form.cap, cat=pulp.LpInteger)
+    prob += bottleneck
+
+    for i in range(n):
+        prob += pulp.lpSum(x[i].values()) == 1, f"assign_{i}"
+    for i in range(1, n):
+        for p, var in x[i].items():
+            before = [x[i - 1][q] for q in (p, p - 1) if q in x[i - 1]]
+            prob += var <= pulp.lpSum(before), f"contiguous_{i}_{p}"
+    prob += x[0][0] == 1, "first_layer"
+    prob += x[n - 1][k - 1] == 1, "last_layer"
+    members: list[list[tuple[int, pulp.LpVariable]]] = [[] for _ in range(k)]
+    for i in range(n):
+        for p, var in x[i].items():
+            members[p].append((form.sizes[i], var))
+    for p in range(k):
+        prob += pulp.lpSum(size * var for size, var in members[p]) <= bottleneck, f"load_{p}"
+
+    start: dict[str, float] = {}
+    if form.hint is not None:
+        hinted = {i: p for p, part in enumerate(form.hint) for i in part}
+        for i in range(n):
+            for p, var in x[i].items():
+                start[var.name] = 1.0 if hinted[i] == p else 0.0
+        start[bottleneck.name] = float(max(sum(form.sizes[i] for i in part) for part in form.hint))
+
+    if backend == "cbc":
+        raw_status, bound = _run_cbc(prob, start, time_limit, seed)
+    else:
+        raw_status, bound = _run_highs(prob, start, time_limit, seed)
+    bound = max(form.lower, bound)
+
+    if prob.sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
+        partition_of = _assignment(x)
+        partitions = None if partition_of is None else partitions_from_assignment(partition_of, k)
+        if partitions is None:
+            # Seen with CBC on large coefficients: "optimal" with binaries at -0.94 and 1.94.
+            # Such a solution is discarded rather than rounded into a plan.
+            return BackendResult(None, form.lower * form.scale, False, False, f"{raw_status} (solution rejected)")
+        proven = prob.sol_status == pulp.LpSolutionOptimal and raw_status.lower().startswith("optimal")
+        value = max(sum(form.sizes[i] for i in part) for part in partitions)
+        if proven:
+            bound = value
+        return BackendResult(partitions, bound * form.scale, proven, False, raw_status)
+    if prob.sol_status == pulp.LpSolutionInfeasible:
+        return BackendResult(None, form.lower * form.scale, False, True, raw_status)
+    return BackendResult(None, bound * form.scale, False, False, raw_status)
+
+
+def _assignment(x: list[dict]) -> list[int] | None:
+    """Each layer's partition from the binaries, or None if they are not 0/1 within 1e-6."""
+    partition_of = []
+    for options in x:
+        chosen = [p for p, var in options.items() if abs((var.value() or 0.0) - 1.0) <= _INTEGRALITY_TOL]
+        rest_zero = all(abs(var.value() or 0.0) <= _INTEGRALITY_TOL for p, var in options.items() if p not in chosen)
+        if len(chosen) != 1 or not rest_zero:
+            return None
+        partition_of.append(chosen[0])
+    return partition_of
+
+
+def _run_cbc(prob, start: dict[str, float], time_limit: float | None, seed: int) -> tuple[str, int]:
+    import pulp
+
+    for var in prob.variables():
+        if var.name in start:
+            var.setInitialValue(start[var.name])
+    solver = pulp.PULP_CBC_CMD(
+        msg=False,
+        timeLimit=time_limit,
+        warmStart=bool(start),
+        gapRel=0.0,
+        gapAbs=0.0,
+        options=[f"randomCbcSeed {seed + 1}"],
+    )
+    prob.solve(solver)
+    # PuLP does not read CBC's dual bound back; the caller falls back to L.
+    return pulp.LpStatus[prob.status], 0
+
+
+def _run_highs(prob, start: dict[str, float], time_limit: float | None, seed: int) -> tuple[str, int]:
+    import highspy
+    import pulp
+
+    solver = pulp.HiGHS(msg=False, timeLimit=time_limit, gapRel=0.0, gapAbs=0.0, random_seed=seed)
+    with _quiet_stdout():
+        solver.createAndConfigureSolver(prob)
+    solver.buildSolverModel(prob)
+    highs = prob.solverModel
+    if start:
+        columns = [var for var in prob.variables() if var.name in start]
+        highs.setSolution(len(columns), [var.index for var in columns], [start[var.name] for var in columns])
+    solver.callSolver(prob)
+    status, sol_status = solver.findSolutionValues(prob)
+    prob.assignStatus(status, sol_status)
+    model_status = highs.getModelStatus()
+    raw = highs.modelStatusToString(model_status)
+    if model_status == highspy.HighsModelStatus.kOptimal:
+        prob.sol_status = pulp.LpSolutionOptimal
+    elif prob.sol_status == pulp.LpSolutionOptimal:
+        prob.sol_status = pulp.LpSolutionIntegerFeasible
+    dual_bound = highs.getInfo().mip_dual_bound
+    if not math.isfinite(dual_bound):
+        return raw, 0
+    # The objective is integral: round the bound up, past floating-point noise only.
+    return raw, math.ceil(dual_bound - 1e-6 - 1e-9 * abs(dual_bound))

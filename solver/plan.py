@@ -1,0 +1,165 @@
+"""The result of :func:`solver.solve`: a frozen, JSON round-tripping partition plan."""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any
+
+from .errors import PlanError
+
+__all__ = ["Status", "Plan", "OBJECTIVES", "PLAN_FORMAT_VERSION"]
+
+OBJECTIVES = ("min_partitions", "min_bottleneck")
+PLAN_FORMAT_VERSION = 1
+
+
+class Status(str, enum.Enum):
+    """Outcome of a solve, at python-mip's granularity.
+
+    OPTIMAL: the plan's objective equals the proven bound. FEASIBLE: a valid plan, not
+    proven optimal (time limit, or a method that proves nothing). INFEASIBLE: proven that
+    no plan exists (see ``Plan.explanation``). UNKNOWN: no plan found and nothing proven.
+    """
+
+    OPTIMAL = "optimal"
+    FEASIBLE = "feasible"
+    INFEASIBLE = "infeasible"
+    UNKNOWN = "unknown"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def has_plan(self) -> bool:
+        return self in (Status.OPTIMAL, Status.FEASIBLE)
+
+
+def _relative_gap(value: float | None, bound: float | None) -> float | None:
+    if value is None or bound is None:
+        return None
+    if value == bound:
+        return 0.0
+    return (value - bound) / abs(value) if value else math.inf
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A partition plan and how it was found.
+
+    Attributes
+    ----------
+    status:
+        :class:`Status`.
+    partitions:
+        Layer indices of each partition, in execution order (empty unless a plan exists).
+    objective_name:
+        ``"min_partitions"`` or ``"min_bottleneck"``.
+    objective, bound:
+        The plan's objective value and a proven lower bound on the optimum.
+        ``min_partitions``: the number of partitions. ``min_bottleneck``: the largest
+        partition's bytes, S_max = max_j S(P_j).
+    secondary_objective, secondary_bound:
+        ``min_partitions`` is lexicographic: among plans with the fewest partitions, the
+        smallest S_max. These hold S_max and its proven lower bound (given the count);
+        None for ``min_bottleneck``.
+    method, backend:
+        The method (``greedy``, ``dp``, ``cpsat``, ``mip``) and the solver behind it.
+    backend_status:
+        The backend's own status word, kept beside ours.
+    solve_time_s:
+        Wall time of the solve, in seconds.
+    metrics:
+        Memory, communication and balance of the plan (see :func:`solver.metrics.plan_metrics`).
+    explanation:
+        Why no plan exists (INFEASIBLE), or a note on what was proven.
+    seed, num_workers, time_limit:
+        The settings that decide reproducibility, recorded as used.
+    instance_name, num_layers, num_partitions_requested:
+        What was solved.
+    """
+
+    status: Status
+    partitions: list[list[int]]
+    objective_name: str
+    objective: float | None
+    bound: float | None
+    method: str
+    instance_name: str
+    num_layers: int
+    secondary_objective: float | None = None
+    secondary_bound: float | None = None
+    backend: str | None = None
+    backend_status: str | None = None
+    solve_time_s: float = 0.0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    explanation: str | None = None
+    seed: int | None = None
+    num_workers: int | None = None
+    time_limit: float | None = None
+    num_partitions_requested: int | None = None
+
+    @property
+    def num_partitions(self) -> int:
+        return len(self.partitions)
+
+    @property
+    def gap(self) -> float | None:
+        """Relative gap of the first objective still open.
+
+        gap = (objective − bound) / |objective|; for ``min_partitions`` once the count is
+        proven, the same formula over the secondary objective. 0.0 means proven optimal.
+        """
+        primary = _relative_gap(self.objective, self.bound)
+        if primary == 0.0 and self.secondary_objective is not None:
+            return _relative_gap(self.secondary_objective, self.secondary_bound)
+        return primary
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as JSON (``Plan.from_dict(plan.to_dict()) == plan``)."""
+        out = asdict(self)
+        out["status"] = self.status.value
+        out["gap"] = self.gap
+        out["num_partitions"] = self.num_partitions
+        out["format_version"] = PLAN_FORMAT_VERSION
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: object) -> Plan:
+        """Read a plan written by :meth:`to_dict`.
+
+        Raises
+        ------
+        PlanError
+            If a field is missing, unknown or of the wrong kind.
+        """
+        if not isinstance(raw, dict):
+            raise PlanError(f"plan: expected an object, got {raw!r}")
+        data = dict(raw)
+        version = data.pop("format_version", PLAN_FORMAT_VERSION)
+        if version != PLAN_FORMAT_VERSION:
+            raise PlanError(f"plan.format_version: expected {PLAN_FORMAT_VERSION}, got {version!r}")
+        for derived in ("gap", "num_partitions"):
+            data.pop(derived, None)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise PlanError(f"plan: unknown key {unknown[0]!r}")
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        for name in required:
+            if name not in data:
+                raise PlanError(f"plan.{name}: missing")
+        try:
+            data["status"] = Status(data["status"])
+        except ValueError:
+            allowed = ", ".join(s.value for s in Status)
+            raise PlanError(f"plan.status: unknown status {data['status']!r} (allowed: {allowed})") from None
+        if data["objective_name"] not in OBJECTIVES:
+            raise PlanError(f"plan.objective_name: unknown objective {data['objective_name']!r}")
+        parts = data["partitions"]
+        if not isinstance(parts, list) or not all(
+            isinstance(p, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in p) for p in parts
+        ):
+            raise PlanError(f"plan.partitions: expected a list of lists of layer indices, got {parts!r}")
+        return cls(**data)

@@ -1,0 +1,315 @@
+"""``solve(instance, method=...)``: one entry point, the algorithm as a parameter.
+
+Methods
+-------
+greedy  The seed's GreedyLayerPartition, exactly. Its count is optimal on an additive
+        chain (solver.greedy); its largest partition usually is not.
+dp      Exact for chains (solver.dp): both objectives, in O(k log n · log max s).
+cpsat   OR-Tools CP-SAT model (solver.cpsat), warm-started by DP or greedy, bounded by greedy.
+mip     The same model in PuLP (solver.mip): CBC by default, HiGHS with backend="highs".
+auto    The fastest exact method that applies: dp for every instance of this version.
+
+Objectives
+----------
+min_partitions  Fewest partitions, then the smallest largest partition (lexicographic).
+min_bottleneck  With ``num_partitions=k``, the smallest largest partition S_max.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+
+from .dp import bottleneck_lower_bound, min_bottleneck, min_partitions, split_to
+from .errors import OptionError
+from .explain import explain_oversized, explain_too_few_partitions
+from .formulation import BackendResult, formulate
+from .greedy import greedy_partition
+from .instance import Instance
+from .metrics import plan_metrics
+from .plan import OBJECTIVES, Plan, Status
+
+__all__ = ["METHODS", "WARM_STARTS", "solve"]
+
+log = logging.getLogger(__name__)
+
+METHODS = ("auto", "greedy", "dp", "cpsat", "mip")
+WARM_STARTS = ("greedy", "dp", "none")
+MIP_BACKENDS = ("cbc", "highs")
+# CP-SAT runs one search strategy with two workers or fewer and may never prove a bound;
+# eight portfolio workers prove these models even on a two-core machine.
+DEFAULT_CPSAT_WORKERS = 8
+
+
+def _check_options(
+    instance: object,
+    method: object,
+    objective: object,
+    num_partitions: object,
+    time_limit: object,
+    seed: object,
+    num_workers: object,
+    backend: object,
+    warm_start: object,
+) -> None:
+    """Every check of solve()'s arguments, in one place."""
+    if not isinstance(instance, Instance):
+        raise OptionError(f"instance: expected a solver.Instance, got {type(instance).__name__}")
+    if method not in METHODS:
+        raise OptionError(f"method: unknown method {method!r} (allowed: {', '.join(METHODS)})")
+    if objective not in OBJECTIVES:
+        raise OptionError(f"objective: unknown objective {objective!r} (allowed: {', '.join(OBJECTIVES)})")
+    if time_limit is not None and (
+        isinstance(time_limit, bool)
+        or not isinstance(time_limit, (int, float))
+        or not math.isfinite(time_limit)
+        or time_limit <= 0
+    ):
+        raise OptionError(f"time_limit: must be a positive number of seconds, got {time_limit!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise OptionError(f"seed: must be a non-negative integer, got {seed!r}")
+    if num_workers is not None:
+        if method != "cpsat":
+            raise OptionError(f"num_workers: an option of method 'cpsat', not of method {method!r}")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+            raise OptionError(f"num_workers: must be a positive integer, got {num_workers!r}")
+    if backend is not None:
+        if method != "mip":
+            raise OptionError(f"backend: an option of method 'mip', not of method {method!r}")
+        if backend not in MIP_BACKENDS:
+            raise OptionError(f"backend: unknown MIP backend {backend!r} (allowed: {', '.join(MIP_BACKENDS)})")
+    if warm_start is not None:
+        if method not in ("cpsat", "mip"):
+            raise OptionError(f"warm_start: an option of methods 'cpsat' and 'mip', not of method {method!r}")
+        if warm_start not in WARM_STARTS:
+            raise OptionError(f"warm_start: unknown warm start {warm_start!r} (allowed: {', '.join(WARM_STARTS)})")
+    if objective == "min_partitions":
+        if num_partitions is not None:
+            raise OptionError(
+                "num_partitions: only with objective 'min_bottleneck' (min_partitions chooses the count)"
+            )
+    else:
+        if method == "greedy":
+            raise OptionError(
+                "method: 'greedy' (the seed algorithm) chooses its own count; use objective 'min_partitions'"
+            )
+        if num_partitions is None:
+            raise OptionError("num_partitions: required with objective 'min_bottleneck'")
+        n = instance.num_layers
+        if isinstance(num_partitions, bool) or not isinstance(num_partitions, int) or not 1 <= num_partitions <= n:
+            raise OptionError(
+                f"num_partitions: must be an integer between 1 and the number of layers ({n}), got {num_partitions!r}"
+            )
+    if instance.devices is not None:
+        raise OptionError(
+            "devices: device pools are not supported by this version of layerfit "
+            "(every partition has the instance's one capacity)"
+        )
+
+
+def solve(
+    instance: Instance,
+    method: str = "auto",
+    *,
+    objective: str = "min_partitions",
+    num_partitions: int | None = None,
+    time_limit: float | None = None,
+    seed: int = 0,
+    num_workers: int | None = None,
+    backend: str | None = None,
+    warm_start: str | None = None,
+) -> Plan:
+    """Partition ``instance`` into contiguous partitions that each fit its capacity.
+
+    The program (additive chain, sizes s_i, capacity C)::
+
+        min_partitions:  lexmin ( k,  max_j S(P_j) )    s.t.  S(P_j) = Σ_{i∈P_j} s_i ≤ C
+        min_bottleneck:  min max_j S(P_j)  over exactly k = num_partitions partitions, S(P_j) ≤ C
+
+    where P_1 … P_k are contiguous, non-empty and cover the layers in order.
+
+    Parameters
+    ----------
+    instance:
+        The :class:`~solver.Instance`.
+    method:
+        ``"auto"`` (default), ``"greedy"``, ``"dp"``, ``"cpsat"`` or ``"mip"``.
+    objective:
+        ``"min_partitions"`` (default) or ``"min_bottleneck"``.
+    num_partitions:
+        k, required by ``min_bottleneck``.
+    time_limit:
+        Seconds for the CP-SAT/MIP search. On expiry the best plan so far is returned
+        FEASIBLE with its bound; UNKNOWN only when there is none.
+    seed:
+        Random seed of the search (recorded in the plan).
+    num_workers:
+        CP-SAT workers (default 8). ``num_workers=1`` without a time limit is deterministic.
+    backend:
+        MIP solver, ``"cbc"`` (default) or ``"highs"``; only with ``method="mip"``.
+    warm_start:
+        ``"dp"`` (default), ``"greedy"`` or ``"none"``: the plan that hints CP-SAT and
+        starts the MIP; only with ``cpsat`` and ``mip``. The model keeps every plan at
+        least as good as the warm start, so the DP's optimum leaves the solver only the
+        proof (fast); ``"greedy"`` (the seed's plan, split to k partitions for
+        ``min_bottleneck``) and ``"none"`` make the search find the optimum itself.
+
+    Returns
+    -------
+    Plan
+        Infeasible inputs give status INFEASIBLE with ``plan.explanation``.
+
+    Raises
+    ------
+    OptionError
+        For an unknown method or objective, a backend option without its method, a
+        non-positive time limit, and similar misuse.
+
+    Examples
+    --------
+    >>> from solver import Instance, Layer, solve
+    >>> inst = Instance(name="demo", capacity=10, layers=[Layer(f"l{i}", weight_bytes=s)
+    ...                 for i, s in enumerate([4, 4, 2, 6, 4])])
+    >>> plan = solve(inst)
+    >>> plan.status.value, plan.partitions, plan.secondary_objective
+    ('optimal', [[0, 1], [2, 3], [4]], 8)
+    """
+    _check_options(instance, method, objective, num_partitions, time_limit, seed, num_workers, backend, warm_start)
+    if method == "auto":
+        method = "dp"
+    if method == "cpsat" and num_workers is None:
+        num_workers = DEFAULT_CPSAT_WORKERS
+    if method == "mip" and backend is None:
+        backend = "cbc"
+    if method in ("cpsat", "mip") and warm_start is None:
+        warm_start = "dp"
+
+    started = time.perf_counter()
+    common = {
+        "objective_name": objective,
+        "method": method,
+        "instance_name": instance.name,
+        "num_layers": instance.num_layers,
+        "backend": "cp-sat" if method == "cpsat" else backend,
+        "seed": seed,
+        "num_workers": num_workers,
+        "time_limit": time_limit,
+        "num_partitions_requested": num_partitions,
+    }
+
+    def finish(status: Status, partitions: Sequence[Sequence[int]] = (), **fields: object) -> Plan:
+        parts = [list(p) for p in partitions]
+        return Plan(
+            status=status,
+            partitions=parts,
+            metrics=plan_metrics(instance, parts),
+            solve_time_s=time.perf_counter() - started,
+            **common,  # type: ignore[arg-type]
+            **fields,  # type: ignore[arg-type]
+        )
+
+    oversized = explain_oversized(instance)
+    if oversized is not None:
+        return finish(Status.INFEASIBLE, objective=None, bound=None, explanation=oversized)
+
+    sizes = instance.sizes
+    capacity = instance.capacity
+    greedy_plan = greedy_partition(sizes, capacity)
+    fewest = len(greedy_plan)  # optimal by the stay-ahead theorem (solver.greedy)
+
+    if objective == "min_partitions":
+        if method == "greedy":
+            largest = max(sum(sizes[i] for i in part) for part in greedy_plan)
+            lower = bottleneck_lower_bound(sizes, fewest)
+            status = Status.OPTIMAL if largest == lower else Status.FEASIBLE
+            return finish(
+                status, greedy_plan, objective=fewest, bound=fewest,
+                secondary_objective=largest, secondary_bound=lower,
+            )
+        if method == "dp":
+            count, value, partitions = min_partitions(sizes, capacity)  # type: ignore[misc]
+            return finish(
+                Status.OPTIMAL, partitions, objective=count, bound=count,
+                secondary_objective=value, secondary_bound=value,
+            )
+        hint = _warm_start(warm_start, sizes, fewest, greedy_plan)
+        result = _run_model(method, sizes, fewest, capacity, hint, time_limit, seed, num_workers, backend)
+        return _model_plan(finish, result, hint, sizes, fewest, lexicographic=True)
+
+    k = int(num_partitions)  # type: ignore[arg-type]  # checked: required with min_bottleneck
+    if k < fewest:
+        return finish(
+            Status.INFEASIBLE, objective=None, bound=None,
+            explanation=explain_too_few_partitions(instance, k, fewest),
+        )
+    if method == "dp":
+        value, partitions = min_bottleneck(sizes, k)
+        return finish(Status.OPTIMAL, partitions, objective=value, bound=value)
+    hint = _warm_start(warm_start, sizes, k, greedy_plan)
+    result = _run_model(method, sizes, k, capacity, hint, time_limit, seed, num_workers, backend)
+    return _model_plan(finish, result, hint, sizes, k, lexicographic=False)
+
+
+def _warm_start(kind: str | None, sizes: Sequence[int], k: int, greedy_plan: list[list[int]]) -> list[list[int]] | None:
+    """The plan that hints the exact models: greedy's (split to k partitions), DP's, or none."""
+    if kind == "greedy":
+        return split_to(greedy_plan, sizes, k)
+    if kind == "dp":
+        return min_bottleneck(sizes, k)[1]
+    return None
+
+
+def _run_model(
+    method: str,
+    sizes: Sequence[int],
+    k: int,
+    capacity: int,
+    hint: list[list[int]] | None,
+    time_limit: float | None,
+    seed: int,
+    num_workers: int | None,
+    backend: str | None,
+) -> BackendResult | None:
+    """Build the shared formulation and run it on CP-SAT or PuLP (imported lazily)."""
+    form = formulate(sizes, k, capacity, hint)
+    if form is None:
+        return None
+    log.debug("%s model: %d layers, %d partitions, %d assignment variables", method, len(sizes), k, form.num_assignment_vars)
+    if method == "cpsat":
+        from . import cpsat
+
+        return cpsat.solve_bottleneck(form, time_limit=time_limit, seed=seed, num_workers=num_workers or 1)
+    from . import mip
+
+    return mip.solve_bottleneck(form, backend=backend or "cbc", time_limit=time_limit, seed=seed)
+
+
+def _model_plan(finish, result, hint, sizes, k, *, lexicographic: bool) -> Plan:  # type: ignore[no-untyped-def]
+    """Turn a backend result into a plan, never losing the warm start."""
+    def objectives(value: int, bound: int) -> dict[str, object]:
+        if lexicographic:
+            return {"objective": k, "bound": k, "secondary_objective": value, "secondary_bound": bound}
+        return {"objective": value, "bound": bound}
+
+    if result is None:  # the greedy bounds left a layer no partition: cannot happen with k ≥ fewest
+        return finish(Status.INFEASIBLE, objective=None, bound=None,
+                      explanation=f"no plan with {k} partitions fits (greedy bounds)")
+    partitions = result.partitions
+    note = None
+    if partitions is None and hint is not None:
+        partitions = hint
+        note = f"the backend returned no plan ({result.backend_status}); the warm start is returned"
+    if partitions is None:
+        fields = objectives(0, result.bound)
+        fields["objective"] = None
+        if lexicographic:
+            fields["secondary_objective"] = None
+        return finish(Status.UNKNOWN, backend_status=result.backend_status,
+                      explanation="no plan found within the time limit", **fields)
+    value = max(sum(sizes[i] for i in part) for part in partitions)
+    bound = min(result.bound, value)
+    status = Status.OPTIMAL if bound == value else Status.FEASIBLE
+    return finish(status, partitions, backend_status=result.backend_status, explanation=note,
+                  **objectives(value, bound))

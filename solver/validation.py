@@ -1,0 +1,94 @@
+"""An independent checker of plans: every test runs it on every plan.
+
+It recomputes everything from the instance and trusts nothing the solver wrote but the
+partitions themselves.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .errors import PlanError
+from .instance import Instance
+from .metrics import plan_metrics
+from .plan import Plan, Status
+from .units import format_size
+
+__all__ = ["validate_plan"]
+
+
+def _close(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def validate_plan(instance: Instance, plan: Plan) -> None:
+    """Raise :class:`PlanError` with a precise message if ``plan`` breaks a rule of ``instance``.
+
+    Checked: the plan is for this instance (layer count); a plan with status OPTIMAL or
+    FEASIBLE has partitions that are non-empty, contiguous, in order and cover every
+    layer once; every partition fits, S(P) ≤ C; the objective is the plan's own value
+    (count, or S_max) and the bound does not exceed it; OPTIMAL means objective = bound
+    (and, for ``min_partitions``, secondary objective = secondary bound); a requested
+    number of partitions is met; the metrics equal those recomputed from the partitions.
+    A plan without a solution (INFEASIBLE, UNKNOWN) has no partitions, and an
+    INFEASIBLE one carries an explanation.
+    """
+    if plan.num_layers != instance.num_layers:
+        raise PlanError(f"plan is for {plan.num_layers} layers, the instance has {instance.num_layers}")
+    if not plan.status.has_plan:
+        if plan.partitions:
+            raise PlanError(f"a plan with status {plan.status} must have no partitions, it has {plan.num_partitions}")
+        if plan.status is Status.INFEASIBLE and not plan.explanation:
+            raise PlanError("an infeasible plan must carry an explanation")
+        return
+    expected = 0
+    for j, part in enumerate(plan.partitions):
+        if not part:
+            raise PlanError(f"partition {j} is empty")
+        for index in part:
+            if index != expected:
+                raise PlanError(
+                    f"partition {j}: expected layer {expected} next (contiguous, in order), got layer {index}"
+                )
+            expected += 1
+    if expected != instance.num_layers:
+        raise PlanError(f"the partitions cover layers 0..{expected - 1}, the instance has {instance.num_layers}")
+    sizes = instance.sizes
+    loads = [sum(sizes[i] for i in part) for part in plan.partitions]
+    for j, load in enumerate(loads):
+        if load > instance.capacity:
+            raise PlanError(
+                f"partition {j} holds {load} B ({format_size(load)}), over the capacity of "
+                f"{instance.capacity} B ({format_size(instance.capacity)}) by {load - instance.capacity} B"
+            )
+    if plan.num_partitions_requested is not None and plan.num_partitions != plan.num_partitions_requested:
+        raise PlanError(f"{plan.num_partitions_requested} partitions were requested, the plan has {plan.num_partitions}")
+    if plan.objective_name == "min_partitions":
+        if plan.objective != plan.num_partitions:
+            raise PlanError(f"objective {plan.objective} is not the number of partitions ({plan.num_partitions})")
+        if plan.secondary_objective != max(loads):
+            raise PlanError(f"secondary objective {plan.secondary_objective} is not the largest partition ({max(loads)} B)")
+    elif plan.objective != max(loads):
+        raise PlanError(f"objective {plan.objective} is not the largest partition ({max(loads)} B)")
+    for value, bound, what in (
+        (plan.objective, plan.bound, "bound"),
+        (plan.secondary_objective, plan.secondary_bound, "secondary bound"),
+    ):
+        if bound is not None and value is not None and bound > value:
+            raise PlanError(f"{what} {bound} exceeds the plan's value {value}")
+    if plan.status is Status.OPTIMAL:
+        if plan.bound != plan.objective or plan.secondary_bound != plan.secondary_objective:
+            raise PlanError(
+                f"status optimal but objective {plan.objective} / bound {plan.bound}, "
+                f"secondary {plan.secondary_objective} / bound {plan.secondary_bound}"
+            )
+    recomputed = plan_metrics(instance, plan.partitions)
+    for key in ("max_bytes", "num_partitions"):
+        if recomputed[key] != plan.metrics.get(key):
+            raise PlanError(f"metrics.{key} is {plan.metrics.get(key)!r}, recomputed {recomputed[key]!r}")
+    if not _close(recomputed["communication"]["total_bytes"], plan.metrics["communication"]["total_bytes"]):
+        raise PlanError("metrics.communication.total_bytes does not match the partitions")
+    if recomputed != plan.metrics:
+        raise PlanError("metrics do not match those recomputed from the partitions")
