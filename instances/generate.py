@@ -226,7 +226,34 @@ def random_families() -> None:
     })
 
 
+README_HEAD = """# Bundled instances
+
+Every file is an instance in layerfit's JSON v1 (see the project README). `generate.py` beside
+them writes them all, and this page (`python instances/generate.py`); the random families are
+seeded, so the files are reproducible byte for byte. Capacities come from vendor specs; model
+shapes from the checkpoints' `config.json`, with per-layer parameter counts that reproduce the
+published totals (Llama-2-7B 6,738,415,616; Llama-3.1-70B 70,553,706,496; GPT-2 124,439,808;
+BERT-large 335,141,888 — checked by `tests/test_bundled_instances.py`).
+
+Sizes in the files are bytes (integers) or unit strings: decimal `MB`/`GB` are powers of 10, binary
+`MiB`/`GiB` powers of 2. The seed methodology calls the H100's L2 "50MB"; the vendor figure is
+50 MiB (52,428,800 B): `seed-30b-h100-l2.json` keeps the seed's number, `seed-small-h100-l2.json`
+uses the vendor's.
+
+"""
+
+
+def write_readme() -> None:
+    """One line per instance, from each file's description."""
+    lines = []
+    for path in sorted(HERE.glob("*.json")):
+        description = json.loads(path.read_text())["description"]
+        lines.append(f"- `{path.name}` — {description}")
+    (HERE / "README.md").write_text(README_HEAD + "\n".join(lines) + "\n")
+
+
 if __name__ == "__main__":
     seed_family()
     real_models()
     random_families()
+    write_readme()

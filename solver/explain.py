@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from .dp import min_bottleneck
 from .instance import Instance
-from .units import DTYPE_BITS, format_size
+from .units import DTYPE_BITS, format_bytes, format_size
 
 __all__ = ["explain_oversized", "explain_too_few_partitions"]
 
 _LISTED = 8  # layers listed one by one before the rest are summarised
-
-
-def _bytes(n: int) -> str:
-    return format_size(n) if n < 1000 else f"{format_size(n)} ({n:,} B)"
 
 
 def _runs_of_equal_layers(instance: Instance, indices: list[int]) -> list[tuple[int, int]]:
@@ -55,7 +51,7 @@ def explain_oversized(instance: Instance) -> str | None:
     if not over:
         return None
     lines = [
-        f"{len(over)} of {instance.num_layers} layers are larger than the capacity of {_bytes(capacity)} "
+        f"{len(over)} of {instance.num_layers} layers are larger than the capacity of {format_bytes(capacity)} "
         f"on their own, so no partition can hold them (the seed's greedy would open an over-capacity "
         f"partition for each; layerfit reports infeasible instead)."
     ]
@@ -67,7 +63,7 @@ def explain_oversized(instance: Instance) -> str | None:
         largest = max(instance.sizes[i] for i in rest)
         lines.append(f"  ... and {len(rest)} more layers (the largest of them {format_size(largest)})")
     largest = max(instance.sizes)
-    lines.append(f"The smallest capacity at which every layer fits is {_bytes(largest)}, the largest layer.")
+    lines.append(f"The smallest capacity at which every layer fits is {format_bytes(largest)}, the largest layer.")
     weights_over = [i for i in over if instance.footprint(i).weight > capacity]
     if weights_over:
         lines.append(
@@ -93,6 +89,6 @@ def explain_too_few_partitions(instance: Instance, k: int, fewest: int) -> str:
     needed, _ = min_bottleneck(instance.sizes, k)
     return (
         f"{k} partition{'s' if k != 1 else ''} cannot hold the model under the capacity of "
-        f"{_bytes(instance.capacity)}: the fewest partitions that fit is {fewest}. With {k}, the smallest "
-        f"possible largest partition is {_bytes(needed)}, the capacity that {k} would need."
+        f"{format_bytes(instance.capacity)}: the fewest partitions that fit is {fewest}. With {k}, the smallest "
+        f"possible largest partition is {format_bytes(needed)}, the capacity that {k} would need."
     )

@@ -75,6 +75,12 @@ def _check_seconds(value: object, where: str) -> float | None:
     return float(value)
 
 
+def _check_speed(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise InstanceError(f"{where}: expected a positive finite number, got {value!r}")
+    return float(value)
+
+
 def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 
@@ -138,10 +144,7 @@ class Device:
         where = f"device {self.name!r}" if isinstance(self.name, str) else "device"
         _check_name(self.name, _join(where, "name"))
         object.__setattr__(self, "capacity", parse_size(self.capacity, _join(where, "capacity")))
-        speed = self.speed
-        if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not math.isfinite(speed) or speed <= 0:
-            raise InstanceError(f"{_join(where, 'speed')}: expected a positive finite number, got {speed!r}")
-        object.__setattr__(self, "speed", float(speed))
+        object.__setattr__(self, "speed", _check_speed(self.speed, _join(where, "speed")))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "capacity": self.capacity}
@@ -378,9 +381,8 @@ class Instance:
                 _check_name(spec.get("name"), f"{where}.name")
                 if "capacity" not in spec:
                     raise InstanceError(f"{where}.capacity: missing")
-                devices.append(
-                    Device(spec["name"], parse_size(spec["capacity"], f"{where}.capacity"), spec.get("speed", 1.0))
-                )
+                capacity = parse_size(spec["capacity"], f"{where}.capacity")
+                devices.append(Device(spec["name"], capacity, _check_speed(spec.get("speed", 1.0), f"{where}.speed")))
         return cls(
             name=data.get("name", name or "instance"),
             capacity=data["capacity"],

@@ -26,6 +26,7 @@ import contextlib
 import math
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 
 from .formulation import BackendResult, Formulation, partitions_from_assignment
@@ -61,11 +62,11 @@ def solve_bottleneck(
 
     # x[i, p] = 1 if layer i is in partition p (only inside the greedy bounds).
     x: list[dict[int, pulp.LpVariable]] = [
-        {p: pulp.LpVariable(f"x_{i}_{p}", cat=pulp.LpBinary) for p in range(first, last + 1)}
+        {p: prob.add_variable(f"x_{i}_{p}", 0, 1, cat=pulp.LpBinary) for p in range(first, last + 1)}
         for i, (first, last) in enumerate(form.ranges)
     ]
     # M: the bottleneck S_max, integral because the sizes are; L ≤ M tightens the root.
-    bottleneck = pulp.LpVariable("M", lowBound=form.lower, upBound=form.cap, cat=pulp.LpInteger)
+    bottleneck = prob.add_variable("M", form.lower, form.cap, cat=pulp.LpInteger)
     prob += bottleneck
 
     for i in range(n):
@@ -132,15 +133,24 @@ def _run_cbc(prob, start: dict[str, float], time_limit: float | None, seed: int)
     for var in prob.variables():
         if var.name in start:
             var.setInitialValue(start[var.name])
-    solver = pulp.PULP_CBC_CMD(
-        msg=False,
-        timeLimit=time_limit,
-        warmStart=bool(start),
-        gapRel=0.0,
-        gapAbs=0.0,
-        options=[f"randomCbcSeed {seed + 1}"],
-    )
-    prob.solve(solver)
+    with warnings.catch_warnings():
+        # PuLP 3.3 marks its bundled CBC for removal in 4.0 (the range in pyproject stops at 4).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        solver = pulp.PULP_CBC_CMD(
+            msg=False,
+            timeLimit=time_limit,
+            warmStart=bool(start),
+            gapRel=0.0,
+            gapAbs=0.0,
+            options=[f"randomCbcSeed {seed + 1}"],
+        )
+        try:
+            prob.solve(solver)
+        except pulp.PulpSolverError:
+            # Seen when CBC hits its time limit inside the root LP: it exits without a
+            # solution file. No answer from CBC; the caller keeps the warm start.
+            prob.sol_status = pulp.LpSolutionNoSolutionFound
+            return "CBC stopped without a solution", 0
     # PuLP does not read CBC's dual bound back; the caller falls back to L.
     return pulp.LpStatus[prob.status], 0
 

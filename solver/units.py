@@ -15,7 +15,7 @@ from fractions import Fraction
 
 from .errors import InstanceError
 
-__all__ = ["UNITS", "DTYPE_BITS", "parse_size", "parse_count", "dtype_bytes", "format_size"]
+__all__ = ["UNITS", "DTYPE_BITS", "parse_size", "parse_count", "dtype_bytes", "format_size", "format_bytes"]
 
 UNITS: dict[str, int] = {
     "B": 1,
@@ -126,3 +126,8 @@ def format_size(num_bytes: float) -> str:
             scaled = num_bytes / scale
             return f"{scaled:.0f} {unit}" if abs(scaled) >= 1000 else f"{scaled:.4g} {unit}"
     return f"{num_bytes:.0f} B"
+
+
+def format_bytes(num_bytes: int) -> str:
+    """A size with its exact byte count: ``'50 MB (50,000,000 B)'`` (just ``'20 B'`` when small)."""
+    return format_size(num_bytes) if num_bytes < 1000 else f"{format_size(num_bytes)} ({num_bytes:,} B)"

@@ -1,0 +1,129 @@
+"""The layerfit CLI: tables, --json purity, exit codes 0 / 1 / 2, one-line errors."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from solver import Plan, load_instance, validate_plan
+from solver.cli import main
+
+from helpers import INSTANCES, ROOT
+
+SEED_HBM = str(INSTANCES / "seed-30b-h100-hbm.json")
+SEED_L2 = str(INSTANCES / "seed-30b-h100-l2.json")
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_solve_prints_a_readable_table(capsys):
+    code, out, err = run(capsys, "solve", SEED_HBM)
+    assert code == 0 and err == ""
+    assert "instance seed-30b-h100-hbm: 16 layers, capacity 80 GB (80,000,000,000 B)" in out
+    assert "objective min_partitions: optimal" in out
+    assert "partitions: 4 (proven lower bound 4); largest partition 56.94 GB" in out
+    assert "layer0 … layer3" in out and "71.2%" in out
+    assert "balance: max/mean 1.000" in out
+    assert "traffic: 3 transfers per batch, 31.46 GB in all" in out
+
+
+@pytest.mark.parametrize("method", ["greedy", "dp", "cpsat", "mip"])
+def test_solve_json_prints_the_plan_alone(capsys, method):
+    code, out, err = run(capsys, "solve", SEED_HBM, "--method", method, "--json")
+    assert code == 0
+    plan = Plan.from_dict(json.loads(out))
+    validate_plan(load_instance(SEED_HBM), plan)
+    assert plan.method == method
+
+
+def test_solve_json_with_highs_has_no_banner_on_stdout():
+    # HiGHS prints a banner from native code on its first use; stdout must stay one JSON document.
+    exe = [sys.executable, "-m", "solver.cli"]
+    out = subprocess.run([*exe, "solve", SEED_HBM, "--method", "mip", "--backend", "highs", "--json"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["backend"] == "highs"
+
+
+def test_min_bottleneck_from_the_cli(capsys):
+    code, out, _ = run(capsys, "solve", SEED_HBM, "--objective", "min_bottleneck", "--num-partitions", "8", "--json")
+    plan = json.loads(out)
+    assert code == 0 and plan["num_partitions"] == 8 and plan["objective"] == 2 * 14_235_760_000
+
+
+def test_infeasible_exits_1_with_the_explanation(capsys):
+    code, out, _ = run(capsys, "solve", SEED_L2)
+    assert code == 1
+    assert "infeasible" in out and "the seed's \"5.24GB\" counts these elements" in out
+    code, out, _ = run(capsys, "solve", SEED_L2, "--json")
+    assert code == 1 and json.loads(out)["status"] == "infeasible"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["solve", "nope.json"], r"layerfit: error: nope.json: no such file\n"),
+        (["solve", SEED_HBM, "--method", "magic"], r"layerfit: error: method: unknown method 'magic'"),
+        (["solve", SEED_HBM, "--backend", "highs"], r"layerfit: error: backend: an option of method 'mip', not of method 'auto'\n"),
+        (["solve", SEED_HBM, "--time-limit", "0", "--method", "cpsat"], r"layerfit: error: time_limit: must be a positive number of seconds, got 0.0\n"),
+        (["compare", "nowhere"], r"layerfit: error: nowhere: no such file or folder\n"),
+        (["compare", SEED_HBM, "--methods", "dp,magic"], r"layerfit: error: --methods: unknown method 'magic'"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(capsys, argv, message):
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1
+    assert __import__("re").match(message, err)
+
+
+def test_malformed_json_exits_2(capsys, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    code, _, err = run(capsys, "solve", str(bad))
+    assert code == 2 and "not valid JSON" in err and "Traceback" not in err
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["solve"])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        main(["solve", SEED_HBM, "--time-limit", "soon"])
+    assert info.value.code == 2
+
+
+def test_compare_table_and_json(capsys, tmp_path):
+    for name in ("seed-30b-h100-hbm", "seed-30b-h100-l2", "llama-2-7b-h100-hbm"):
+        shutil.copy(INSTANCES / f"{name}.json", tmp_path)
+    code, out, _ = run(capsys, "compare", str(tmp_path))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:5] == ["instance", "layers", "capacity", "greedy", "k"]
+    row = next(line for line in lines if line.startswith("seed-30b-h100-hbm"))
+    assert "optimal (4/4 proved)" in row and "71.18 GB" in row and "56.94 GB" in row
+    assert "infeasible" in next(line for line in lines if line.startswith("seed-30b-h100-l2"))
+    assert "3 instances, 2 feasible. Greedy's count equals the optimum on 2 of 2" in out
+    code, out, _ = run(capsys, "compare", str(tmp_path), "--json", "--methods", "greedy,dp,mip:highs")
+    doc = json.loads(out)
+    assert doc["methods"] == ["greedy", "dp", "mip:highs"]
+    by_name = {row["instance"]: row for row in doc["instances"]}
+    seed = by_name["seed-30b-h100-hbm"]
+    assert (seed["greedy_partitions"], seed["optimal_partitions"]) == (4, 4)
+    assert seed["greedy_max_over_mean"] == 1.25 and seed["optimal_max_over_mean"] == 1.0
+    assert seed["methods"]["mip:highs"]["status"] == "optimal"
+    assert by_name["seed-30b-h100-l2"]["proof"] == "infeasible"
+
+
+@pytest.mark.skipif(shutil.which("layerfit") is None, reason="console script not installed")
+def test_console_script_exit_codes():
+    assert subprocess.run(["layerfit", "solve", SEED_HBM], capture_output=True).returncode == 0
+    assert subprocess.run(["layerfit", "solve", SEED_L2], capture_output=True).returncode == 1
+    bad = subprocess.run(["layerfit", "solve", SEED_HBM, "--objective", "x"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
