@@ -218,7 +218,7 @@ def compare_instances(files: Sequence[Path], methods: Sequence[str], time_limit:
     return rows
 
 
-def _summary(row: dict) -> dict:
+def summarise(row: dict) -> dict:
     instance: Instance = row["instance"]
     results: dict[str, Plan] = row["results"]
     exact = {spec: plan for spec, plan in results.items() if not spec.startswith("greedy")}
@@ -286,7 +286,7 @@ def _compare(args: argparse.Namespace) -> int:
     if not args.time_limit > 0:
         raise LayerfitError(f"--time-limit: must be a positive number of seconds, got {args.time_limit!r}")
     rows = compare_instances(_instance_files(args.paths), methods, args.time_limit, args.max_layers)
-    summaries = [_summary(r) for r in rows]
+    summaries = [summarise(r) for r in rows]
     if args.json:
         print(json.dumps({"methods": methods, "time_limit_s": args.time_limit, "instances": summaries}, indent=2))
         return EXIT_SOLVED

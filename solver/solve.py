@@ -174,7 +174,7 @@ def solve(
     ...                 for i, s in enumerate([4, 4, 2, 6, 4])])
     >>> plan = solve(inst)
     >>> plan.status.value, plan.partitions, plan.secondary_objective
-    ('optimal', [[0, 1], [2, 3], [4]], 8)
+    ('optimal', [[0, 1, 2], [3, 4]], 10)
     """
     _check_options(instance, method, objective, num_partitions, time_limit, seed, num_workers, backend, warm_start)
     if method == "auto":
