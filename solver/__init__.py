@@ -6,12 +6,16 @@
 This package never imports torch; CP-SAT and PuLP are imported only when used.
 """
 
-from .errors import InstanceError, LayerfitError, OptionError, PlanError
+from .errors import InstanceError, LayerfitError, OptionError, PlanError, TopologyError
 from .instance import Device, Instance, Layer, SeedModel, load_instance
+from .mapper import map_plan
 from .memory import Footprint
 from .metrics import plan_metrics
+from .placement import Placement
 from .plan import Plan, Status
 from .solve import METHODS, solve
+from .topology import LinkTable, link_bandwidth
+from .topology_files import load_topology
 from .units import format_size, parse_size
 from .validation import validate_plan
 
@@ -22,14 +26,20 @@ __all__ = [
     "InstanceError",
     "Layer",
     "LayerfitError",
+    "LinkTable",
     "METHODS",
     "OptionError",
+    "Placement",
     "Plan",
     "PlanError",
     "SeedModel",
     "Status",
+    "TopologyError",
     "format_size",
+    "link_bandwidth",
     "load_instance",
+    "load_topology",
+    "map_plan",
     "parse_size",
     "plan_metrics",
     "solve",

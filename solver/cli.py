@@ -58,6 +58,15 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--time-limit", type=float, default=10.0, help="seconds per exact solve (default: 10)")
     c.add_argument("--max-layers", type=int, help="skip instances with more layers")
     c.add_argument("--json", action="store_true", help="print the table as JSON only")
+
+    m = sub.add_parser("map", help="place a plan's partitions on the GPUs of a topology")
+    m.add_argument("file", help="an instance JSON (solved first), or a plan JSON with --instance")
+    m.add_argument("--topology", required=True, help="preset name (e.g. dgx-h100, 4×dgx-h100) or `nvidia-smi topo -m` file")
+    m.add_argument("--instance", help="the instance a plan JSON was made for")
+    m.add_argument("--num-partitions", type=int, help="solve the instance with min_bottleneck and k partitions")
+    m.add_argument("--objective", default="min_bottleneck", help="min_bottleneck (slowest boundary) or min_total")
+    m.add_argument("--bandwidth-matrix", help="measured P2P bandwidth (GB/s, p2pBandwidthLatencyTest layout)")
+    m.add_argument("--json", action="store_true", help="print the placement as JSON only")
     return parser
 
 
@@ -67,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "solve":
             return _solve(args)
+        if args.command == "map":
+            return _map(args)
         return _compare(args)
     except LayerfitError as exc:
         print(f"layerfit: error: {exc}", file=sys.stderr)
@@ -165,6 +176,84 @@ def render_plan(instance: Instance, plan: Plan) -> str:
     )
     if plan.explanation:
         out.append(f"note: {plan.explanation}")
+    return "\n".join(out)
+
+
+# -- map ------------------------------------------------------------------------------
+
+
+def _map(args: argparse.Namespace) -> int:
+    from .mapper import map_plan
+    from .topology_files import load_topology
+
+    path = Path(args.file)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LayerfitError(f"{path}: no such file") from None
+    except json.JSONDecodeError as exc:
+        raise LayerfitError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    if isinstance(raw, dict) and "partitions" in raw and "status" in raw:
+        if not args.instance:
+            raise LayerfitError(f"{path} is a plan: give the instance it was made for with --instance")
+        instance = load_instance(args.instance)
+        plan = Plan.from_dict(raw)
+    else:
+        instance = load_instance(path)
+        if args.num_partitions is not None:
+            plan = solve(instance, objective="min_bottleneck", num_partitions=args.num_partitions)
+        else:
+            plan = solve(instance)
+    if not plan.status.has_plan:
+        if args.json:
+            print(json.dumps(plan.to_dict(), indent=2))
+        else:
+            print(render_plan(instance, plan))
+        return EXIT_NO_PLAN
+    topology = load_topology(args.topology, bandwidth_matrix=args.bandwidth_matrix)
+    placement = map_plan(instance, plan, topology, args.objective)
+    if args.json:
+        print(json.dumps(placement.to_dict(), indent=2))
+    else:
+        print(render_placement(placement))
+    return EXIT_SOLVED if placement.status.has_plan else EXIT_NO_PLAN
+
+
+def _seconds(t: float) -> str:
+    return f"{t * 1e6:.1f} µs" if t < 1e-3 else f"{t * 1e3:.3g} ms" if t < 1 else f"{t:.3g} s"
+
+
+def render_placement(placement) -> str:  # type: ignore[no-untyped-def]
+    """A readable report of a placement: GPU per partition, each boundary's link and time."""
+    out = [
+        f"placement of {placement.instance_name} on {placement.topology_name}: {len(placement.partitions)} partitions, "
+        f"objective {placement.objective_name}, method {placement.method}: {placement.status}, "
+        f"{placement.solve_time_s * 1000:.1f} ms",
+    ]
+    if not placement.status.has_plan:
+        out.append(placement.explanation or "")
+        return "\n".join(out)
+    out.append(
+        f"objective {_seconds(placement.objective)} (lower bound {_seconds(placement.bound)}); "
+        + (
+            f"rank order ({', '.join(placement.naive_devices[:4])}{', …' if len(placement.naive_devices) > 4 else ''}): "
+            f"{_seconds(placement.naive_objective)}, {placement.naive_ratio:.2f}× the chosen"
+            if placement.naive_objective is not None else "rank order does not fit the GPUs' memory"
+        )
+    )
+    rows = []
+    for j, device in enumerate(placement.devices):
+        cells = [str(j), device, format_size(placement.partition_bytes[j])]
+        if j < len(placement.boundaries):
+            b = placement.boundaries[j]
+            cells += [f"→ {b['to']}", b["kind"], f"{b['bandwidth'] / 1e9:.4g} GB/s", format_size(b["bytes"]), _seconds(b["time"])]
+        else:
+            cells += ["", "", "", "", ""]
+        rows.append(cells)
+    shown = rows if len(rows) <= 40 else [*rows[:20], ["…"] * 8, *rows[-20:]]
+    out.append("")
+    header = ["#", "device", "bytes", "next", "link", "bandwidth", "sends", "time"]
+    out.extend(_table(header, shown, [True, False, True, False, False, True, True, True]))
     return "\n".join(out)
 
 

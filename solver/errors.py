@@ -6,7 +6,7 @@ Input and programming errors raise; solver outcomes (infeasible, out of time) ar
 
 from __future__ import annotations
 
-__all__ = ["LayerfitError", "InstanceError", "OptionError", "PlanError"]
+__all__ = ["LayerfitError", "InstanceError", "OptionError", "PlanError", "TopologyError"]
 
 
 class LayerfitError(Exception):
@@ -23,3 +23,7 @@ class OptionError(LayerfitError, ValueError):
 
 class PlanError(LayerfitError, ValueError):
     """A plan that breaks a rule of its instance (raised by :func:`solver.validate_plan`)."""
+
+
+class TopologyError(LayerfitError, ValueError):
+    """A malformed topology (file, preset name or bandwidth matrix): the message names it."""
