@@ -66,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--num-partitions", type=int, help="solve the instance with min_bottleneck and k partitions")
     m.add_argument("--objective", default="min_bottleneck", help="min_bottleneck (slowest boundary) or min_total")
     m.add_argument("--bandwidth-matrix", help="measured P2P bandwidth (GB/s, p2pBandwidthLatencyTest layout)")
+    m.add_argument("--plot", metavar="PNG", help="draw the GPUs, links and the placement into a PNG")
     m.add_argument("--json", action="store_true", help="print the placement as JSON only")
     return parser
 
@@ -212,6 +213,10 @@ def _map(args: argparse.Namespace) -> int:
         return EXIT_NO_PLAN
     topology = load_topology(args.topology, bandwidth_matrix=args.bandwidth_matrix)
     placement = map_plan(instance, plan, topology, args.objective)
+    if args.plot and placement.status.has_plan:
+        from .plot import plot_placement
+
+        plot_placement(placement, topology, args.plot)
     if args.json:
         print(json.dumps(placement.to_dict(), indent=2))
     else:

@@ -27,7 +27,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import OptionError, TopologyError
+from .errors import OptionError, PlanError, TopologyError
 from .instance import Instance
 from .placement import MAP_OBJECTIVES, Placement
 from .plan import Plan, Status
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     import networkx as nx
     import numpy as np
 
-__all__ = ["map_plan", "EXACT_GPU_LIMIT"]
+__all__ = ["map_plan", "build_placement", "evaluate", "subset_dp", "EXACT_GPU_LIMIT"]
 
 EXACT_GPU_LIMIT = 20
 
@@ -106,22 +106,46 @@ def map_plan(
     hosts = topology.graph.get("hosts", ["host0"])
     if len(hosts) == 1 and len(names) > EXACT_GPU_LIMIT:
         raise TopologyError(f"one host of {len(names)} GPUs: the exact mapper takes at most {EXACT_GPU_LIMIT}")
-    def evaluate(devices: Sequence[str]) -> float | None:
-        for j, g in enumerate(devices):
-            m = topology.nodes[g].get("memory")
-            if m is not None and part_bytes[j] > m:
-                return None
-        costs = [_cost(topology, devices[j], devices[j + 1], cut_bytes[j]) for j in range(p - 1)]
-        return max(costs, default=0.0) if objective == "min_bottleneck" else sum(costs)
-
-    naive = names[:p]
-    naive_value = evaluate(naive)
     if len(hosts) == 1:
         devices = _exact(topology, names, part_bytes, cut_bytes, objective)
         lower, method = None, "subset-dp"
     else:
         devices, lower = _hierarchical(topology, part_bytes, cut_bytes, objective)
         method = "hierarchical"
+    return build_placement(instance, plan, topology, devices, objective, method=method, lower=lower, started=started)
+
+
+def evaluate(topology: nx.Graph, plan: Plan, devices: Sequence[str], objective: str) -> float | None:
+    """The placement objective of ``devices`` for ``plan``, or None if a partition does not fit."""
+    part_bytes = [row["bytes"] for row in plan.metrics["partitions"]]
+    cut_bytes = [cut["bytes"] for cut in plan.metrics["communication"]["cuts"]]
+    for j, g in enumerate(devices):
+        m = topology.nodes[g].get("memory")
+        if m is not None and part_bytes[j] > m:
+            return None
+    costs = [_cost(topology, devices[j], devices[j + 1], cut_bytes[j]) for j in range(len(devices) - 1)]
+    return max(costs, default=0.0) if objective == "min_bottleneck" else sum(costs)
+
+
+def build_placement(
+    instance: Instance,
+    plan: Plan,
+    topology: nx.Graph,
+    devices: Sequence[str] | None,
+    objective: str,
+    *,
+    method: str,
+    lower: float | None,
+    started: float,
+) -> Placement:
+    """The Placement of ``plan`` on ``devices``, with its boundaries and the rank-order baseline.
+
+    ``lower`` is the method's proven lower bound (None: the method is exact).
+    """
+    part_bytes = [row["bytes"] for row in plan.metrics["partitions"]]
+    cut_bytes = [cut["bytes"] for cut in plan.metrics["communication"]["cuts"]]
+    naive = gpus(topology)[: plan.num_partitions]
+    naive_value = evaluate(topology, plan, naive, objective)
     common: dict[str, Any] = {
         "objective_name": objective, "method": method, "topology_name": str(topology.graph.get("name")),
         "instance_name": instance.name, "num_layers": instance.num_layers, "partitions": plan.partitions,
@@ -133,13 +157,14 @@ def map_plan(
             explanation="no assignment of partitions to distinct GPUs fits every partition in its GPU's memory",
             solve_time_s=time.perf_counter() - started, **common,
         )
-    value = evaluate(devices)
-    assert value is not None  # both methods only place partitions where they fit
+    value = evaluate(topology, plan, devices, objective)
+    if value is None:
+        raise PlanError("a placement puts a partition on a GPU without the memory for it")
     if naive_value is not None and math.isclose(naive_value, value, rel_tol=1e-12, abs_tol=0.0):
         devices, value = naive, naive_value  # among equals, keep rank order
     bound = value if lower is None else min(value, lower)
     boundaries = []
-    for j in range(p - 1):
+    for j in range(plan.num_partitions - 1):
         kind, bandwidth, latency = link(topology, devices[j], devices[j + 1])
         boundaries.append({
             "from": devices[j], "to": devices[j + 1], "kind": kind, "bandwidth": bandwidth,

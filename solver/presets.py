@@ -65,6 +65,8 @@ PRESETS: dict[str, HostSpec] = {
                          _uniform(8, "NV18"), [0] * 4 + [1] * 4, 80 * GB, 50 * MiB, 5, 50 * GB),
     "hgx-h200": HostSpec("8× H200 SXM 141GB behind NVSwitch (NV18), two NUMA nodes, NDR InfiniBand",
                          _uniform(8, "NV18"), [0] * 4 + [1] * 4, 141 * GB, 60 * 10**6, 5, 50 * GB),
+    "dgx2-v100": HostSpec("16× V100 SXM3 32GB behind NVSwitch (NV6 between every pair), two NUMA nodes",
+                          _uniform(16, "NV6"), [0] * 8 + [1] * 8, 32 * GB, 6 * 10**6, 3, 12.5 * GB),
     "dgx1-v100": HostSpec("8× V100 SXM2 32GB in the hybrid cube-mesh (NV1/NV2, SYS), EDR-class InfiniBand",
                           [row.split() for row in _DGX1.splitlines()], [0] * 4 + [1] * 4, 32 * GB, 6 * 10**6, 3,
                           12.5 * GB),

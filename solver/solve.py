@@ -21,6 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .dp import bottleneck_lower_bound, min_bottleneck, min_partitions, split_to
 from .errors import OptionError
@@ -29,7 +30,11 @@ from .formulation import BackendResult, formulate
 from .greedy import greedy_partition
 from .instance import Instance
 from .metrics import plan_metrics
+from .placement import Placement
 from .plan import OBJECTIVES, Plan, Status
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 __all__ = ["METHODS", "WARM_STARTS", "solve"]
 
@@ -113,14 +118,15 @@ def solve(
     instance: Instance,
     method: str = "auto",
     *,
-    objective: str = "min_partitions",
+    objective: str | None = None,
     num_partitions: int | None = None,
     time_limit: float | None = None,
     seed: int = 0,
     num_workers: int | None = None,
     backend: str | None = None,
     warm_start: str | None = None,
-) -> Plan:
+    topology: nx.Graph | None = None,
+) -> Plan | Placement:
     """Partition ``instance`` into contiguous partitions that each fit its capacity.
 
     The program (additive chain, sizes s_i, capacity C)::
@@ -137,7 +143,9 @@ def solve(
     method:
         ``"auto"`` (default), ``"greedy"``, ``"dp"``, ``"cpsat"`` or ``"mip"``.
     objective:
-        ``"min_partitions"`` (default) or ``"min_bottleneck"``.
+        ``"min_partitions"`` (default) or ``"min_bottleneck"``. With ``topology``, the
+        placement objective: ``"min_bottleneck"`` (default: the slowest boundary's
+        transfer) or ``"min_total"``.
     num_partitions:
         k, required by ``min_bottleneck``.
     time_limit:
@@ -155,11 +163,17 @@ def solve(
         least as good as the warm start, so the DP's optimum leaves the solver only the
         proof (fast); ``"greedy"`` (the seed's plan, split to k partitions for
         ``min_bottleneck``) and ``"none"`` make the search find the optimum itself.
+    topology:
+        Joint mode (solver.joint): choose the partitions and their GPUs together with
+        CP-SAT (``method`` ``"auto"`` or ``"cpsat"``), each partition fitting the capacity
+        and its GPU's memory; ``num_partitions`` defaults to the fewest that fit. Returns a
+        :class:`~solver.Placement`, never worse than ``map_plan`` of the DP's plan.
 
     Returns
     -------
     Plan
-        Infeasible inputs give status INFEASIBLE with ``plan.explanation``.
+        Infeasible inputs give status INFEASIBLE with ``plan.explanation``. With
+        ``topology``, a Placement.
 
     Raises
     ------
@@ -176,6 +190,10 @@ def solve(
     >>> plan.status.value, plan.partitions, plan.secondary_objective
     ('optimal', [[0, 1, 2], [3, 4]], 10)
     """
+    if topology is not None:
+        return _solve_joint(instance, method, objective, num_partitions, time_limit, seed, num_workers, backend,
+                            warm_start, topology)
+    objective = objective or "min_partitions"
     _check_options(instance, method, objective, num_partitions, time_limit, seed, num_workers, backend, warm_start)
     if method == "auto":
         method = "dp"
@@ -250,6 +268,38 @@ def solve(
     hint = _warm_start(warm_start, sizes, k, greedy_plan)
     result = _run_model(method, sizes, k, capacity, hint, time_limit, seed, num_workers, backend)
     return _model_plan(finish, result, hint, sizes, k, lexicographic=False)
+
+
+def _solve_joint(instance, method, objective, num_partitions, time_limit, seed, num_workers, backend,  # type: ignore[no-untyped-def]
+                 warm_start, topology) -> Placement:
+    """solve(..., topology=...): partitions and GPUs together (solver.joint)."""
+    from .placement import MAP_OBJECTIVES
+
+    if method not in ("auto", "cpsat"):
+        raise OptionError(f"topology: joint partitioning and placement is a CP-SAT model; use method 'auto' or 'cpsat', not {method!r}")
+    objective = objective or "min_bottleneck"
+    if objective not in MAP_OBJECTIVES:
+        raise OptionError(
+            f"objective: with a topology, one of {', '.join(MAP_OBJECTIVES)} (transfer time), got {objective!r}"
+        )
+    for name, value in (("backend", backend), ("warm_start", warm_start)):
+        if value is not None:
+            raise OptionError(f"{name}: not an option of the joint model (topology=...)")
+    _check_options(instance, "cpsat", "min_partitions", None, time_limit, seed, num_workers, None, None)
+    if num_partitions is None:
+        oversized = explain_oversized(instance)
+        if oversized is not None:
+            raise OptionError(f"num_partitions: cannot default to the fewest partitions: {oversized.splitlines()[0]}")
+        num_partitions = len(greedy_partition(instance.sizes, instance.capacity))
+    elif isinstance(num_partitions, bool) or not isinstance(num_partitions, int) or not 1 <= num_partitions <= instance.num_layers:
+        raise OptionError(
+            f"num_partitions: must be an integer between 1 and the number of layers ({instance.num_layers}), "
+            f"got {num_partitions!r}"
+        )
+    from .joint import solve_joint
+
+    return solve_joint(instance, topology, num_partitions=num_partitions, objective=objective, time_limit=time_limit,
+                       seed=seed, num_workers=num_workers or DEFAULT_CPSAT_WORKERS)
 
 
 def _warm_start(kind: str | None, sizes: Sequence[int], k: int, greedy_plan: list[list[int]]) -> list[list[int]] | None:

@@ -127,3 +127,28 @@ def test_console_script_exit_codes():
     assert subprocess.run(["layerfit", "solve", SEED_L2], capture_output=True).returncode == 1
     bad = subprocess.run(["layerfit", "solve", SEED_HBM, "--objective", "x"], capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_map_prints_the_placement_and_plots_it(capsys, tmp_path):
+    png = tmp_path / "placement.png"
+    code, out, _ = run(capsys, "map", SEED_HBM, "--topology", "dgx1-v100", "--num-partitions", "8", "--plot", str(png))
+    assert code == 0
+    assert "placement of seed-30b-h100-hbm on dgx1-v100: 8 partitions, objective min_bottleneck, method subset-dp: optimal" in out
+    assert "1.00× the chosen" not in out and "NV2" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_map_of_a_plan_json_needs_its_instance(capsys, tmp_path):
+    code, out, _ = run(capsys, "solve", SEED_HBM, "--json")
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(out)
+    code, out, err = run(capsys, "map", str(plan_file), "--topology", "dgx-h100")
+    assert code == 2 and "is a plan: give the instance it was made for with --instance" in err
+    code, out, _ = run(capsys, "map", str(plan_file), "--instance", SEED_HBM, "--topology", "dgx-h100", "--json")
+    placement = json.loads(out)
+    assert code == 0 and placement["devices"] == ["GPU0", "GPU1", "GPU2", "GPU3"]
+
+
+def test_map_bad_topology_exits_2(capsys):
+    code, out, err = run(capsys, "map", SEED_HBM, "--topology", "no-such-box")
+    assert code == 2 and err.startswith("layerfit: error: unknown topology preset 'no-such-box'")
