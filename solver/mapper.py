@@ -15,9 +15,10 @@ hierarchical  For clusters: hosts first, then GPUs inside a host. A DP over the 
               cuts it into blocks of consecutive partitions, one block per host, each
               placed exactly inside its host by subset-dp; boundaries between blocks cross
               InfiniBand. The same DP without the limit on the number of hosts is a lower
-              bound on every placement (see _hierarchical), reported beside it. Placements
-              that return to a host already used are not searched, so the status is
-              FEASIBLE unless the bound is met.
+              bound on every placement (see _hierarchical), reported beside it. For
+              min_bottleneck on hosts whose GPUs are all alike inside (NVSwitch), runs of
+              partitions are also packed into hosts, several to a host (_packed_bottleneck),
+              which often meets the bound. The status is OPTIMAL only when it is met.
 """
 
 from __future__ import annotations
@@ -112,6 +113,11 @@ def map_plan(
     else:
         devices, lower = _hierarchical(topology, part_bytes, cut_bytes, objective)
         method = "hierarchical"
+        if objective == "min_bottleneck":
+            packed = _packed_bottleneck(topology, part_bytes, cut_bytes)
+            if packed is not None:
+                if devices is None or evaluate(topology, plan, packed, objective) < evaluate(topology, plan, devices, objective):
+                    devices = packed
     return build_placement(instance, plan, topology, devices, objective, method=method, lower=lower, started=started)
 
 
@@ -350,3 +356,62 @@ def _hierarchical(topology, part_bytes, cut_bytes, objective) -> tuple[list[str]
         assert placed is not None
         devices.extend(by_host[hosts[h]][i] for i in placed[1])
     return devices, free[p]
+
+
+def _packed_bottleneck(topology, part_bytes, cut_bytes) -> list[str] | None:  # type: ignore[no-untyped-def]
+    """Clusters whose hosts are uniform inside (NVSwitch): runs packed into hosts, revisits allowed.
+
+    When every GPU pair inside a host has the same link, only which boundaries cross hosts
+    matters. For a threshold T, every boundary whose cross-host time exceeds T must stay
+    inside a host, gluing partitions into runs; T is achievable when the runs pack into the
+    hosts (first-fit decreasing; a host may take several runs). The smallest T that packs
+    is taken, scanning the boundary times upwards. None when the hosts are not uniform.
+    """
+    by_host = _host_gpus(topology)
+    hosts = list(by_host)
+    local = by_host[hosts[0]]
+    per_host = len(local)
+    if any(len(g) != per_host for g in by_host.values()) or per_host < 2:
+        return None
+    inside = {(topology.edges[a, b]["bandwidth"], topology.edges[a, b]["latency"])
+              for i, a in enumerate(local) for b in local[i + 1 :]}
+    memories = {topology.nodes[g].get("memory") for g in gpus(topology)}
+    if len(inside) != 1 or len(memories) != 1:
+        return None
+    memory = memories.pop()
+    if memory is not None and max(part_bytes) > memory:
+        return None
+    ((bw_in, lat_in),) = inside
+    intra = [lat_in + b / bw_in for b in cut_bytes]
+    cross = [_cost(topology, local[0], by_host[hosts[1]][0], b) for b in cut_bytes]
+    p = len(part_bytes)
+    for threshold in sorted(set(intra) | set(cross)):
+        if any(t > threshold for t in intra):
+            continue
+        runs, start = [], 0
+        for j in range(p - 1):
+            if cross[j] <= threshold:  # may cross: end the run here
+                runs.append((start, j))
+                start = j + 1
+        runs.append((start, p - 1))
+        if any(b - a + 1 > per_host for a, b in runs):
+            continue
+        free = [per_host] * len(hosts)
+        where: dict[tuple[int, int], int] = {}
+        for run in sorted(runs, key=lambda r: r[0] - r[1]):  # longest first
+            length = run[1] - run[0] + 1
+            h = next((h for h in range(len(hosts)) if free[h] >= length), None)
+            if h is None:
+                break
+            where[run] = h
+            free[h] -= length
+        else:
+            used = [0] * len(hosts)
+            devices = []
+            for run in runs:
+                h = where[run]
+                for _ in range(run[1] - run[0] + 1):
+                    devices.append(by_host[hosts[h]][used[h]])
+                    used[h] += 1
+            return devices
+    return None

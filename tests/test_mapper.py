@@ -87,9 +87,11 @@ def test_hierarchical_on_a_four_host_cluster_against_its_bound():
         assert 0 < placement.bound <= placement.objective <= placement.naive_objective
         assert len(set(placement.devices)) == 30
         crossings = sum(b["kind"] == "IB" for b in placement.boundaries)
-        assert crossings == 3  # 30 partitions on hosts of 8 GPUs: at least 3, and no more are worth it
-        # Crossings land on the smallest cuts the host size allows.
+        assert crossings >= 3  # 30 partitions on hosts of 8 GPUs
+        # Crossings land on small cuts; the 1 GB ones stay on NVLink.
         assert max(b["bytes"] for b in placement.boundaries if b["kind"] == "IB") <= 10**8
+    # NVSwitch hosts: runs packed into hosts (revisits allowed) meet the bound.
+    assert map_plan(inst, plan, topology, "min_bottleneck").status is Status.OPTIMAL
 
 
 def test_a_cluster_that_fits_in_one_host_is_proven():
