@@ -1,6 +1,13 @@
-"""layerfit's runtime: executes a placement with torch.distributed (not built yet).
+"""layerfit's runtime: run a placement with torch.distributed, one rank per partition.
 
-This package may import torch; it never imports ortools or pulp.
+>>> import runtime                                                    # doctest: +SKIP
+>>> result = runtime.execute(placement, model, inputs, micro_batches=4, schedule="1f1b")
+>>> result.outputs, result.report
+
+This package imports torch; it never imports ortools or pulp.
 """
 
-__all__: list[str] = []
+from .execute import ExecutionError, ExecutionResult, execute, load_placement
+from .model import ModelError, build_model
+
+__all__ = ["ExecutionError", "ExecutionResult", "ModelError", "build_model", "execute", "load_placement"]

@@ -59,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--max-layers", type=int, help="skip instances with more layers")
     c.add_argument("--json", action="store_true", help="print the table as JSON only")
 
+    sub.add_parser("run", help="run a placement with torch.distributed via torchrun (layerfit run --help)", add_help=False)
     m = sub.add_parser("map", help="place a plan's partitions on the GPUs of a topology")
     m.add_argument("file", help="an instance JSON (solved first), or a plan JSON with --instance")
     m.add_argument("--topology", required=True, help="preset name (e.g. dgx-h100, 4×dgx-h100) or `nvidia-smi topo -m` file")
@@ -73,6 +74,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:
+        # The runtime needs torch; planning never imports it (runtime.cli parses its own options).
+        try:
+            from runtime.cli import main as run_main
+        except ImportError as exc:
+            print(f"layerfit: error: `layerfit run` needs torch ({exc}); pip install 'layerfit[runtime]'", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        return run_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         if args.command == "solve":

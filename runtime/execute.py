@@ -1,0 +1,194 @@
+"""``runtime.execute``: run a placement (or plan) on this machine, one process per partition.
+
+The ranks are spawned here (torch.multiprocessing, rendezvous on 127.0.0.1 at a free
+port), gloo on CPU and NCCL when there is a CUDA GPU per partition, so that tests and
+notebooks need no shell; ``layerfit run`` launches the same ranks with torchrun.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.multiprocessing as mp
+
+from solver import Instance, LayerfitError, Placement, Plan
+
+from .model import check_layers, meta_layers
+from .rank import SCHEDULES, Job, run_rank
+
+__all__ = ["ExecutionError", "ExecutionResult", "execute", "load_placement"]
+
+
+class ExecutionError(LayerfitError, RuntimeError):
+    """A rank failed, died or timed out; the message names the rank."""
+
+
+@dataclass
+class ExecutionResult:
+    """The last stage's outputs and the measurement report (per rank and overall)."""
+
+    outputs: torch.Tensor | None
+    report: dict[str, Any]
+    grads: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def load_placement(source: Placement | Plan | dict | str | Path) -> tuple[list[list[int]], list[int], list[str] | None, int]:
+    """(partitions, predicted bytes per partition, devices or None, number of layers)."""
+    if isinstance(source, (str, Path)):
+        try:
+            source = json.loads(Path(source).read_text())
+        except FileNotFoundError:
+            raise ExecutionError(f"{source}: no such file") from None
+    if isinstance(source, dict):
+        source = Placement.from_dict(source) if "devices" in source and "boundaries" in source else Plan.from_dict(source)
+    if isinstance(source, Placement):
+        if not source.status.has_plan:
+            raise ExecutionError(f"placement: status {source.status} has nothing to run")
+        return source.partitions, source.partition_bytes, source.devices, source.num_layers
+    if isinstance(source, Plan):
+        if not source.status.has_plan:
+            raise ExecutionError(f"plan: status {source.status} has nothing to run")
+        predicted = [row["bytes"] for row in source.metrics["partitions"]]
+        return source.partitions, predicted, None, source.num_layers
+    raise ExecutionError(f"expected a Placement, a Plan or their JSON, got {type(source).__name__}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def default_backend(world_size: int) -> str:
+    """NCCL when there is a CUDA GPU for every rank, else gloo."""
+    return "nccl" if torch.cuda.is_available() and torch.cuda.device_count() >= world_size else "gloo"
+
+
+def execute(
+    placement: Placement | Plan | dict | str | Path,
+    model: Any,
+    inputs: torch.Tensor,
+    *,
+    target: torch.Tensor | None = None,
+    instance: Instance | None = None,
+    backend: str | None = None,
+    micro_batches: int = 1,
+    schedule: str = "gpipe",
+    train: bool = False,
+    loss_fn: Any = None,
+    lr: float = 0.1,
+    seed: int = 0,
+    timeout_s: float = 60.0,
+) -> ExecutionResult:
+    """Run ``model`` split as ``placement`` says, one process per partition.
+
+    Parameters
+    ----------
+    placement:
+        A Placement or Plan (or their JSON dict or file): partition j runs on rank j.
+    model:
+        An ``nn.Module`` whose children are the layers, or a picklable factory (or
+        ``"module:function"``) built on the meta device, each rank materialising its own
+        layers (runtime.model).
+    inputs, target:
+        The batch (split into ``micro_batches`` along dimension 0) and, to train, its target.
+    instance:
+        When given, layer names and parameter counts are checked against it.
+    train:
+        Forward, backward (``loss_fn``, default MSE) and one SGD step with ``lr``.
+
+    Raises
+    ------
+    ModelError
+        Before any process starts, when the model does not match the plan.
+    ExecutionError
+        When a rank raises, dies or times out (naming the rank).
+    """
+    partitions, predicted, devices, num_layers = load_placement(placement)
+    layers, shipped = meta_layers(model)
+    check_layers(layers, num_layers, instance)
+    if schedule not in SCHEDULES:
+        raise ExecutionError(f"schedule: unknown schedule {schedule!r} (allowed: {', '.join(SCHEDULES)})")
+    world = len(partitions)
+    if micro_batches < 1 or inputs.shape[0] % micro_batches:
+        raise ExecutionError(f"micro_batches: {micro_batches} must be ≥ 1 and divide the batch of {inputs.shape[0]}")
+    if schedule == "1f1b" and micro_batches < world:
+        raise ExecutionError(f"micro_batches: 1F1B needs at least one micro-batch per stage ({world}), got {micro_batches}")
+    if train and target is None:
+        raise ExecutionError("target: training needs a target for the loss")
+    backend = backend or default_backend(world)
+    with tempfile.TemporaryDirectory(prefix="layerfit-run-") as out_dir:
+        job = Job(
+            partitions=partitions, predicted_bytes=predicted, devices=devices, model=shipped, inputs=inputs,
+            target=target, micro_batches=micro_batches, schedule=schedule, train=train, backend=backend,
+            master_addr="127.0.0.1", master_port=_free_port(), out_dir=out_dir, timeout_s=timeout_s, seed=seed,
+            lr=lr, loss_fn=loss_fn,
+        )
+        context = mp.start_processes(run_rank, args=(job,), nprocs=world, join=False, start_method="spawn")
+        try:
+            while not context.join():
+                pass
+        except (mp.ProcessRaisedException, mp.ProcessExitedException):
+            raise ExecutionError(_first_failure(Path(out_dir), context)) from None
+        out = Path(out_dir)
+        ranks = [torch.load(out / f"report{r}.pt") for r in range(world)]
+        outputs = torch.load(out / "outputs.pt") if (out / "outputs.pt").exists() else None
+        grads: dict[str, torch.Tensor] = {}
+        if train:
+            for r in range(world):
+                grads.update(torch.load(out / f"grads{r}.pt"))
+    return ExecutionResult(outputs=outputs, report=summarise(ranks, inputs.shape[0], schedule, micro_batches, backend), grads=grads)
+
+
+def _first_failure(out: Path, context: Any) -> str:
+    """The rank that failed first: one that died on its own, else the earliest error.
+
+    When one rank fails, its peers fail next (their connections reset) and the launcher
+    stops the rest (SIGTERM, a negative exit code); those are consequences, not causes.
+    """
+    errors = []
+    for path in out.glob("error*.json"):
+        try:
+            errors.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    errors.sort(key=lambda e: e["time"])
+    reported = {e["rank"] for e in errors}
+    for rank, process in enumerate(context.processes):
+        code = process.exitcode
+        if code is not None and code > 0 and rank not in reported:
+            return f"rank {rank} died (exit code {code}); the other ranks were stopped"
+    if errors:
+        first = errors[0]
+        message = first["error"].splitlines()[-1] if first["error"] else "unknown error"
+        return f"rank {first['rank']} failed: {message}"
+    return "a rank failed without a report; the other ranks were stopped"
+
+
+def summarise(ranks: list[dict[str, Any]], batch: int, schedule: str, micro_batches: int, backend: str) -> dict[str, Any]:
+    """The overall report: throughput and the pipeline bubble, measured against theory."""
+    p, m = len(ranks), micro_batches
+    step = max(r["step_s"] for r in ranks)
+    busy = [(r["forward_s_per_micro_batch"] + r["backward_s_per_micro_batch"]) * m for r in ranks]
+    for r in ranks:
+        predicted = r["predicted_bytes"]
+        r["measured_over_predicted"] = r["measured_bytes"] / predicted if predicted else None
+    return {
+        "backend": backend,
+        "schedule": schedule,
+        "stages": p,
+        "micro_batches": m,
+        "batch": batch,
+        "step_s": step,
+        "throughput_samples_per_s": batch / step if step else None,
+        # GPipe and 1F1B idle (p − 1) of (m + p − 1) slots per stage, with equal stages.
+        "theoretical_bubble_fraction": (p - 1) / (m + p - 1),
+        "measured_bubble_fraction": 1 - sum(busy) / (p * step) if step else None,
+        "ranks": ranks,
+    }

@@ -1,0 +1,239 @@
+"""What one rank does: hold its partition, run it as a pipeline stage, measure it.
+
+Each rank builds an ``nn.Sequential`` of its partition's layers and runs it through
+``torch.distributed.pipelining`` (``PipelineStage`` with ``ScheduleGPipe`` or
+``Schedule1F1B``): the schedule sends each micro-batch's boundary activation to the next
+rank (and, when training, the gradient back). The rank measures what it held and sent
+from the tensors themselves: parameter bytes, activation bytes (each layer's output per
+micro-batch; when training, the bytes autograd saved for backward, at their peak),
+bytes sent and received, and time per micro-batch and per step.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+
+from .model import layers_of, materialise_layer, resolve_factory
+
+__all__ = ["Job", "run_rank", "SCHEDULES"]
+
+SCHEDULES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
+
+
+@dataclass
+class Job:
+    """Everything a rank needs; picklable, so it travels to spawned processes."""
+
+    partitions: list[list[int]]
+    predicted_bytes: list[int]
+    devices: list[str] | None
+    model: Any  # an nn.Module, a picklable factory, or "module:function"
+    inputs: torch.Tensor | None
+    target: torch.Tensor | None
+    micro_batches: int
+    schedule: str
+    train: bool
+    backend: str
+    master_addr: str | None  # None: torchrun's environment (env://)
+    master_port: int | None
+    out_dir: str
+    timeout_s: float = 60.0
+    seed: int = 0
+    lr: float = 0.1
+    loss_fn: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _nbytes(value: Any) -> int:
+    if isinstance(value, torch.Tensor):
+        # The stage's shape inference runs on meta tensors: nothing real is held or sent.
+        return 0 if value.is_meta else value.numel() * value.element_size()
+    if isinstance(value, (tuple, list)):
+        return sum(_nbytes(v) for v in value)
+    return 0
+
+
+class _Meter:
+    """Hooks that count what the stage holds, sends and receives, from the real tensors."""
+
+    def __init__(self, stage: nn.Module, first: bool, last: bool) -> None:
+        self.layer_outputs: dict[str, int] = {}
+        self.sent_per_call: list[int] = []
+        self.received_per_call: list[int] = []
+        self.forward_times: list[float] = []
+        self.backward_times: list[float] = []
+        self._backward_started = 0.0
+        self.saved = self.saved_peak = 0
+        self._params = {p.data_ptr() for p in stage.parameters()}
+        self._started = 0.0
+        for name, layer in stage.named_children():
+            layer.register_forward_hook(self._output_hook(name))
+        stage.register_forward_pre_hook(self._pre)
+        stage.register_forward_hook(self._post)
+        stage.register_full_backward_pre_hook(self._backward_pre)
+        stage.register_full_backward_hook(self._backward_post)
+        self.first, self.last = first, last
+
+    def _output_hook(self, name: str):  # type: ignore[no-untyped-def]
+        def hook(module, args, output):  # type: ignore[no-untyped-def]
+            self.layer_outputs[name] = max(self.layer_outputs.get(name, 0), _nbytes(output))
+        return hook
+
+    def _pre(self, module, args):  # type: ignore[no-untyped-def]
+        self.received_per_call.append(0 if self.first else _nbytes(args))
+        self._started = time.perf_counter()
+
+    def _post(self, module, args, output):  # type: ignore[no-untyped-def]
+        self.forward_times.append(time.perf_counter() - self._started)
+        self.sent_per_call.append(0 if self.last else _nbytes(output))
+
+    def micro_batch_calls(self, m: int) -> tuple[int, int, list[float]]:
+        """Bytes sent, received and forward times of the step's m micro-batches.
+
+        The stage may run one forward of its own first (shape inference); only the last m
+        calls are the step's.
+        """
+        return sum(self.sent_per_call[-m:]), sum(self.received_per_call[-m:]), self.forward_times[-m:]
+
+    def _backward_pre(self, module, grad_output):  # type: ignore[no-untyped-def]
+        self._backward_started = time.perf_counter()
+
+    def _backward_post(self, module, grad_input, grad_output):  # type: ignore[no-untyped-def]
+        self.backward_times.append(time.perf_counter() - self._backward_started)
+
+    def pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.data_ptr() not in self._params:  # weights are counted once, as parameters
+            self.saved += _nbytes(tensor)
+            self.saved_peak = max(self.saved_peak, self.saved)
+        return tensor
+
+    def unpack(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
+
+
+def _device(job: Job, local_rank: int) -> torch.device:
+    if job.backend == "nccl":
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def _own_layers(job: Job, rank: int, device: torch.device) -> "OrderedDict[str, nn.Module]":
+    indices = job.partitions[rank]
+    if isinstance(job.model, nn.Module):
+        # torch.multiprocessing hands tensors over in shared memory: copy the layers, so
+        # that training here never writes into the caller's model.
+        layers = layers_of(job.model)
+        return OrderedDict((layers[i][0], copy.deepcopy(layers[i][1]).to(device)) for i in indices)
+    factory = resolve_factory(job.model) if isinstance(job.model, str) else job.model
+    with torch.device("meta"):
+        model = factory()
+    layers = layers_of(model)
+    return OrderedDict((layers[i][0], materialise_layer(layers[i][1], i, job.seed, device)) for i in indices)
+
+
+def run_rank(rank: int, job: Job, world_size: int | None = None, local_rank: int | None = None) -> None:
+    """Run rank ``rank`` of ``job``; writes its report (and outputs, grads) to ``job.out_dir``."""
+    world = world_size or len(job.partitions)
+    local = rank if local_rank is None else local_rank
+    init = "env://" if job.master_addr is None else f"tcp://{job.master_addr}:{job.master_port}"
+    dist.init_process_group(job.backend, rank=rank, world_size=world, timeout=timedelta(seconds=job.timeout_s),
+                            init_method=init)
+    try:
+        _run(rank, world, local, job)
+    except BaseException as exc:
+        # Say when and how this rank failed: a rank whose peer failed first fails too (a
+        # reset connection), and the launcher names the rank that failed first.
+        record = {"rank": rank, "time": time.time(), "error": f"{type(exc).__name__}: {exc}".strip()}
+        partial = Path(job.out_dir) / f".error{rank}.json.tmp"
+        partial.write_text(json.dumps(record))
+        os.replace(partial, partial.with_name(f"error{rank}.json"))  # whole or absent, if this rank is killed
+        raise
+    finally:
+        dist.destroy_process_group()
+
+
+def _run(rank: int, world: int, local: int, job: Job) -> None:
+    # The first stage's inputs need no gradient, so its backward hook fires on outputs only:
+    # expected here, and only timed.
+    warnings.filterwarnings("ignore", message="Full backward hook is firing")
+    device = _device(job, local)
+    first, last = rank == 0, rank == world - 1
+    module = nn.Sequential(_own_layers(job, rank, device))
+    meter = _Meter(module, first, last)
+    param_bytes = sum(_nbytes(p) for p in module.parameters())
+    stage = PipelineStage(module, rank, world, device)
+    loss_fn = job.loss_fn or nn.functional.mse_loss
+    schedule = SCHEDULES[job.schedule](stage, n_microbatches=job.micro_batches, loss_fn=loss_fn if job.train else None)
+    inputs = job.inputs.to(device) if first and job.inputs is not None else None
+    target = job.target.to(device) if last and job.target is not None else None
+    optimizer = torch.optim.SGD(module.parameters(), lr=job.lr) if job.train and param_bytes else None
+    if torch.cuda.is_available() and device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    dist.barrier()
+    started = time.perf_counter()
+    losses: list[torch.Tensor] = []
+    args = (inputs,) if first else ()
+    kwargs: dict[str, Any] = {"target": target, "losses": losses} if job.train and last else {}
+    if job.train:
+        module.train()
+        with torch.autograd.graph.saved_tensors_hooks(meter.pack, meter.unpack):
+            output = schedule.step(*args, **kwargs)
+        if optimizer is not None:
+            grads = {f"{n}": p.grad.detach().cpu().clone() for n, p in module.named_parameters() if p.grad is not None}
+            optimizer.step()
+        else:
+            grads = {}
+    else:
+        module.eval()
+        with torch.no_grad():
+            output = schedule.step(*args, **kwargs)
+        grads = {}
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    step_s = time.perf_counter() - started
+    dist.barrier()
+
+    activation_bytes = sum(meter.layer_outputs.values())
+    sent, received, forward_times = meter.micro_batch_calls(job.micro_batches)
+    held = param_bytes + (meter.saved_peak if job.train else activation_bytes)
+    report = {
+        "rank": rank,
+        "device": (job.devices or [None] * world)[rank] or str(device),
+        "torch_device": str(device),
+        "layers": list(module._modules.keys()),
+        "predicted_bytes": job.predicted_bytes[rank] if job.predicted_bytes else None,
+        "param_bytes": param_bytes,
+        "activation_bytes_per_micro_batch": activation_bytes,
+        "saved_for_backward_peak_bytes": meter.saved_peak if job.train else None,
+        "measured_bytes": held,
+        "cuda_max_allocated_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
+        "bytes_sent": sent,
+        "bytes_received": received,
+        "micro_batches": job.micro_batches,
+        "forward_s_per_micro_batch": sum(forward_times) / max(1, len(forward_times)),
+        "backward_s_per_micro_batch": sum(meter.backward_times) / len(meter.backward_times) if meter.backward_times else 0.0,
+        "step_s": step_s,
+        "loss": float(sum(l.item() for l in losses) / len(losses)) if losses else None,
+        "pid": os.getpid(),
+    }
+    out = Path(job.out_dir)
+    torch.save(report, out / f"report{rank}.pt")
+    if job.train:
+        torch.save(grads, out / f"grads{rank}.pt")
+    if last:
+        torch.save(output.detach().cpu() if isinstance(output, torch.Tensor) else output, out / "outputs.pt")

@@ -1,0 +1,158 @@
+"""The runtime with real processes (gloo on CPU): outputs and gradients equal the
+single-process model's, failures name the rank, torchrun launches (one node and two)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+import runtime  # noqa: E402
+from runtime.model import ModelError, build_model  # noqa: E402
+from runtime.synthetic import example_inputs, synthetic_instance, synthetic_model  # noqa: E402
+from runtime_models import failing_chain, linear_chain  # noqa: E402
+from solver import Instance, Layer, Plan, Status, solve  # noqa: E402
+from solver.metrics import plan_metrics  # noqa: E402
+
+from helpers import ROOT  # noqa: E402
+
+
+def plan_for(instance, partitions):
+    metrics = plan_metrics(instance, partitions)
+    return Plan(status=Status.FEASIBLE, partitions=partitions, objective_name="min_bottleneck",
+                objective=metrics["max_bytes"], bound=0, method="manual", instance_name=instance.name,
+                num_layers=instance.num_layers, metrics=metrics, num_partitions_requested=len(partitions))
+
+
+def chain_instance(n=8, width=16, micro_batch=2):
+    return Instance(name="chain", capacity=10**6, dtype="fp32",
+                    layers=[Layer(f"l{i}", params=width * width + width, activation_bytes=micro_batch * width * 4) for i in range(n)])
+
+
+@pytest.mark.parametrize("ranks, schedule, micro_batches", [(2, "gpipe", 2), (4, "1f1b", 4)])
+def test_inference_outputs_equal_the_single_process_model(ranks, schedule, micro_batches):
+    torch.manual_seed(0)
+    model = linear_chain()
+    inst = chain_instance()
+    plan = solve(inst, objective="min_bottleneck", num_partitions=ranks)
+    x = torch.randn(8, 16)
+    result = runtime.execute(plan, model, x, instance=inst, micro_batches=micro_batches, schedule=schedule)
+    assert torch.allclose(result.outputs, model(x), atol=1e-6)
+    report = result.report
+    assert report["stages"] == ranks and report["backend"] == "gloo"
+    assert report["theoretical_bubble_fraction"] == pytest.approx((ranks - 1) / (micro_batches + ranks - 1))
+    for rank in report["ranks"]:
+        # Each boundary sends its activation once per micro-batch: 8 rows × 16 floats in all.
+        assert rank["bytes_sent"] == (0 if rank["rank"] == ranks - 1 else 8 * 16 * 4)
+        assert rank["bytes_received"] == (0 if rank["rank"] == 0 else 8 * 16 * 4)
+
+
+@pytest.mark.parametrize("schedule, partitions", [("gpipe", [[0, 1, 2], [3, 4, 5, 6, 7]]),
+                                                  ("1f1b", [[0], [1, 2, 3, 4], [5, 6], [7]])])
+def test_training_gradients_equal_the_single_process_model(schedule, partitions):
+    torch.manual_seed(1)
+    model = linear_chain()
+    inst = chain_instance()
+    x, y = torch.randn(8, 16), torch.randn(8, 16)
+    result = runtime.execute(plan_for(inst, partitions), model, x, target=y, instance=inst, micro_batches=4,
+                             schedule=schedule, train=True)
+    model.zero_grad()
+    nn.functional.mse_loss(model(x), y).backward()
+    for name, param in model.named_parameters():
+        assert torch.allclose(result.grads[name], param.grad, atol=1e-6), name
+    assert result.report["ranks"][-1]["loss"] is not None
+
+
+def test_the_callers_model_is_not_modified_by_training():
+    torch.manual_seed(2)
+    model = linear_chain(4)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    inst = chain_instance(4)
+    runtime.execute(solve(inst, objective="min_bottleneck", num_partitions=2), model, torch.randn(4, 16),
+                    target=torch.randn(4, 16), train=True, micro_batches=2)
+    assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
+
+
+def test_a_factory_is_materialised_per_rank_and_matches_build_model():
+    model = synthetic_model()
+    inst = synthetic_instance(model, micro_batch=2)
+    plan = solve(inst, objective="min_bottleneck", num_partitions=4)
+    x, _ = example_inputs(8)
+    result = runtime.execute(plan, "runtime.synthetic:synthetic_model", x, instance=inst, micro_batches=4, seed=5)
+    reference = build_model("runtime.synthetic:synthetic_model", seed=5)
+    assert torch.allclose(result.outputs, reference(x), atol=1e-5)
+    for rank in result.report["ranks"]:
+        # Inference holds the weights and each layer's output per micro-batch: the seed's S(P).
+        assert rank["measured_over_predicted"] == pytest.approx(1.0, rel=0.2)
+
+
+def test_a_rank_that_raises_names_itself():
+    inst = Instance(name="f", capacity=10**6, layers=[Layer(f"l{i}", weight_bytes=1) for i in range(4)])
+    with pytest.raises(runtime.ExecutionError, match=r"^rank 1 failed: RuntimeError: boom in layer l2$"):
+        runtime.execute(plan_for(inst, [[0, 1], [2, 3]]), failing_chain(), torch.randn(4, 16), timeout_s=20)
+
+
+def test_a_rank_that_dies_stops_the_others():
+    inst = Instance(name="f", capacity=10**6, layers=[Layer(f"l{i}", weight_bytes=1) for i in range(4)])
+    with pytest.raises(runtime.ExecutionError, match=r"^rank 1 died \(exit code 3\); the other ranks were stopped$"):
+        runtime.execute(plan_for(inst, [[0, 1], [2, 3]]), failing_chain(die=True), torch.randn(4, 16), timeout_s=20)
+
+
+def test_a_mismatched_model_fails_before_any_process_starts():
+    inst = chain_instance()
+    plan = solve(inst, objective="min_bottleneck", num_partitions=2)
+    with pytest.raises(ModelError, match=r"^model has 7 layers, the plan 8$"):
+        runtime.execute(plan, linear_chain(7), torch.randn(4, 16))
+    wide = linear_chain()
+    wide.l3 = nn.Linear(16, 64)
+    with pytest.raises(ModelError, match=r"^layer 3 \(l3\): the model has 1,088 parameters, the instance 272$"):
+        runtime.execute(plan, wide, torch.randn(4, 16), instance=inst)
+    renamed = nn.Sequential(*linear_chain())  # children named 0, 1, ...
+    with pytest.raises(ModelError, match=r"^layer 0: the model calls it '0', the instance 'l0'$"):
+        runtime.execute(plan, renamed, torch.randn(4, 16), instance=inst)
+    with pytest.raises(runtime.ExecutionError, match=r"^micro_batches: 1F1B needs at least one micro-batch per stage \(2\), got 1$"):
+        runtime.execute(plan, linear_chain(), torch.randn(4, 16), schedule="1f1b")
+
+
+def _write_plan(tmp_path, partitions_count):
+    model = synthetic_model()
+    inst = synthetic_instance(model, micro_batch=2)
+    plan = solve(inst, objective="min_bottleneck", num_partitions=partitions_count)
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan.to_dict()))
+    return path
+
+
+def test_layerfit_run_with_torchrun(tmp_path):
+    plan = _write_plan(tmp_path, 2)
+    report = tmp_path / "report.json"
+    out = subprocess.run([sys.executable, "-m", "solver.cli", "run", str(plan), "--model", "runtime.synthetic:synthetic_model",
+                          "--batch", "8", "--micro-batches", "4", "--train", "--report", str(report)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "2 ranks (gloo), schedule gpipe, 4 micro-batches of 2" in out.stdout
+    doc = json.loads(report.read_text())
+    assert [r["rank"] for r in doc["ranks"]] == [0, 1] and doc["ranks"][1]["loss"] is not None
+
+
+def test_two_nodes_on_loopback(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    plan = _write_plan(tmp_path, 4)
+    job_dir = tmp_path / "job"
+    common = [sys.executable, "-m", "solver.cli", "run", str(plan), "--model", "runtime.synthetic:synthetic_model",
+              "--batch", "8", "--micro-batches", "4", "--schedule", "1f1b", "--nnodes", "2",
+              "--rdzv-endpoint", f"127.0.0.1:{port}", "--job-dir", str(job_dir), "--timeout", "60"]
+    nodes = [subprocess.Popen([*common, "--node-rank", str(r)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for r in range(2)]
+    outs = [node.communicate(timeout=240) for node in nodes]
+    assert all(node.returncode == 0 for node in nodes), [o[1][-1500:] for o in outs]
+    assert sorted(p.name for p in Path(job_dir).glob("report*.pt")) == [f"report{r}.pt" for r in range(4)]
+    assert (job_dir / "outputs.pt").exists()
