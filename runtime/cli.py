@@ -113,7 +113,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.nnodes == 1 and args.rdzv_endpoint is None:
         command.append("--standalone")  # rendezvous on 127.0.0.1, a free port
     else:
-        command += [f"--nnodes={args.nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={args.rdzv_endpoint or '127.0.0.1:29400'}"]
+        command += [f"--nnodes={args.nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={args.rdzv_endpoint or '127.0.0.1:29400'}",
+                    # A rendezvous that cannot form fails within the timeout instead of waiting on.
+                    f"--rdzv-conf=join_timeout={int(args.timeout)}"]
         if args.node_rank is not None:
             command.append(f"--node-rank={args.node_rank}")
     command += ["-m", "runtime.worker", str(job_file)]
@@ -121,8 +123,8 @@ def _run(args: argparse.Namespace) -> int:
     env.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default for each rank, said quietly
     completed = subprocess.run(command, env=env)
     if completed.returncode != 0:
-        print(f"layerfit: error: the ranks failed (torchrun exit code {completed.returncode}); see torchrun's report above",
-              file=sys.stderr)
+        print(f"layerfit: error: the ranks failed (torchrun exit code {completed.returncode}); see torchrun's report "
+              f"above (RendezvousTimeoutError: not every node joined within {args.timeout:g} s)", file=sys.stderr)
         return 1
     reports = sorted((torch.load(p) for p in job_dir.glob("report*.pt")), key=lambda r: r["rank"])
     if len(reports) != world:

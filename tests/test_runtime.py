@@ -156,3 +156,13 @@ def test_two_nodes_on_loopback(tmp_path):
     assert all(node.returncode == 0 for node in nodes), [o[1][-1500:] for o in outs]
     assert sorted(p.name for p in Path(job_dir).glob("report*.pt")) == [f"report{r}.pt" for r in range(4)]
     assert (job_dir / "outputs.pt").exists()
+
+
+def test_a_rendezvous_that_cannot_form_fails_clearly(tmp_path):
+    plan = _write_plan(tmp_path, 2)
+    out = subprocess.run([sys.executable, "-m", "solver.cli", "run", str(plan), "--model", "runtime.synthetic:synthetic_model",
+                          "--nnodes", "2", "--node-rank", "0", "--rdzv-endpoint", "127.0.0.1:29581", "--timeout", "5",
+                          "--job-dir", str(tmp_path / "job")], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 1
+    assert "layerfit: error: the ranks failed (torchrun exit code 1)" in out.stderr
+    assert "RendezvousTimeoutError" in out.stderr
