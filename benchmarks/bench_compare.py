@@ -8,7 +8,6 @@ compare.md (a markdown table for the README).
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,20 +15,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench_solver import fmt, machine  # noqa: E402
+from bench_solver import fmt, machine, provenance, write_results  # noqa: E402
 
 from solver.cli import COMPARE_METHODS, _instance_files, compare_instances, summarise  # noqa: E402
 from solver.units import format_size  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 
 
 def markdown(doc) -> str:
-    m = doc["machine"]
     lines = [
-        f"Measured {doc['date']} with `{doc['command']}` (the same solves as `layerfit compare instances/`) "
-        f"on {m['cores']} cores ({m['cpu']}). k: partitions; largest: the largest partition S_max; "
-        "max/mean: S_max over the mean partition. Sizes in SI units.",
+        provenance(doc) + " The same solves as `layerfit compare instances/`. k: partitions; largest: the "
+        "largest partition S_max; max/mean: S_max over the mean partition. Sizes in SI units.",
         "",
         "| instance | layers | capacity | greedy k | optimal k | greedy largest | optimal largest | greedy / optimal | greedy max/mean | optimal max/mean | proof | "
         + " | ".join(f"{meth}" for meth in doc["methods"]) + " |",
@@ -67,10 +63,7 @@ def main() -> None:
         "methods": methods,
         "instances": [{**summarise(r), "file": str(Path(r["file"]).relative_to(ROOT))} for r in rows],
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "compare.json").write_text(json.dumps(doc, indent=2) + "\n")
-    (RESULTS / "compare.md").write_text(markdown(doc))
-    print(markdown(doc))
+    write_results("compare", doc, markdown(doc))
 
 
 if __name__ == "__main__":

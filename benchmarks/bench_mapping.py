@@ -9,7 +9,6 @@ differ, where each cut lands matters.
 
 from __future__ import annotations
 
-import json
 import random
 import statistics
 import sys
@@ -20,11 +19,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench_solver import fmt, machine  # noqa: E402
+from bench_solver import fmt, machine, provenance, write_results  # noqa: E402
 
 from solver import Instance, Layer, load_instance, load_topology, map_plan, solve  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 TOPOLOGIES = ROOT / "instances" / "topologies"
 
 
@@ -80,9 +78,8 @@ def bench_quality():
 
 
 def markdown(doc) -> str:
-    m = doc["machine"]
     lines = [
-        f"Measured {doc['date']} with `{doc['command']}` on {m['cores']} cores ({m['cpu']}).",
+        provenance(doc),
         "",
         "| GPUs | partitions | topology | method | status | time |",
         "|---:|---:|---|---|---|---:|",
@@ -112,10 +109,7 @@ def main() -> None:
         "times": bench_times(),
         "quality": bench_quality(),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "mapping.json").write_text(json.dumps(doc, indent=2) + "\n")
-    (RESULTS / "mapping.md").write_text(markdown(doc))
-    print(markdown(doc))
+    write_results("mapping", doc, markdown(doc))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from bench_solver import machine  # noqa: E402
+from bench_solver import machine, provenance  # noqa: E402
 
 import runtime  # noqa: E402
 from runtime.synthetic import synthetic_instance, synthetic_model  # noqa: E402
@@ -58,6 +58,11 @@ def factory():
 
 
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="one run per plan instead of three")
+    args = parser.parse_args()
     model = factory()
     instance = synthetic_instance(model, micro_batch=BATCH // MICRO, capacity="10GB")
     plans = {
@@ -68,7 +73,7 @@ def main() -> None:
     rows = {}
     for name, plan in plans.items():
         throughputs = []
-        for _ in range(3):
+        for _ in range(1 if args.quick else 3):
             result = runtime.execute(plan, model, x, micro_batches=MICRO, schedule="gpipe")
             throughputs.append(result.report["throughput_samples_per_s"])
         rows[name] = {
@@ -80,16 +85,14 @@ def main() -> None:
     measured = rows["layerfit"]["throughput_samples_per_s"] / rows["even"]["throughput_samples_per_s"]
     doc = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-        "command": "python benchmarks/bench_runtime.py",
-        "machine": {**machine(), "torch": torch.__version__},
+        "command": "python benchmarks/bench_runtime.py" + (" --quick" if args.quick else ""),
+        "machine": machine(),
         "model": {**SHAPE, "layers": instance.num_layers},
         "ranks": RANKS, "batch": BATCH, "micro_batches": MICRO,
         "plans": rows, "predicted_ratio": predicted, "measured_ratio": measured,
     }
-    m = doc["machine"]
     lines = [
-        f"Measured {doc['date']} with `{doc['command']}` on {m['cores']} cores ({m['cpu']}), torch {m['torch']}: "
-        f"{RANKS} gloo ranks, GPipe, batch {BATCH} in {MICRO} micro-batches, inference; the model has a "
+        provenance(doc) + f" {RANKS} gloo ranks, GPipe, batch {BATCH} in {MICRO} micro-batches, inference; the model has a "
         f"{SHAPE['width']}-wide input projection and head around {SHAPE['blocks']} blocks of width {SHAPE['hidden']}.",
         "",
         "| plan | layers per rank | largest partition | throughput |",

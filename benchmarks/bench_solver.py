@@ -90,6 +90,65 @@ def bench_models(sizes, repeats, time_limit):
     return rows
 
 
+SCALING = {  # method spec -> largest chain it is timed on
+    "greedy": 100_000, "dp": 100_000, "cpsat": 10_000, "mip:highs": 10_000, "mip:cbc": 10_000,
+}
+
+
+def bench_scaling(quick: bool):
+    """Time per solve against chain length, per method and objective; the fitted exponent."""
+    import math
+
+    sizes = [16, 100, 1000, 10_000] + ([] if quick else [100_000])
+    rows = []
+    for spec, largest in SCALING.items():
+        method, _, backend = spec.partition(":")
+        options = {"backend": backend} if backend else {}
+        for objective in ("min_partitions", "min_bottleneck"):
+            if method == "greedy" and objective == "min_bottleneck":
+                continue
+            for n in sizes:
+                if n > largest or (quick and method in ("cpsat", "mip") and n > 1000):
+                    continue
+                inst = chain(n, n)
+                extra = {} if objective == "min_partitions" else {"num_partitions": solve(inst, "dp").num_partitions + 3}
+                t, plan = timed(lambda: solve(inst, method, objective=objective, **extra, **options), 1 if n >= 10_000 else 3)
+                rows.append({"method": spec, "objective": objective, "layers": n, "median_s": t, "status": plan.status.value})
+    fits = {}
+    for key in {(r["method"], r["objective"]) for r in rows}:
+        points = [(math.log(r["layers"]), math.log(r["median_s"])) for r in rows
+                  if (r["method"], r["objective"]) == key and r["layers"] >= 1000 and r["median_s"] > 0]
+        if len(points) >= 2:
+            mx = sum(x for x, _ in points) / len(points)
+            my = sum(y for _, y in points) / len(points)
+            slope = sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points)
+            fits[f"{key[0]} {key[1]}"] = slope
+    return rows, fits
+
+
+def plot_scaling(rows, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for key in sorted({(r["method"], r["objective"]) for r in rows}):
+        points = sorted((r["layers"], r["median_s"]) for r in rows if (r["method"], r["objective"]) == key)
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
+                linestyle="-" if key[1] == "min_partitions" else "--", label=f"{key[0]}, {key[1]}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("layers in the chain")
+    ax.set_ylabel("wall time per solve (s)")
+    ax.set_title("Solve time against chain length (log–log; exact methods prove optimality)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def bench_cli(repeats):
     cmd = [sys.executable, "-m", "solver.cli", "solve", str(ROOT / "instances" / "seed-30b-h100-hbm.json")]
     times = []
@@ -109,8 +168,28 @@ def machine():
                 break
     except OSError:
         pass
-    versions = {pkg: metadata.version(pkg) for pkg in ("ortools", "pulp", "highspy")}
+    versions = {}
+    for pkg in ("ortools", "pulp", "highspy", "networkx", "torch"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "versions": versions}
+
+
+def provenance(doc) -> str:
+    """'Measured DATE with `COMMAND` on N cores (CPU), Python X, package versions.'"""
+    m = doc["machine"]
+    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+    return f"Measured {doc['date']} with `{doc['command']}` on {m['cores']} cores ({m['cpu']}), Python {m['python']}, {versions}."
+
+
+def write_results(name: str, doc: dict, text: str) -> None:
+    """benchmarks/results/NAME.json and NAME.md; the markdown is printed too."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    (RESULTS / f"{name}.md").write_text(text)
+    print(text)
 
 
 def fmt(seconds: float) -> str:
@@ -118,10 +197,8 @@ def fmt(seconds: float) -> str:
 
 
 def markdown(doc) -> str:
-    m = doc["machine"]
     lines = [
-        f"Measured {doc['date']} with `{doc['command']}` on {m['cores']} cores ({m['cpu']}), Python {m['python']}, "
-        + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ". Medians of wall time.",
+        provenance(doc) + " Medians of wall time.",
         "",
         "DP (exact, both objectives; `min_bottleneck` with k = k* + 3):",
         "",
@@ -147,6 +224,16 @@ def markdown(doc) -> str:
             f"| {row['layers']:,} | {row['objective']} | {name} | {row['warm_start']} | {status} | "
             f"{'yes' if row['agrees_with_dp'] else 'no'} | {fmt(row['median_s'])} |"
         )
+    lines += ["", "Scaling (one solve per size from 10,000 layers on; exponent of time ∝ layers^e fitted from 1,000 layers up):", "",
+              "| method, objective | " + " | ".join(f"{n:,}" for n in sorted({r['layers'] for r in doc['scaling']})) + " | exponent |",
+              "|---|" + "---:|" * (len({r['layers'] for r in doc['scaling']}) + 1)]
+    all_sizes = sorted({r["layers"] for r in doc["scaling"]})
+    for key in sorted({(r["method"], r["objective"]) for r in doc["scaling"]}):
+        by_n = {r["layers"]: r["median_s"] for r in doc["scaling"] if (r["method"], r["objective"]) == key}
+        exponent = doc["exponents"].get(f"{key[0]} {key[1]}")
+        lines.append(f"| {key[0]}, {key[1]} | " + " | ".join(fmt(by_n[n]) if n in by_n else "–" for n in all_sizes)
+                     + f" | {'–' if exponent is None else f'{exponent:.2f}'} |")
+    lines += ["", "![solve time against chain length](benchmarks/results/solver_scaling.png)"]
     cli = doc["cli"]
     lines += ["", f"`{cli['command']}` as a whole process (imports included): {fmt(cli['median_s'])}."]
     return "\n".join(lines) + "\n"
@@ -164,12 +251,14 @@ def main() -> None:
         "command": "python benchmarks/bench_solver.py" + (" --quick" if args.quick else ""),
         "machine": machine(),
         "dp": bench_dp(dp_sizes, repeats),
-        "models": bench_models(model_sizes, repeats, time_limit=30.0),
+        "models": bench_models(model_sizes, repeats, time_limit=5.0 if args.quick else 30.0),
         "cli": bench_cli(repeats),
     }
+    doc["scaling"], doc["exponents"] = bench_scaling(args.quick)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "solver.json").write_text(json.dumps(doc, indent=2) + "\n")
     (RESULTS / "solver.md").write_text(markdown(doc))
+    plot_scaling(doc["scaling"], RESULTS / "solver_scaling.png")
     print(markdown(doc))
     if any(not row["agrees_with_dp"] and row["status"] == Status.OPTIMAL.value for row in doc["models"]):
         raise SystemExit("an exact method disagrees with the DP")

@@ -18,11 +18,26 @@ import threading
 
 from .formulation import BackendResult, Formulation, partitions_from_assignment
 
-__all__ = ["solve_bottleneck"]
+__all__ = ["solve_bottleneck", "solve_with_deadline"]
 
 # CP-SAT has been seen to overrun its own time limit (60 s answered after 130 s): stop it
 # from outside once the limit and this grace have passed.
 _DEADLINE_GRACE_S = 1.0
+
+
+def solve_with_deadline(solver, model, time_limit: float | None) -> int:  # type: ignore[no-untyped-def]
+    """``solver.solve(model)`` under ``time_limit``, stopped from outside if it overruns."""
+    timer = None
+    if time_limit is not None:
+        solver.parameters.max_time_in_seconds = time_limit
+        timer = threading.Timer(time_limit + _DEADLINE_GRACE_S, solver.stop_search)
+        timer.daemon = True
+        timer.start()
+    try:
+        return solver.solve(model)
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 def solve_bottleneck(form: Formulation, *, time_limit: float | None, seed: int, num_workers: int) -> BackendResult:
@@ -68,18 +83,7 @@ def solve_bottleneck(form: Formulation, *, time_limit: float | None, seed: int, 
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = num_workers
     solver.parameters.random_seed = seed
-    if time_limit is not None:
-        solver.parameters.max_time_in_seconds = time_limit
-    timer = None
-    if time_limit is not None:
-        timer = threading.Timer(time_limit + _DEADLINE_GRACE_S, solver.stop_search)
-        timer.daemon = True
-        timer.start()
-    try:
-        status = solver.solve(model)
-    finally:
-        if timer is not None:
-            timer.cancel()
+    status = solve_with_deadline(solver, model, time_limit)
 
     name = solver.status_name(status)
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):

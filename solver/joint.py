@@ -26,10 +26,10 @@ compare it with an exhaustive search.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from typing import TYPE_CHECKING
 
+from .cpsat import solve_with_deadline
 from .dp import bottleneck_lower_bound, min_bottleneck
 from .errors import OptionError
 from .formulation import partitions_from_assignment
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 __all__ = ["solve_joint"]
 
 TIME_UNIT = 1e-16  # seconds per solver unit
-_GRACE_S = 1.0
 
 
 def _plan_of(instance: Instance, partitions: list[list[int]], method: str) -> Plan:
@@ -180,17 +179,7 @@ def solve_joint(
     solver.parameters.random_seed = seed
     # CP-SAT 9.15's presolve called feasible joint models infeasible (module docstring).
     solver.parameters.cp_model_presolve = False
-    timer = None
-    if time_limit is not None:
-        solver.parameters.max_time_in_seconds = time_limit
-        timer = threading.Timer(time_limit + _GRACE_S, solver.stop_search)
-        timer.daemon = True
-        timer.start()
-    try:
-        status = solver.solve(model)
-    finally:
-        if timer is not None:
-            timer.cancel()
+    status = solve_with_deadline(solver, model, time_limit)
 
     if status == cp_model.INFEASIBLE:
         return _infeasible(instance, topology, objective, k, started)

@@ -1,7 +1,5 @@
 """Each baseline behaves as its published description says; exact plans never lose to them."""
 
-import itertools
-import random
 
 import pytest
 from hypothesis import given

@@ -1,0 +1,1 @@
+"""layerfit's benchmarks: ``python -m benchmarks [--quick]`` runs them all (see __main__)."""
