@@ -147,6 +147,18 @@ def real_models() -> None:
         "GPUs (vendor spec).",
         "capacity": "48GB", "dtype": "fp8", "layers": llama_layers(**LLAMA31_70B, batch=4, seq=8192),
     })
+    write("llama-2-7b-train-adam-h100-hbm", {
+        "description": "Llama-2-7B training with mixed-precision Adam (bf16 weights and gradients, fp32 master "
+        "weights and moments: 16 B per parameter), batch 4 × seq 4096 BF16 activations per layer, on 80 GB H100s.",
+        "capacity": "80GB", "dtype": "bf16", "training": {"optimizer": "adam"},
+        "layers": llama_layers(**LLAMA2_7B, batch=4, seq=4096),
+    })
+    write("llama-3.1-70b-train-adam-h200-hbm", {
+        "description": "Llama-3.1-70B training with mixed-precision Adam (16 B per parameter), batch 1 × seq "
+        "8192, on 141 GB H200s (vendor spec).",
+        "capacity": "141GB", "dtype": "bf16", "training": {"bytes_per_param": 16},
+        "layers": llama_layers(**LLAMA31_70B, batch=1, seq=8192),
+    })
     layers = gpt2_layers(**GPT2, batch=1, seq=1024)
     assert sum(layer["params"] for layer in layers) == 124_439_808  # published GPT-2 small total
     write("gpt2-int8-rtx4090-l2", {

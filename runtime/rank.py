@@ -17,7 +17,7 @@ import os
 import time
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,6 @@ class Job:
     seed: int = 0
     lr: float = 0.1
     loss_fn: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _nbytes(value: Any) -> int:

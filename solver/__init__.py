@@ -7,7 +7,7 @@ This package never imports torch; CP-SAT and PuLP are imported only when used.
 """
 
 from .errors import InstanceError, LayerfitError, OptionError, PlanError, TopologyError
-from .instance import Device, Instance, Layer, SeedModel, load_instance
+from .instance import Device, Instance, Layer, SeedModel, Training, load_instance
 from .mapper import map_plan
 from .memory import Footprint
 from .metrics import plan_metrics
@@ -35,6 +35,7 @@ __all__ = [
     "SeedModel",
     "Status",
     "TopologyError",
+    "Training",
     "format_size",
     "link_bandwidth",
     "load_instance",

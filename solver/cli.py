@@ -158,6 +158,9 @@ def render_plan(instance: Instance, plan: Plan) -> str:
             f"(lower bound {format_size(plan.bound or 0)}, gap {_percent(plan.gap or 0.0)})"
         )
     header = ["#", "layers", "n", "bytes", "weights", "activations", "buffers", "utilization"]
+    has_state = any(row.get("training_state_bytes") for row in m["partitions"])
+    if has_state:
+        header.insert(7, "training state")
     has_time = "max_time" in m
     if has_time:
         header.append("time")
@@ -169,12 +172,14 @@ def render_plan(instance: Instance, plan: Plan) -> str:
             format_size(row["weight_bytes"]), format_size(row["activation_bytes"]),
             format_size(row["buffer_bytes"]), _percent(row["utilization"]),
         ]
+        if has_state:
+            cells.insert(7, format_size(row["training_state_bytes"]))
         if has_time:
             cells.append(f"{row['time'] * 1000:.3g} ms")
         rows.append(cells)
     shown = rows if len(rows) <= 40 else [*rows[:20], ["…"] * len(header), *rows[-20:]]
     out.append("")
-    out.extend(_table(header, shown, [True, False, True, True, True, True, True, True, True]))
+    out.extend(_table(header, shown, [True, False, *[True] * (len(header) - 2)]))
     b, c = m["balance"], m["communication"]
     out.append("")
     out.append(

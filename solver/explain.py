@@ -37,9 +37,10 @@ def _describe_oversized(instance: Instance, first: int, last: int) -> str:
     else:
         weight = f"weights {format_size(fp.weight)}"
     who = layer.name if first == last else f"{layer.name} … {instance.layers[last].name} ({last - first + 1} layers, each)"
+    state = f" + training state {format_size(fp.training_state)}" if fp.training_state else ""
     return (
         f"{who}: {format_size(fp.total)} = {weight} + activation {format_size(fp.activation)} "
-        f"+ buffer {format_size(fp.buffer)}; over by {format_size(fp.total - capacity)} "
+        f"+ buffer {format_size(fp.buffer)}{state}; over by {format_size(fp.total - capacity)} "
         f"({fp.total / capacity:.3g}× the capacity)"
     )
 

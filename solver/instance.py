@@ -20,7 +20,7 @@ from .errors import InstanceError
 from .memory import Footprint
 from .units import DTYPE_BITS, dtype_bytes, parse_count, parse_size
 
-__all__ = ["Layer", "Device", "SeedModel", "Instance", "load_instance"]
+__all__ = ["Layer", "Device", "SeedModel", "Training", "Instance", "load_instance"]
 
 _LAYER_KEYS = ("name", "params", "weight_bytes", "activation_bytes", "buffer_bytes", "dtype", "time")
 _DEVICE_KEYS = ("name", "capacity", "speed")
@@ -34,7 +34,11 @@ _MODEL_KEYS = (
     "activation_dtype",
     "buffer_bytes",
 )
-_INSTANCE_KEYS = ("name", "description", "capacity", "dtype", "layers", "model", "devices", "edges", "constraints")
+_INSTANCE_KEYS = (
+    "name", "description", "capacity", "dtype", "layers", "model", "devices", "edges", "constraints", "training",
+)
+_TRAINING_KEYS = ("optimizer", "master_weights", "bytes_per_param")
+OPTIMIZERS = {"none": 0, "sgd": 4, "adam": 8}  # optimizer state bytes per parameter (fp32)
 # Keys of the v1 format that later versions of layerfit honour; refused rather than ignored.
 _NOT_YET_SUPPORTED = {
     "edges": "DAG instances are not supported yet (layers form a chain in execution order)",
@@ -216,6 +220,60 @@ class SeedModel:
 
 
 @dataclass(frozen=True)
+class Training:
+    """Training state held beside the weights (table in :mod:`solver.memory`).
+
+    Either ``optimizer`` (``"none"``, ``"sgd"``, ``"adam"``) with ``master_weights``
+    (None: on when the weights are 16-bit and there is an optimizer), or
+    ``bytes_per_param``: the whole per-parameter total, weights included.
+    """
+
+    optimizer: str | None = "adam"
+    master_weights: bool | None = None
+    bytes_per_param: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.bytes_per_param is not None:
+            if self.optimizer not in (None, "adam") or self.master_weights is not None:
+                raise InstanceError("training: give either bytes_per_param or optimizer/master_weights, not both")
+            value = self.bytes_per_param
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise InstanceError(f"training.bytes_per_param: expected a non-negative number, got {value!r}")
+            object.__setattr__(self, "optimizer", None)
+            return
+        if self.optimizer not in OPTIMIZERS:
+            raise InstanceError(
+                f"training.optimizer: unknown optimizer {self.optimizer!r} (allowed: {', '.join(OPTIMIZERS)})"
+            )
+        if self.master_weights is not None and not isinstance(self.master_weights, bool):
+            raise InstanceError(f"training.master_weights: expected true or false, got {self.master_weights!r}")
+
+    def state_bytes(self, params: int, weight_bits: int, where: str) -> int:
+        """Bytes of training state for ``params`` parameters whose weights have ``weight_bits``."""
+        if self.bytes_per_param is not None:
+            total = math.ceil(params * self.bytes_per_param)
+            weights = -(-params * weight_bits // 8)
+            if total < weights:
+                raise InstanceError(
+                    f"training.bytes_per_param: {self.bytes_per_param:g} is less than the weights' own "
+                    f"{weight_bits / 8:g} bytes per parameter ({where})"
+                )
+            return total - weights
+        default_master = weight_bits == 16 and self.optimizer != "none"
+        master = self.master_weights if self.master_weights is not None else default_master
+        gradient = -(-params * weight_bits // 8)
+        return gradient + params * (OPTIMIZERS[self.optimizer or "none"] + (4 if master else 0))
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.bytes_per_param is not None:
+            return {"bytes_per_param": self.bytes_per_param}
+        out: dict[str, Any] = {"optimizer": self.optimizer}
+        if self.master_weights is not None:
+            out["master_weights"] = self.master_weights
+        return out
+
+
+@dataclass(frozen=True)
 class Instance:
     """A chain of layers and the capacity every partition must fit.
 
@@ -236,6 +294,8 @@ class Instance:
         round-trips and explanations can speak of it.
     description:
         Free text: where the numbers came from.
+    training:
+        Gradients and optimizer state per parameter (:class:`Training`); None: inference.
 
     Examples
     --------
@@ -252,6 +312,7 @@ class Instance:
     devices: tuple[Device, ...] | None = None
     model: SeedModel | None = None
     description: str | None = None
+    training: Training | None = None
     _sizes: tuple[int, ...] = field(init=False, repr=False, compare=False, default=())
 
     def __post_init__(self) -> None:
@@ -260,6 +321,8 @@ class Instance:
         if self.capacity == 0:
             raise InstanceError("capacity: must be positive, got 0")
         object.__setattr__(self, "dtype", _check_dtype(self.dtype, "dtype"))
+        if self.training is not None and not isinstance(self.training, Training):
+            raise InstanceError(f"training: expected a Training, got {self.training!r}")
         if self.description is not None and not isinstance(self.description, str):
             raise InstanceError(f"description: expected a string, got {self.description!r}")
         if self.model is not None:
@@ -296,16 +359,24 @@ class Instance:
 
     def _footprint(self, index: int) -> Footprint:
         layer = self.layers[index]
+        dtype = layer.dtype or self.dtype
         if layer.weight_bytes is not None:
             weight = layer.weight_bytes
         else:
-            dtype = layer.dtype or self.dtype
             if dtype is None and layer.params:
                 raise InstanceError(
                     f"layers[{index}].dtype: layer {layer.name!r} has params but neither it nor the instance gives a dtype"
                 )
             weight = dtype_bytes(dtype, layer.params, f"layers[{index}].dtype") if layer.params else 0
-        return Footprint(weight, layer.activation_bytes, layer.buffer_bytes)
+        state = 0
+        if self.training is not None and (layer.params or weight):
+            if not layer.params:
+                raise InstanceError(
+                    f"layers[{index}].params: layer {layer.name!r} has weights but no params, and training state is per parameter"
+                )
+            bits = DTYPE_BITS[dtype] if dtype in DTYPE_BITS else 8 * weight // layer.params
+            state = self.training.state_bytes(layer.params, bits, f"layer {layer.name!r}")
+        return Footprint(weight, layer.activation_bytes, layer.buffer_bytes, state)
 
     def footprint(self, index: int) -> Footprint:
         """size(l) = weight + activation + buffer of layer ``index`` (the seed's formula)."""
@@ -391,6 +462,7 @@ class Instance:
             devices=None if devices is None else tuple(devices),
             model=model,
             description=data.get("description"),
+            training=_parse_training(data["training"]) if "training" in data else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -407,7 +479,17 @@ class Instance:
             out["layers"] = [layer.to_dict() for layer in self.layers]
         if self.devices is not None:
             out["devices"] = [device.to_dict() for device in self.devices]
+        if self.training is not None:
+            out["training"] = self.training.to_dict()
         return out
+
+
+def _parse_training(raw: object) -> Training:
+    spec = _check_keys(raw, _TRAINING_KEYS, "training")
+    if "bytes_per_param" in spec:
+        return Training(optimizer=spec.get("optimizer"), master_weights=spec.get("master_weights"),
+                        bytes_per_param=spec["bytes_per_param"])
+    return Training(optimizer=spec.get("optimizer", "adam"), master_weights=spec.get("master_weights"))
 
 
 def load_instance(path: str | Path) -> Instance:

@@ -22,7 +22,7 @@ __all__ = ["plan_metrics", "partition_footprint"]
 
 def partition_footprint(instance: Instance, layers: Sequence[int]) -> Footprint:
     """S(P) of the partition holding ``layers``, by component (seed model: a plain sum)."""
-    total = Footprint(0, 0, 0)
+    total = Footprint(0, 0, 0, 0)
     for index in layers:
         total = total + instance.footprint(index)
     return total
@@ -45,6 +45,7 @@ def plan_metrics(instance: Instance, partitions: Sequence[Sequence[int]]) -> dic
             "weight_bytes": fp.weight,
             "activation_bytes": fp.activation,
             "buffer_bytes": fp.buffer,
+            "training_state_bytes": fp.training_state,
             "utilization": fp.total / capacity,
         }
         if instance.has_times:
