@@ -22,6 +22,13 @@ from solver.units import format_size  # noqa: E402
 
 
 
+def _time_cell(method: str, result: dict) -> str:
+    if result["status"] == "n/a":
+        return "n/a"
+    shown = fmt(result["solve_time_s"])
+    return shown if result["status"] in ("optimal", "infeasible") or method == "greedy" else f"{shown} ({result['status']})"
+
+
 def markdown(doc) -> str:
     lines = [
         provenance(doc) + " The same solves as `layerfit compare instances/`. k: partitions; largest: the "
@@ -39,10 +46,7 @@ def markdown(doc) -> str:
             s["greedy_largest_bytes"] / s["optimal_largest_bytes"]
             if s["greedy_largest_bytes"] and s["optimal_largest_bytes"] else None
         )
-        times = " | ".join(
-            fmt(s["methods"][meth]["solve_time_s"]) + ("" if s["methods"][meth]["status"] in ("optimal", "infeasible") or meth == "greedy" else f" ({s['methods'][meth]['status']})")
-            for meth in doc["methods"]
-        )
+        times = " | ".join(_time_cell(meth, s["methods"][meth]) for meth in doc["methods"])
         lines.append(
             f"| {s['instance']} | {s['layers']:,} | {format_size(s['capacity'])} | {cell(s['greedy_partitions'], str)} | "
             f"{cell(s['optimal_partitions'], str)} | {cell(s['greedy_largest_bytes'], format_size)} | "

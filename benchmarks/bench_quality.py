@@ -73,11 +73,10 @@ def random_families(quick: bool) -> list[Instance]:
 
 
 def evaluate(inst: Instance, k: int) -> dict:
-    sizes = inst.sizes
     rows = {}
     for method, (parts, left) in plans(inst, k).items():
         used = [p for p in parts if p]
-        loads = [sum(sizes[i] for i in p) for p in used]
+        loads = [inst.partition_bytes(p, j, len(used)) for j, p in enumerate(used)]  # at its place in the schedule
         row = {
             "partitions": len(used),
             "largest_bytes": max(loads),

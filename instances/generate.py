@@ -159,6 +159,30 @@ def real_models() -> None:
         "capacity": "141GB", "dtype": "bf16", "training": {"bytes_per_param": 16},
         "layers": llama_layers(**LLAMA31_70B, batch=1, seq=8192),
     })
+    # Pipeline training under 1F1B: stage j of p holds min(p − j, m) micro-batches' activations,
+    # so the last stages have room the first do not (activation_bytes is per micro-batch here).
+    write("llama-2-7b-1f1b-train-h100-hbm", {
+        "description": "Llama-2-7B training with mixed-precision Adam under 1F1B with 16 micro-batches of 2 × 4096 "
+        "tokens (activation_bytes per micro-batch, 32 saved tensors' worth per block), on 80 GB H100s.",
+        "capacity": "80GB", "dtype": "bf16", "training": {"optimizer": "adam"}, "schedule": "1f1b",
+        "micro_batches": 16,
+        "layers": [{**layer, "activation_bytes": layer["activation_bytes"] * 32}
+                   for layer in llama_layers(**LLAMA2_7B, batch=2, seq=4096)],
+    })
+    write("seed-30b-gpipe-b200-hbm", {
+        "description": "The seed's 30B model (16 layers of 1.875B params, BF16) under GPipe with 8 micro-batches of "
+        "16 sequences × 10000 tokens × 4096 hidden, on 180 GB B200s: every stage holds all 8 micro-batches.",
+        "capacity": "180GB", "dtype": "bf16", "schedule": "gpipe", "micro_batches": 8,
+        "layers": [{"name": f"layer{i}", "params": 1_875_000_000, "activation_bytes": 16 * 10000 * 4096 * 2}
+                   for i in range(16)],
+    })
+    write("seed-30b-1f1b-b200-hbm", {
+        "description": "The same under 1F1B: stage j of p holds min(p − j, 8) micro-batches, so later stages take "
+        "more layers and fewer stages suffice than when every stage is planned for the worst.",
+        "capacity": "180GB", "dtype": "bf16", "schedule": "1f1b", "micro_batches": 8,
+        "layers": [{"name": f"layer{i}", "params": 1_875_000_000, "activation_bytes": 16 * 10000 * 4096 * 2}
+                   for i in range(16)],
+    })
     layers = gpt2_layers(**GPT2, batch=1, seq=1024)
     assert sum(layer["params"] for layer in layers) == 124_439_808  # published GPT-2 small total
     write("gpt2-int8-rtx4090-l2", {

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import LayerfitError
+from .errors import LayerfitError, OptionError
 from .instance import Instance, load_instance
 from .plan import OBJECTIVES, Plan, Status
 from .solve import METHODS, solve
@@ -322,8 +322,13 @@ def compare_instances(files: Sequence[Path], methods: Sequence[str], time_limit:
         instance = load_instance(path)
         if max_layers is not None and instance.num_layers > max_layers:
             continue
-        results = {spec: _run_method(instance, spec, time_limit) for spec in methods}
-        rows.append({"file": str(path), "instance": instance, "results": results})
+        results, skipped = {}, {}
+        for spec in methods:
+            try:
+                results[spec] = _run_method(instance, spec, time_limit)
+            except OptionError as exc:  # the method does not handle this instance's options
+                skipped[spec] = str(exc)
+        rows.append({"file": str(path), "instance": instance, "results": results, "skipped": skipped})
     return rows
 
 
@@ -386,7 +391,7 @@ def summarise(row: dict) -> dict:
                 "backend_status": plan.backend_status,
             }
             for spec, plan in results.items()
-        },
+        } | {spec: {"status": "n/a", "reason": reason, "solve_time_s": None} for spec, reason in row.get("skipped", {}).items()},
     }
 
 
@@ -428,17 +433,25 @@ def render_compare(summaries: Sequence[dict], methods: Sequence[str]) -> str:
     lines = _table(header, rows, right)
     feasible = [s for s in summaries if s["greedy_partitions"] is not None and s["optimal_partitions"] is not None]
     same_count = sum(s["greedy_partitions"] == s["optimal_partitions"] for s in feasible)
-    better = [s for s in feasible if s["optimal_largest_bytes"] < s["greedy_largest_bytes"]]
+    fewer = [s["instance"] for s in summaries if s["optimal_partitions"] is not None
+             and (s["greedy_partitions"] is None or s["greedy_partitions"] > s["optimal_partitions"])]
     lines.append("")
     lines.append(
-        f"{len(summaries)} instances, {len(feasible)} feasible. Greedy's count equals the optimum on "
-        f"{same_count} of {len(feasible)} (on an additive chain greedy stays ahead, so its count is optimal)."
+        f"{len(summaries)} instances, {len(feasible)} solved by greedy and an exact method. Greedy's count equals "
+        f"the optimum on {same_count} of them: on an additive chain greedy stays ahead, so its count is optimal."
     )
+    if fewer:
+        lines.append(
+            f"The exact plan needs fewer partitions than greedy (or greedy finds none) on {len(fewer)}: "
+            f"{', '.join(fewer)} — memory that depends on the stage's place in the pipeline schedule."
+        )
+    better = [s for s in feasible if s["greedy_partitions"] == s["optimal_partitions"]
+              and s["optimal_largest_bytes"] < s["greedy_largest_bytes"]]
     if better:
         worst = max(better, key=lambda s: s["greedy_largest_bytes"] / s["optimal_largest_bytes"])
         ratio = worst["greedy_largest_bytes"] / worst["optimal_largest_bytes"]
         lines.append(
-            f"The exact plan has a smaller largest partition on {len(better)} of them; greedy's is up to "
+            f"With the same count, the exact plan has a smaller largest partition on {len(better)}; greedy's is up to "
             f"{ratio:.2f}× the optimum ({worst['instance']})."
         )
     lines.append("Sizes in SI units (1 GB = 10^9 B); times are wall time per solve.")
@@ -447,6 +460,8 @@ def render_compare(summaries: Sequence[dict], methods: Sequence[str]) -> str:
 
 def _method_cell(result: dict) -> str:
     mark = {"optimal": "", "feasible": " (feasible)", "infeasible": " (infeasible)", "unknown": " (unknown)"}
+    if result["status"] == "n/a":
+        return "n/a"
     t = result["solve_time_s"]
     shown = f"{t * 1000:.1f} ms" if t < 1 else f"{t:.2f} s"
     if result.get("is_greedy") and result["status"] != "infeasible":

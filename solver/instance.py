@@ -36,7 +36,9 @@ _MODEL_KEYS = (
 )
 _INSTANCE_KEYS = (
     "name", "description", "capacity", "dtype", "layers", "model", "devices", "edges", "constraints", "training",
+    "schedule", "micro_batches",
 )
+SCHEDULES = ("none", "gpipe", "1f1b")
 _TRAINING_KEYS = ("optimizer", "master_weights", "bytes_per_param")
 OPTIMIZERS = {"none": 0, "sgd": 4, "adam": 8}  # optimizer state bytes per parameter (fp32)
 # Keys of the v1 format that later versions of layerfit honour; refused rather than ignored.
@@ -296,6 +298,11 @@ class Instance:
         Free text: where the numbers came from.
     training:
         Gradients and optimizer state per parameter (:class:`Training`); None: inference.
+    schedule, micro_batches:
+        ``"none"`` (the seed's formula, the default), ``"gpipe"`` or ``"1f1b"`` with m
+        micro-batches. With a schedule, ``activation_bytes`` is per micro-batch and stage j
+        of p holds it for the micro-batches in flight there: m under GPipe, min(p − j, m)
+        under 1F1B (:meth:`in_flight`).
 
     Examples
     --------
@@ -313,6 +320,8 @@ class Instance:
     model: SeedModel | None = None
     description: str | None = None
     training: Training | None = None
+    schedule: str = "none"
+    micro_batches: int = 1
     _sizes: tuple[int, ...] = field(init=False, repr=False, compare=False, default=())
 
     def __post_init__(self) -> None:
@@ -321,6 +330,13 @@ class Instance:
         if self.capacity == 0:
             raise InstanceError("capacity: must be positive, got 0")
         object.__setattr__(self, "dtype", _check_dtype(self.dtype, "dtype"))
+        if self.schedule not in SCHEDULES:
+            raise InstanceError(f"schedule: unknown schedule {self.schedule!r} (allowed: {', '.join(SCHEDULES)})")
+        m = self.micro_batches
+        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+            raise InstanceError(f"micro_batches: must be a whole number ≥ 1, got {m!r}")
+        if self.schedule == "none" and m != 1:
+            raise InstanceError(f"micro_batches: {m} needs a schedule (gpipe or 1f1b)")
         if self.training is not None and not isinstance(self.training, Training):
             raise InstanceError(f"training: expected a Training, got {self.training!r}")
         if self.description is not None and not isinstance(self.description, str):
@@ -384,8 +400,24 @@ class Instance:
 
     @property
     def sizes(self) -> tuple[int, ...]:
-        """size(l) in bytes for every layer, in order."""
+        """size(l) in bytes for every layer, in order (one micro-batch of activation)."""
         return self._sizes
+
+    def in_flight(self, position: int, count: int) -> int:
+        """Micro-batches whose activations stage ``position`` of ``count`` holds at once."""
+        if self.schedule == "gpipe":
+            return self.micro_batches
+        if self.schedule == "1f1b":
+            return min(count - position, self.micro_batches)
+        return 1
+
+    def partition_bytes(self, layers: Sequence[int], position: int, count: int) -> int:
+        """S(P) of a partition at ``position`` of ``count`` stages (the seed's Σ size(l) without a schedule)."""
+        total = sum(self._sizes[i] for i in layers)
+        extra = self.in_flight(position, count) - 1
+        if extra:
+            total += extra * sum(self.layers[i].activation_bytes for i in layers)
+        return total
 
     @property
     def num_layers(self) -> int:
@@ -463,6 +495,8 @@ class Instance:
             model=model,
             description=data.get("description"),
             training=_parse_training(data["training"]) if "training" in data else None,
+            schedule=data.get("schedule", "none"),
+            micro_batches=data.get("micro_batches", 1),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -481,6 +515,9 @@ class Instance:
             out["devices"] = [device.to_dict() for device in self.devices]
         if self.training is not None:
             out["training"] = self.training.to_dict()
+        if self.schedule != "none":
+            out["schedule"] = self.schedule
+            out["micro_batches"] = self.micro_batches
         return out
 
 

@@ -20,11 +20,18 @@ from .memory import MEMORY_MODEL, Footprint
 __all__ = ["plan_metrics", "partition_footprint"]
 
 
-def partition_footprint(instance: Instance, layers: Sequence[int]) -> Footprint:
-    """S(P) of the partition holding ``layers``, by component (seed model: a plain sum)."""
+def partition_footprint(instance: Instance, layers: Sequence[int], position: int = 0, count: int = 1) -> Footprint:
+    """S(P) of the partition holding ``layers`` at ``position`` of ``count``, by component.
+
+    The seed model is a plain sum; with a schedule the activations count once per
+    micro-batch in flight at that stage.
+    """
     total = Footprint(0, 0, 0, 0)
     for index in layers:
         total = total + instance.footprint(index)
+    in_flight = instance.in_flight(position, count)
+    if in_flight != 1:
+        total = Footprint(total.weight, total.activation * in_flight, total.buffer, total.training_state)
     return total
 
 
@@ -35,7 +42,7 @@ def plan_metrics(instance: Instance, partitions: Sequence[Sequence[int]]) -> dic
     capacity = instance.capacity
     rows = []
     for j, part in enumerate(partitions):
-        fp = partition_footprint(instance, part)
+        fp = partition_footprint(instance, part, j, len(partitions))
         row: dict[str, Any] = {
             "index": j,
             "first_layer": instance.layers[part[0]].name,
@@ -48,6 +55,8 @@ def plan_metrics(instance: Instance, partitions: Sequence[Sequence[int]]) -> dic
             "training_state_bytes": fp.training_state,
             "utilization": fp.total / capacity,
         }
+        if instance.schedule != "none":
+            row["micro_batches_in_flight"] = instance.in_flight(j, len(partitions))
         if instance.has_times:
             row["time"] = sum(instance.layers[i].time or 0.0 for i in part)
         rows.append(row)
@@ -61,7 +70,7 @@ def plan_metrics(instance: Instance, partitions: Sequence[Sequence[int]]) -> dic
     variance = sum((s - mean) ** 2 for s in sizes) / k
     std = math.sqrt(variance)
     out: dict[str, Any] = {
-        "memory_model": MEMORY_MODEL,
+        "memory_model": MEMORY_MODEL if instance.schedule == "none" else f"{MEMORY_MODEL}+{instance.schedule}",
         "capacity": capacity,
         "num_partitions": k,
         "partitions": rows,

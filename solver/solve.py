@@ -107,6 +107,11 @@ def _check_options(
             raise OptionError(
                 f"num_partitions: must be an integer between 1 and the number of layers ({n}), got {num_partitions!r}"
             )
+    if getattr(instance, "schedule", "none") != "none" and method in ("cpsat", "mip"):
+        raise OptionError(
+            f"schedule: stage memory that depends on the schedule ({instance.schedule}) is planned by methods "
+            f"'dp' (exact) and 'greedy' in this version, not {method!r}"
+        )
     if instance.devices is not None:
         raise OptionError(
             "devices: device pools are not supported by this version of layerfit "
@@ -231,6 +236,8 @@ def solve(
     oversized = explain_oversized(instance)
     if oversized is not None:
         return finish(Status.INFEASIBLE, objective=None, bound=None, explanation=oversized)
+    if instance.schedule != "none":
+        return _solve_scheduled(instance, method, objective, num_partitions, finish)
 
     sizes = instance.sizes
     capacity = instance.capacity
@@ -300,6 +307,46 @@ def _solve_joint(instance, method, objective, num_partitions, time_limit, seed, 
 
     return solve_joint(instance, topology, num_partitions=num_partitions, objective=objective, time_limit=time_limit,
                        seed=seed, num_workers=num_workers or DEFAULT_CPSAT_WORKERS)
+
+
+def _solve_scheduled(instance: Instance, method: str, objective: str, num_partitions: int | None, finish) -> Plan:  # type: ignore[no-untyped-def]
+    """GPipe / 1F1B memory: exact by position-aware probes (solver.schedule); greedy plans for the worst stage."""
+    from .schedule import min_stage_bottleneck, min_stages, worst_case_sizes
+
+    fewest = min_stages(instance)
+    if objective == "min_bottleneck":
+        k = int(num_partitions)  # type: ignore[arg-type]
+        solved = min_stage_bottleneck(instance, k)
+        if solved is None:
+            why = f"{k} stages cannot hold the model under {instance.schedule} with {instance.micro_batches} micro-batches"
+            why += f"; the fewest that can is {fewest[0]}" if fewest else "; no number of stages can"
+            return finish(Status.INFEASIBLE, objective=None, bound=None, explanation=why)
+        value, parts = solved
+        return finish(Status.OPTIMAL, parts, objective=value, bound=value)
+    if fewest is None:
+        return finish(Status.INFEASIBLE, objective=None, bound=None, explanation=(
+            f"under {instance.schedule} with {instance.micro_batches} micro-batches no number of stages fits the "
+            f"capacity: the first stages hold too many micro-batches' activations. Fewer micro-batches, "
+            f"activation recomputation or more capacity would help."))
+    count = fewest[0]
+    best, best_parts = min_stage_bottleneck(instance, count)  # type: ignore[misc]
+    if method != "greedy":
+        return finish(Status.OPTIMAL, best_parts, objective=count, bound=count,
+                      secondary_objective=best, secondary_bound=best)
+    # The seed's greedy cannot know its stage's position: it plans every stage for m micro-batches.
+    worst = worst_case_sizes(instance)
+    if max(worst) > instance.capacity:
+        return finish(Status.UNKNOWN, objective=None, bound=count, explanation=(
+            f"greedy plans every stage for {instance.micro_batches} micro-batches, and a layer alone is then over "
+            f"the capacity; position-aware planning (method 'dp') finds {count} stages"))
+    parts = greedy_partition(worst, instance.capacity)
+    k = len(parts)
+    largest = max(instance.partition_bytes(p, j, k) for j, p in enumerate(parts))
+    lower = min_stage_bottleneck(instance, k)
+    secondary_bound = lower[0] if lower is not None else largest
+    status = Status.OPTIMAL if k == count and largest == secondary_bound else Status.FEASIBLE
+    return finish(status, parts, objective=k, bound=count, secondary_objective=largest,
+                  secondary_bound=min(secondary_bound, largest))
 
 
 def _warm_start(kind: str | None, sizes: Sequence[int], k: int, greedy_plan: list[list[int]]) -> list[list[int]] | None:

@@ -47,8 +47,8 @@ def validate_plan(instance: Instance, plan: Plan) -> None:
             expected += 1
     if expected != instance.num_layers:
         raise PlanError(f"the partitions cover layers 0..{expected - 1}, the instance has {instance.num_layers}")
-    sizes = instance.sizes
-    loads = [sum(sizes[i] for i in part) for part in plan.partitions]
+    count = len(plan.partitions)
+    loads = [instance.partition_bytes(part, j, count) for j, part in enumerate(plan.partitions)]
     for j, load in enumerate(loads):
         if load > instance.capacity:
             raise PlanError(

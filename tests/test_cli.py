@@ -109,7 +109,7 @@ def test_compare_table_and_json(capsys, tmp_path):
     row = next(line for line in lines if line.startswith("seed-30b-h100-hbm"))
     assert "optimal (4/4 proved)" in row and "71.18 GB" in row and "56.94 GB" in row
     assert "infeasible" in next(line for line in lines if line.startswith("seed-30b-h100-l2"))
-    assert "3 instances, 2 feasible. Greedy's count equals the optimum on 2 of 2" in out
+    assert "3 instances, 2 solved by greedy and an exact method. Greedy's count equals the optimum on 2 of them" in out
     code, out, _ = run(capsys, "compare", str(tmp_path), "--json", "--methods", "greedy,dp,mip:highs")
     doc = json.loads(out)
     assert doc["methods"] == ["greedy", "dp", "mip:highs"]
@@ -152,3 +152,13 @@ def test_map_of_a_plan_json_needs_its_instance(capsys, tmp_path):
 def test_map_bad_topology_exits_2(capsys):
     code, out, err = run(capsys, "map", SEED_HBM, "--topology", "no-such-box")
     assert code == 2 and err.startswith("layerfit: error: unknown topology preset 'no-such-box'")
+
+
+def test_compare_marks_methods_that_do_not_apply(capsys):
+    code, out, _ = run(capsys, "compare", str(INSTANCES / "seed-30b-1f1b-b200-hbm.json"), "--json")
+    row = json.loads(out)["instances"][0]
+    assert code == 0 and row["methods"]["cpsat"]["status"] == "n/a"
+    assert row["methods"]["cpsat"]["reason"].startswith("schedule: ")
+    assert (row["greedy_partitions"], row["optimal_partitions"]) == (2, 1)
+    code, out, _ = run(capsys, "compare", str(INSTANCES / "seed-30b-1f1b-b200-hbm.json"))
+    assert "n/a" in out and "needs fewer partitions than greedy" in out

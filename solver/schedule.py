@@ -1,0 +1,107 @@
+"""Partitioning when a stage's memory depends on its position in a pipeline schedule.
+
+With GPipe every stage holds the activations of all m micro-batches; with 1F1B stage j of p
+holds min(p − j, m) — the first stage the most — so a partition's footprint depends on
+where it sits and on how many stages there are, which greedy cannot know in advance.
+
+Exact method (the ``dp`` method for scheduled instances). For a fixed number of stages p,
+every position j has its own additive cost, S_j(P) = Σ fixed + f(j, p) · Σ activation;
+a run's cost only shrinks when it is shortened. Filling each stage as far as it goes is
+not enough (a layer too big for an early stage can fit a later one), so the probe tracks
+every cut point reachable after j stages (:func:`probe_stages`), O(p · n). Hence:
+
+* fewest stages p*: the first p = 1, 2, … whose probe at the capacity reaches the end;
+* the smallest largest stage for k stages: bisection over the bound with the same probe.
+
+The seed's greedy does not know p, so as a baseline it plans for the worst stage: every
+layer's activation counted for m micro-batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import accumulate
+
+from .instance import Instance
+
+__all__ = ["probe_stages", "min_stages", "min_stage_bottleneck", "worst_case_sizes"]
+
+
+def _parts(instance: Instance) -> tuple[list[int], list[int]]:
+    """Per layer: the bytes held once (weights, buffers, training state) and the activation."""
+    acts = [layer.activation_bytes for layer in instance.layers]
+    return [s - a for s, a in zip(instance.sizes, acts)], acts
+
+
+def probe_stages(instance: Instance, bound: int, count: int) -> list[list[int]] | None:
+    """Exactly ``count`` non-empty contiguous stages, each within ``bound``, or None.
+
+    R_j, the cut points reachable after j stages, is a union of runs: from a cut a, stage j
+    can end anywhere in (a, far_j(a)], where far_j(a) is the furthest layer whose run from a
+    fits at position j (runs shrink in cost, so every shorter one fits too). far_j is
+    monotone in a, found by two pointers: O(count · n) in all.
+    """
+    fixed, acts = _parts(instance)
+    n = len(fixed)
+    F = [0, *accumulate(fixed)]
+    A = [0, *accumulate(acts)]
+    reachable = [False] * (n + 1)
+    reachable[0] = True
+    parents: list[list[int]] = []
+    for position in range(count):
+        f = instance.in_flight(position, count)
+        parent = [-1] * (n + 1)
+        nxt = [False] * (n + 1)
+        far = 0
+        covered = 0  # every b ≤ covered already has a parent in this stage
+        for a in range(n):
+            far = max(far, a)
+            while far < n and (F[far + 1] - F[a]) + f * (A[far + 1] - A[a]) <= bound:
+                far += 1
+            if reachable[a] and far > a:
+                for b in range(max(a, covered) + 1, far + 1):
+                    nxt[b] = True
+                    parent[b] = a
+                covered = max(covered, far)
+        reachable = nxt
+        parents.append(parent)
+    if not reachable[n]:
+        return None
+    cuts = [n]
+    for parent in reversed(parents):
+        cuts.append(parent[cuts[-1]])
+    cuts.reverse()
+    return [list(range(cuts[j], cuts[j + 1])) for j in range(count)]
+
+
+def min_stages(instance: Instance) -> tuple[int, list[list[int]]] | None:
+    """The fewest stages that hold the model under its capacity, and a plan; None if none do."""
+    for count in range(1, instance.num_layers + 1):
+        parts = probe_stages(instance, instance.capacity, count)
+        if parts is not None:
+            return count, parts
+    return None
+
+
+def min_stage_bottleneck(instance: Instance, k: int) -> tuple[int, list[list[int]]] | None:
+    """The smallest largest stage footprint over exactly ``k`` stages (≤ capacity), or None."""
+    if probe_stages(instance, instance.capacity, k) is None:
+        return None
+    lo, hi = 0, instance.capacity
+    while lo < hi:  # probe_stages(hi) succeeds; find the least such bound
+        mid = (lo + hi) // 2
+        if probe_stages(instance, mid, k) is None:
+            lo = mid + 1
+        else:
+            hi = mid
+    parts = probe_stages(instance, hi, k)
+    assert parts is not None  # it succeeded at hi above
+    value = max(instance.partition_bytes(p, j, k) for j, p in enumerate(parts))
+    return value, parts
+
+
+def worst_case_sizes(instance: Instance) -> Sequence[int]:
+    """Each layer's size with its activation counted for the most micro-batches a stage holds."""
+    fixed, acts = _parts(instance)
+    m = instance.micro_batches
+    return [w + m * a for w, a in zip(fixed, acts)]
