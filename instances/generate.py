@@ -183,6 +183,15 @@ def real_models() -> None:
         "layers": [{"name": f"layer{i}", "params": 1_875_000_000, "activation_bytes": 16 * 10000 * 4096 * 2}
                    for i in range(16)],
     })
+    write("llama-2-7b-constrained-rtx4090-hbm", {
+        "description": "Llama-2-7B inference (batch 16 × seq 4096) on 24 GB RTX 4090s with 2 GB held back per GPU "
+        "for the CUDA context, the embedding pinned to the first stage and the head to the last, and at most 12 "
+        "layers a stage.",
+        "capacity": "24GB", "dtype": "bf16",
+        "constraints": {"pinned": {"embed_tokens": 0, "lm_head": -1}, "max_layers_per_partition": 12,
+                        "reserve": "2GB"},
+        "layers": llama_layers(**LLAMA2_7B, batch=16, seq=4096),
+    })
     layers = gpt2_layers(**GPT2, batch=1, seq=1024)
     assert sum(layer["params"] for layer in layers) == 124_439_808  # published GPT-2 small total
     write("gpt2-int8-rtx4090-l2", {

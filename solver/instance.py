@@ -20,7 +20,7 @@ from .errors import InstanceError
 from .memory import Footprint
 from .units import DTYPE_BITS, dtype_bytes, parse_count, parse_size
 
-__all__ = ["Layer", "Device", "SeedModel", "Training", "Instance", "load_instance"]
+__all__ = ["Layer", "Device", "SeedModel", "Training", "Constraints", "Instance", "load_instance"]
 
 _LAYER_KEYS = ("name", "params", "weight_bytes", "activation_bytes", "buffer_bytes", "dtype", "time")
 _DEVICE_KEYS = ("name", "capacity", "speed")
@@ -44,8 +44,9 @@ OPTIMIZERS = {"none": 0, "sgd": 4, "adam": 8}  # optimizer state bytes per param
 # Keys of the v1 format that later versions of layerfit honour; refused rather than ignored.
 _NOT_YET_SUPPORTED = {
     "edges": "DAG instances are not supported yet (layers form a chain in execution order)",
-    "constraints": "partition constraints are not supported yet",
 }
+_CONSTRAINT_KEYS = ("pinned", "max_layers_per_partition", "min_layers_per_partition", "no_cut_after",
+                    "must_cut_after", "reserve", "tied")
 
 
 def _check_keys(raw: object, allowed: Sequence[str], where: str) -> Mapping[str, Any]:
@@ -276,6 +277,94 @@ class Training:
 
 
 @dataclass(frozen=True)
+class Constraints:
+    """What users ask of a split beyond the capacity (issue: constraints users ask for).
+
+    ``pinned``: layer name → partition index (the embedding in the first, the head in the
+    last: -1 counts from the end). ``max/min_layers_per_partition``. ``no_cut_after`` /
+    ``must_cut_after``: layer names. ``reserve``: bytes held back on every device (framework,
+    CUDA context, KV cache), so each partition must fit capacity − reserve.
+    """
+
+    pinned: tuple[tuple[str, int], ...] = ()
+    max_layers_per_partition: int | None = None
+    min_layers_per_partition: int | None = None
+    no_cut_after: tuple[str, ...] = ()
+    must_cut_after: tuple[str, ...] = ()
+    reserve: int = 0
+
+    @property
+    def structural(self) -> bool:
+        """Whether anything but the reserve is asked (only the exact DP honours these)."""
+        return bool(self.pinned or self.max_layers_per_partition or self.min_layers_per_partition
+                    or self.no_cut_after or self.must_cut_after)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.pinned:
+            out["pinned"] = dict(self.pinned)
+        for key in ("max_layers_per_partition", "min_layers_per_partition"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        for key in ("no_cut_after", "must_cut_after"):
+            if getattr(self, key):
+                out[key] = list(getattr(self, key))
+        if self.reserve:
+            out["reserve"] = self.reserve
+        return out
+
+
+def _parse_constraints(raw: object, names: Sequence[str], capacity: int) -> Constraints:
+    spec = _check_keys(raw, _CONSTRAINT_KEYS, "constraints")
+    if "tied" in spec:
+        raise InstanceError("constraints.tied: tied groups are not supported yet")
+    known = set(names)
+    pinned = spec.get("pinned", {})
+    if not isinstance(pinned, Mapping):
+        raise InstanceError(f"constraints.pinned: expected an object of layer name → partition index, got {pinned!r}")
+    pins = []
+    for name, where in pinned.items():
+        if name not in known:
+            raise InstanceError(f"constraints.pinned: unknown layer {name!r}")
+        if isinstance(where, str):
+            raise InstanceError(f"constraints.pinned.{name}: pinning to a device ({where!r}) needs device pools, not supported yet")
+        if isinstance(where, bool) or not isinstance(where, int):
+            raise InstanceError(f"constraints.pinned.{name}: expected a partition index, got {where!r}")
+        pins.append((name, where))
+    limits = {}
+    for key in ("max_layers_per_partition", "min_layers_per_partition"):
+        value = spec.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise InstanceError(f"constraints.{key}: must be a whole number ≥ 1, got {value!r}")
+        limits[key] = value
+    if limits["max_layers_per_partition"] and limits["min_layers_per_partition"] and \
+            limits["min_layers_per_partition"] > limits["max_layers_per_partition"]:
+        raise InstanceError(
+            f"constraints: min_layers_per_partition {limits['min_layers_per_partition']} exceeds "
+            f"max_layers_per_partition {limits['max_layers_per_partition']}"
+        )
+    cuts = {}
+    for key in ("no_cut_after", "must_cut_after"):
+        value = spec.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise InstanceError(f"constraints.{key}: expected a list of layer names, got {value!r}")
+        for name in value:
+            if name not in known:
+                raise InstanceError(f"constraints.{key}: unknown layer {name!r}")
+        cuts[key] = tuple(value)
+    both = sorted(set(cuts["no_cut_after"]) & set(cuts["must_cut_after"]))
+    if both:
+        raise InstanceError(f"constraints: layer {both[0]!r} is in both no_cut_after and must_cut_after")
+    if names and names[-1] in cuts["must_cut_after"]:
+        raise InstanceError(f"constraints.must_cut_after: {names[-1]!r} is the last layer; nothing follows it")
+    reserve = parse_size(spec.get("reserve", 0), "constraints.reserve")
+    if reserve >= capacity:
+        raise InstanceError(f"constraints.reserve: {reserve} B leaves nothing of the capacity ({capacity} B)")
+    return Constraints(tuple(pins), limits["max_layers_per_partition"], limits["min_layers_per_partition"],
+                       cuts["no_cut_after"], cuts["must_cut_after"], reserve)
+
+
+@dataclass(frozen=True)
 class Instance:
     """A chain of layers and the capacity every partition must fit.
 
@@ -298,6 +387,8 @@ class Instance:
         Free text: where the numbers came from.
     training:
         Gradients and optimizer state per parameter (:class:`Training`); None: inference.
+    constraints:
+        :class:`Constraints` (pinned layers, layer counts, cut rules, a reserve).
     schedule, micro_batches:
         ``"none"`` (the seed's formula, the default), ``"gpipe"`` or ``"1f1b"`` with m
         micro-batches. With a schedule, ``activation_bytes`` is per micro-batch and stage j
@@ -322,6 +413,7 @@ class Instance:
     training: Training | None = None
     schedule: str = "none"
     micro_batches: int = 1
+    constraints: Constraints = field(default_factory=Constraints)
     _sizes: tuple[int, ...] = field(init=False, repr=False, compare=False, default=())
 
     def __post_init__(self) -> None:
@@ -402,6 +494,11 @@ class Instance:
     def sizes(self) -> tuple[int, ...]:
         """size(l) in bytes for every layer, in order (one micro-batch of activation)."""
         return self._sizes
+
+    @property
+    def usable_capacity(self) -> int:
+        """What a partition may hold: the capacity less the reserve."""
+        return self.capacity - self.constraints.reserve
 
     def in_flight(self, position: int, count: int) -> int:
         """Micro-batches whose activations stage ``position`` of ``count`` holds at once."""
@@ -497,6 +594,10 @@ class Instance:
             training=_parse_training(data["training"]) if "training" in data else None,
             schedule=data.get("schedule", "none"),
             micro_batches=data.get("micro_batches", 1),
+            constraints=_parse_constraints(
+                data["constraints"], [layer.name for layer in (model.expand() if model else layers)],
+                parse_size(data["capacity"], "capacity"),
+            ) if "constraints" in data else Constraints(),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -518,6 +619,8 @@ class Instance:
         if self.schedule != "none":
             out["schedule"] = self.schedule
             out["micro_batches"] = self.micro_batches
+        if self.constraints != Constraints():
+            out["constraints"] = self.constraints.to_dict()
         return out
 
 

@@ -107,10 +107,15 @@ def _check_options(
             raise OptionError(
                 f"num_partitions: must be an integer between 1 and the number of layers ({n}), got {num_partitions!r}"
             )
-    if getattr(instance, "schedule", "none") != "none" and method in ("cpsat", "mip"):
+    if instance.schedule != "none" and method in ("cpsat", "mip"):
         raise OptionError(
             f"schedule: stage memory that depends on the schedule ({instance.schedule}) is planned by methods "
             f"'dp' (exact) and 'greedy' in this version, not {method!r}"
+        )
+    if instance.constraints.structural and method != "dp" and method != "auto":
+        raise OptionError(
+            f"constraints: pinned layers, layer counts and cut rules are honoured by method 'dp' (exact) in this "
+            f"version, not {method!r}"
         )
     if instance.devices is not None:
         raise OptionError(
@@ -236,11 +241,11 @@ def solve(
     oversized = explain_oversized(instance)
     if oversized is not None:
         return finish(Status.INFEASIBLE, objective=None, bound=None, explanation=oversized)
-    if instance.schedule != "none":
+    if instance.schedule != "none" or instance.constraints.structural:
         return _solve_scheduled(instance, method, objective, num_partitions, finish)
 
     sizes = instance.sizes
-    capacity = instance.capacity
+    capacity = instance.usable_capacity
     greedy_plan = greedy_partition(sizes, capacity)
     fewest = len(greedy_plan)  # optimal by the stay-ahead theorem (solver.greedy)
 
@@ -297,7 +302,7 @@ def _solve_joint(instance, method, objective, num_partitions, time_limit, seed, 
         oversized = explain_oversized(instance)
         if oversized is not None:
             raise OptionError(f"num_partitions: cannot default to the fewest partitions: {oversized.splitlines()[0]}")
-        num_partitions = len(greedy_partition(instance.sizes, instance.capacity))
+        num_partitions = len(greedy_partition(instance.sizes, instance.usable_capacity))
     elif isinstance(num_partitions, bool) or not isinstance(num_partitions, int) or not 1 <= num_partitions <= instance.num_layers:
         raise OptionError(
             f"num_partitions: must be an integer between 1 and the number of layers ({instance.num_layers}), "
@@ -311,23 +316,29 @@ def _solve_joint(instance, method, objective, num_partitions, time_limit, seed, 
 
 def _solve_scheduled(instance: Instance, method: str, objective: str, num_partitions: int | None, finish) -> Plan:  # type: ignore[no-untyped-def]
     """GPipe / 1F1B memory: exact by position-aware probes (solver.schedule); greedy plans for the worst stage."""
-    from .schedule import min_stage_bottleneck, min_stages, worst_case_sizes
+    from .stages import min_stage_bottleneck, min_stages, worst_case_sizes
 
     fewest = min_stages(instance)
     if objective == "min_bottleneck":
         k = int(num_partitions)  # type: ignore[arg-type]
         solved = min_stage_bottleneck(instance, k)
         if solved is None:
-            why = f"{k} stages cannot hold the model under {instance.schedule} with {instance.micro_batches} micro-batches"
+            why = f"{k} stages cannot hold the model" + (
+                f" under {instance.schedule} with {instance.micro_batches} micro-batches" if instance.schedule != "none" else ""
+            ) + (" within its constraints" if instance.constraints.structural else "")
             why += f"; the fewest that can is {fewest[0]}" if fewest else "; no number of stages can"
             return finish(Status.INFEASIBLE, objective=None, bound=None, explanation=why)
         value, parts = solved
         return finish(Status.OPTIMAL, parts, objective=value, bound=value)
     if fewest is None:
-        return finish(Status.INFEASIBLE, objective=None, bound=None, explanation=(
-            f"under {instance.schedule} with {instance.micro_batches} micro-batches no number of stages fits the "
-            f"capacity: the first stages hold too many micro-batches' activations. Fewer micro-batches, "
-            f"activation recomputation or more capacity would help."))
+        if instance.schedule == "none":
+            why = ("no plan satisfies the constraints (pinned layers, layers per partition, cut rules) within the "
+                   "capacity; relax one of them or add capacity")
+        else:
+            why = (f"under {instance.schedule} with {instance.micro_batches} micro-batches no number of stages fits "
+                   f"the capacity: the first stages hold too many micro-batches' activations. Fewer micro-batches, "
+                   f"activation recomputation or more capacity would help.")
+        return finish(Status.INFEASIBLE, objective=None, bound=None, explanation=why)
     count = fewest[0]
     best, best_parts = min_stage_bottleneck(instance, count)  # type: ignore[misc]
     if method != "greedy":
@@ -335,11 +346,11 @@ def _solve_scheduled(instance: Instance, method: str, objective: str, num_partit
                       secondary_objective=best, secondary_bound=best)
     # The seed's greedy cannot know its stage's position: it plans every stage for m micro-batches.
     worst = worst_case_sizes(instance)
-    if max(worst) > instance.capacity:
+    if max(worst) > instance.usable_capacity:
         return finish(Status.UNKNOWN, objective=None, bound=count, explanation=(
             f"greedy plans every stage for {instance.micro_batches} micro-batches, and a layer alone is then over "
             f"the capacity; position-aware planning (method 'dp') finds {count} stages"))
-    parts = greedy_partition(worst, instance.capacity)
+    parts = greedy_partition(worst, instance.usable_capacity)
     k = len(parts)
     largest = max(instance.partition_bytes(p, j, k) for j, p in enumerate(parts))
     lower = min_stage_bottleneck(instance, k)

@@ -15,12 +15,36 @@ from .units import format_bytes
 __all__ = ["validate_plan"]
 
 
+def _check_constraints(instance: Instance, partitions: list[list[int]]) -> None:
+    c = instance.constraints
+    count = len(partitions)
+    where = {i: j for j, part in enumerate(partitions) for i in part}
+    index = {layer.name: i for i, layer in enumerate(instance.layers)}
+    for name, pin in c.pinned:
+        target = pin if pin >= 0 else count + pin
+        if where[index[name]] != target:
+            raise PlanError(f"layer {name!r} is pinned to partition {pin}, the plan puts it in {where[index[name]]}")
+    for j, part in enumerate(partitions):
+        if c.max_layers_per_partition and len(part) > c.max_layers_per_partition:
+            raise PlanError(f"partition {j} has {len(part)} layers, more than max_layers_per_partition {c.max_layers_per_partition}")
+        if c.min_layers_per_partition and len(part) < c.min_layers_per_partition:
+            raise PlanError(f"partition {j} has {len(part)} layers, fewer than min_layers_per_partition {c.min_layers_per_partition}")
+    ends = {part[-1] for part in partitions[:-1]}
+    for name in c.no_cut_after:
+        if index[name] in ends:
+            raise PlanError(f"the plan cuts after {name!r}, which no_cut_after forbids")
+    for name in c.must_cut_after:
+        if index[name] not in ends:
+            raise PlanError(f"the plan does not cut after {name!r}, which must_cut_after asks for")
+
+
 def validate_plan(instance: Instance, plan: Plan) -> None:
     """Raise :class:`PlanError` with a precise message if ``plan`` breaks a rule of ``instance``.
 
     Checked: the plan is for this instance (layer count); a plan with status OPTIMAL or
     FEASIBLE has partitions that are non-empty, contiguous, in order and cover every
-    layer once; every partition fits, S(P) ≤ C; the objective is the plan's own value
+    layer once; every partition fits, S(P) ≤ C less the reserve (at its place in the
+    schedule, if any); the constraints hold (pins, layer counts, cut rules); the objective is the plan's own value
     (count, or S_max) and the bound does not exceed it; OPTIMAL means objective = bound
     (and, for ``min_partitions``, secondary objective = secondary bound); a requested
     number of partitions is met; the metrics equal those recomputed from the partitions.
@@ -50,11 +74,12 @@ def validate_plan(instance: Instance, plan: Plan) -> None:
     count = len(plan.partitions)
     loads = [instance.partition_bytes(part, j, count) for j, part in enumerate(plan.partitions)]
     for j, load in enumerate(loads):
-        if load > instance.capacity:
+        if load > instance.usable_capacity:
             raise PlanError(
                 f"partition {j} holds {format_bytes(load)}, over the capacity of "
-                f"{format_bytes(instance.capacity)} by {format_bytes(load - instance.capacity)}"
+                f"{format_bytes(instance.usable_capacity)} by {format_bytes(load - instance.usable_capacity)}"
             )
+    _check_constraints(instance, plan.partitions)
     if plan.num_partitions_requested is not None and plan.num_partitions != plan.num_partitions_requested:
         raise PlanError(f"{plan.num_partitions_requested} partitions were requested, the plan has {plan.num_partitions}")
     if plan.objective_name == "min_partitions":

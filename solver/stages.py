@@ -1,5 +1,9 @@
-"""Partitioning when a stage's memory depends on its position in a pipeline schedule.
+"""Exact stage planning beyond the additive chain: schedule memory and structural constraints.
 
+Used by the ``dp`` method whenever an instance has a pipeline schedule or constraints
+(pinned layers, layers per partition, cut rules).
+
+Partitioning when a stage's memory depends on its position in a pipeline schedule:
 With GPipe every stage holds the activations of all m micro-batches; with 1F1B stage j of p
 holds min(p − j, m) — the first stage the most — so a partition's footprint depends on
 where it sits and on how many stages there are, which greedy cannot know in advance.
@@ -33,18 +37,57 @@ def _parts(instance: Instance) -> tuple[list[int], list[int]]:
     return [s - a for s, a in zip(instance.sizes, acts)], acts
 
 
+def _rules(instance: Instance) -> tuple[list[int], list[bool], list[int | None]]:
+    """Per cut point: the next must-cut after it, whether it is forbidden; per layer: its pin.
+
+    Cut point c (0 … n) is the boundary after layer c − 1.
+    """
+    n = instance.num_layers
+    index = {layer.name: i for i, layer in enumerate(instance.layers)}
+    c = instance.constraints
+    must = {index[name] + 1 for name in c.must_cut_after}
+    next_must = [n] * (n + 1)
+    current = n
+    for a in range(n - 1, -1, -1):
+        if a + 1 in must:
+            current = a + 1
+        next_must[a] = current
+    forbidden = [False] * (n + 1)
+    for name in c.no_cut_after:
+        forbidden[index[name] + 1] = True
+    forbidden[n] = False  # the end of the chain ends a partition, whatever the rules
+    pins: list[int | None] = [None] * n
+    for name, where in c.pinned:
+        pins[index[name]] = where
+    return next_must, forbidden, pins
+
+
 def probe_stages(instance: Instance, bound: int, count: int) -> list[list[int]] | None:
     """Exactly ``count`` non-empty contiguous stages, each within ``bound``, or None.
 
-    R_j, the cut points reachable after j stages, is a union of runs: from a cut a, stage j
-    can end anywhere in (a, far_j(a)], where far_j(a) is the furthest layer whose run from a
-    fits at position j (runs shrink in cost, so every shorter one fits too). far_j is
-    monotone in a, found by two pointers: O(count · n) in all.
+    R_j, the cut points reachable after j stages: from a cut a, stage j can end at any b
+    in [lo_j(a), hi_j(a)] but the forbidden cuts, where hi_j(a) is the furthest end whose
+    run fits (runs shrink in cost when shortened), no longer than the layer limit, not past
+    a must-cut, and not taking a layer pinned elsewhere; lo_j(a) asks for the minimum layer
+    count and a layer pinned to stage j. Both ends are monotone in a, so one sweep with two
+    pointers marks R_j: O(count · n) in all.
     """
     fixed, acts = _parts(instance)
     n = len(fixed)
     F = [0, *accumulate(fixed)]
     A = [0, *accumulate(acts)]
+    c = instance.constraints
+    next_must, forbidden, pins = _rules(instance)
+    pinned_at = [i for i in range(n) if pins[i] is not None]
+    # A pin of −1 means the last stage, −2 the one before, …
+    resolved = {i: (pins[i] if pins[i] >= 0 else count + pins[i]) for i in pinned_at}  # type: ignore[operator]
+    if any(not 0 <= where < count for where in resolved.values()):
+        return None
+    next_pin = [n] * (n + 1)
+    for i in reversed(range(n)):
+        next_pin[i] = i if pins[i] is not None else next_pin[i + 1]
+    max_layers = c.max_layers_per_partition or n
+    min_layers = c.min_layers_per_partition or 1
     reachable = [False] * (n + 1)
     reachable[0] = True
     parents: list[list[int]] = []
@@ -58,11 +101,25 @@ def probe_stages(instance: Instance, bound: int, count: int) -> list[list[int]] 
             far = max(far, a)
             while far < n and (F[far + 1] - F[a]) + f * (A[far + 1] - A[a]) <= bound:
                 far += 1
-            if reachable[a] and far > a:
-                for b in range(max(a, covered) + 1, far + 1):
+            if not reachable[a] or far == a:
+                continue
+            hi = min(far, a + max_layers, next_must[a])
+            lo = a + min_layers
+            i = next_pin[a]  # the first pinned layer at or after a
+            while i < n and resolved[i] == position:
+                lo = max(lo, i + 1)  # a layer pinned here must be in this stage
+                i = next_pin[i + 1]
+            if i < n:
+                if resolved[i] < position:
+                    continue  # a layer pinned to an earlier stage is still to come: dead end
+                hi = min(hi, i)  # a layer pinned to a later stage must not be taken now
+            if lo > hi:
+                continue
+            for b in range(max(lo, covered + 1), hi + 1):
+                if not forbidden[b]:
                     nxt[b] = True
                     parent[b] = a
-                covered = max(covered, far)
+            covered = max(covered, hi)
         reachable = nxt
         parents.append(parent)
     if not reachable[n]:
@@ -77,7 +134,7 @@ def probe_stages(instance: Instance, bound: int, count: int) -> list[list[int]] 
 def min_stages(instance: Instance) -> tuple[int, list[list[int]]] | None:
     """The fewest stages that hold the model under its capacity, and a plan; None if none do."""
     for count in range(1, instance.num_layers + 1):
-        parts = probe_stages(instance, instance.capacity, count)
+        parts = probe_stages(instance, instance.usable_capacity, count)
         if parts is not None:
             return count, parts
     return None
@@ -85,9 +142,9 @@ def min_stages(instance: Instance) -> tuple[int, list[list[int]]] | None:
 
 def min_stage_bottleneck(instance: Instance, k: int) -> tuple[int, list[list[int]]] | None:
     """The smallest largest stage footprint over exactly ``k`` stages (≤ capacity), or None."""
-    if probe_stages(instance, instance.capacity, k) is None:
+    if probe_stages(instance, instance.usable_capacity, k) is None:
         return None
-    lo, hi = 0, instance.capacity
+    lo, hi = 0, instance.usable_capacity
     while lo < hi:  # probe_stages(hi) succeeds; find the least such bound
         mid = (lo + hi) // 2
         if probe_stages(instance, mid, k) is None:

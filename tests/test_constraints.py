@@ -1,0 +1,131 @@
+"""Constraints users ask for: pinned layers, layers per partition, cut rules, a reserve —
+honoured by the exact DP, checked by validate_plan, against an exhaustive oracle."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from solver import Instance, InstanceError, Layer, OptionError, PlanError, Status, solve, validate_plan
+from solver.instance import Constraints
+
+from helpers import all_plans
+
+
+def satisfies(inst, plan):
+    c, count = inst.constraints, len(plan)
+    where = {i: j for j, part in enumerate(plan) for i in part}
+    index = {layer.name: i for i, layer in enumerate(inst.layers)}
+    ends = {part[-1] for part in plan[:-1]}
+    return (all(where[index[n]] == (p if p >= 0 else count + p) for n, p in c.pinned)
+            and all(not c.max_layers_per_partition or len(p) <= c.max_layers_per_partition for p in plan)
+            and all(not c.min_layers_per_partition or len(p) >= c.min_layers_per_partition for p in plan)
+            and all(index[n] not in ends for n in c.no_cut_after)
+            and all(index[n] in ends for n in c.must_cut_after))
+
+
+def oracle(inst):
+    best = None
+    for plan in all_plans(inst.num_layers):
+        loads = [inst.partition_bytes(p, j, len(plan)) for j, p in enumerate(plan)]
+        if max(loads) <= inst.usable_capacity and satisfies(inst, plan):
+            key = (len(plan), max(loads))
+            best = key if best is None or key < best else best
+    return best
+
+
+@st.composite
+def constrained(draw):
+    n = draw(st.integers(2, 7))
+    sizes = draw(st.lists(st.integers(1, 20), min_size=n, max_size=n))
+    names = [f"l{i}" for i in range(n)]
+    cut_points = draw(st.lists(st.sampled_from(names[:-1]), max_size=3, unique=True))
+    split = draw(st.integers(0, len(cut_points)))
+    pins = draw(st.dictionaries(st.sampled_from(names), st.integers(-2, 3), max_size=2))
+    limits = draw(st.sampled_from([(None, None), (3, None), (None, 2), (4, 2)]))
+    reserve = draw(st.integers(0, 5))
+    capacity = draw(st.integers(max(sizes) + reserve, sum(sizes) + reserve + 1))
+    schedule = draw(st.sampled_from([("none", 1), ("1f1b", 3)]))
+    layers = [Layer(name, weight_bytes=s - min(s, 2), activation_bytes=min(s, 2)) for name, s in zip(names, sizes)]
+    return Instance(
+        name="c", capacity=capacity, layers=layers, schedule=schedule[0], micro_batches=schedule[1],
+        constraints=Constraints(tuple(pins.items()), limits[0], limits[1], tuple(cut_points[:split]),
+                                tuple(cut_points[split:]), reserve),
+    )
+
+
+@settings(max_examples=300)
+@given(inst=constrained())
+def test_dp_matches_the_oracle(inst):
+    plan = solve(inst)
+    validate_plan(inst, plan)
+    expected = oracle(inst)
+    if expected is None:
+        assert plan.status is Status.INFEASIBLE and plan.explanation
+    else:
+        assert plan.status is Status.OPTIMAL
+        assert (plan.objective, plan.secondary_objective) == expected
+
+
+def raw(**constraints):
+    return {"capacity": 100, "layers": [{"name": f"l{i}", "weight_bytes": 10} for i in range(5)], "constraints": constraints}
+
+
+def test_the_embedding_first_and_the_head_last():
+    inst = Instance.from_dict(raw(pinned={"l0": 0, "l4": -1}, max_layers_per_partition=2, reserve=80))
+    plan = solve(inst)
+    validate_plan(inst, plan)
+    assert plan.partitions[0][0] == 0 and plan.partitions[-1][-1] == 4
+    assert max(row["bytes"] for row in plan.metrics["partitions"]) <= 20
+    assert Instance.from_dict(inst.to_dict()) == inst
+
+
+@pytest.mark.parametrize(
+    "constraints, message",
+    [
+        ({"pinned": {"l9": 0}}, r"^constraints\.pinned: unknown layer 'l9'$"),
+        ({"pinned": {"l0": "GPU0"}}, r"^constraints\.pinned\.l0: pinning to a device \('GPU0'\) needs device pools"),
+        ({"max_layers_per_partition": 0}, r"^constraints\.max_layers_per_partition: must be a whole number ≥ 1, got 0$"),
+        ({"max_layers_per_partition": 2, "min_layers_per_partition": 3},
+         r"^constraints: min_layers_per_partition 3 exceeds max_layers_per_partition 2$"),
+        ({"no_cut_after": ["l1"], "must_cut_after": ["l1"]}, r"^constraints: layer 'l1' is in both no_cut_after and must_cut_after$"),
+        ({"must_cut_after": ["l4"]}, r"^constraints\.must_cut_after: 'l4' is the last layer; nothing follows it$"),
+        ({"no_cut_after": ["lx"]}, r"^constraints\.no_cut_after: unknown layer 'lx'$"),
+        ({"reserve": 100}, r"^constraints\.reserve: 100 B leaves nothing of the capacity \(100 B\)$"),
+        ({"tied": [["l0", "l4"]]}, r"^constraints\.tied: tied groups are not supported yet$"),
+        ({"pin": {}}, r"^constraints: unknown key 'pin'"),
+    ],
+)
+def test_bad_constraints(constraints, message):
+    with pytest.raises(InstanceError, match=message):
+        Instance.from_dict(raw(**constraints))
+
+
+def test_contradictory_constraints_are_infeasible_with_a_reason():
+    inst = Instance.from_dict(raw(pinned={"l0": 1, "l1": 0}))
+    plan = solve(inst)
+    assert plan.status is Status.INFEASIBLE and "constraints" in plan.explanation
+
+
+def test_other_methods_refuse_structural_constraints_but_honour_a_reserve():
+    inst = Instance.from_dict(raw(max_layers_per_partition=2))
+    with pytest.raises(OptionError, match=r"^constraints: pinned layers, layer counts and cut rules are honoured by method 'dp'"):
+        solve(inst, "cpsat")
+    reserved = Instance.from_dict(raw(reserve=70))
+    for method in ("greedy", "dp", "cpsat", "mip"):
+        plan = solve(reserved, method)
+        validate_plan(reserved, plan)
+        assert plan.num_partitions == 2  # 30 B usable: three layers a partition
+
+
+def test_validate_plan_checks_the_constraints():
+    inst = Instance.from_dict(raw(must_cut_after=["l1"]))
+    plan = solve(inst)
+    import dataclasses
+
+    from solver.metrics import plan_metrics
+
+    whole = [[0, 1, 2, 3, 4]]
+    broken = dataclasses.replace(plan, partitions=whole, objective=1, bound=1, secondary_objective=50,
+                                 secondary_bound=50, metrics=plan_metrics(inst, whole))
+    with pytest.raises(PlanError, match=r"^the plan does not cut after 'l1', which must_cut_after asks for$"):
+        validate_plan(inst, broken)
