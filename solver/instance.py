@@ -36,7 +36,7 @@ _MODEL_KEYS = (
 )
 _INSTANCE_KEYS = (
     "name", "description", "capacity", "dtype", "layers", "model", "devices", "edges", "constraints", "training",
-    "schedule", "micro_batches",
+    "schedule", "micro_batches", "buffer_reuse",
 )
 SCHEDULES = ("none", "gpipe", "1f1b")
 _TRAINING_KEYS = ("optimizer", "master_weights", "bytes_per_param")
@@ -389,6 +389,9 @@ class Instance:
         Gradients and optimizer state per parameter (:class:`Training`); None: inference.
     constraints:
         :class:`Constraints` (pinned layers, layer counts, cut rules, a reserve).
+    buffer_reuse:
+        Count a partition's operator workspace as the largest of its layers' (the workspace
+        is transient, reused layer after layer) instead of the seed's sum.
     schedule, micro_batches:
         ``"none"`` (the seed's formula, the default), ``"gpipe"`` or ``"1f1b"`` with m
         micro-batches. With a schedule, ``activation_bytes`` is per micro-batch and stage j
@@ -414,6 +417,7 @@ class Instance:
     schedule: str = "none"
     micro_batches: int = 1
     constraints: Constraints = field(default_factory=Constraints)
+    buffer_reuse: bool = False
     _sizes: tuple[int, ...] = field(init=False, repr=False, compare=False, default=())
 
     def __post_init__(self) -> None:
@@ -429,6 +433,8 @@ class Instance:
             raise InstanceError(f"micro_batches: must be a whole number ≥ 1, got {m!r}")
         if self.schedule == "none" and m != 1:
             raise InstanceError(f"micro_batches: {m} needs a schedule (gpipe or 1f1b)")
+        if not isinstance(self.buffer_reuse, bool):
+            raise InstanceError(f"buffer_reuse: expected true or false, got {self.buffer_reuse!r}")
         if self.training is not None and not isinstance(self.training, Training):
             raise InstanceError(f"training: expected a Training, got {self.training!r}")
         if self.description is not None and not isinstance(self.description, str):
@@ -514,6 +520,9 @@ class Instance:
         extra = self.in_flight(position, count) - 1
         if extra:
             total += extra * sum(self.layers[i].activation_bytes for i in layers)
+        if self.buffer_reuse and layers:
+            buffers = [self.layers[i].buffer_bytes for i in layers]
+            total += max(buffers) - sum(buffers)
         return total
 
     @property
@@ -594,6 +603,7 @@ class Instance:
             training=_parse_training(data["training"]) if "training" in data else None,
             schedule=data.get("schedule", "none"),
             micro_batches=data.get("micro_batches", 1),
+            buffer_reuse=data.get("buffer_reuse", False),
             constraints=_parse_constraints(
                 data["constraints"], [layer.name for layer in (model.expand() if model else layers)],
                 parse_size(data["capacity"], "capacity"),
@@ -621,6 +631,8 @@ class Instance:
             out["micro_batches"] = self.micro_batches
         if self.constraints != Constraints():
             out["constraints"] = self.constraints.to_dict()
+        if self.buffer_reuse:
+            out["buffer_reuse"] = True
         return out
 
 

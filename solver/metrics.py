@@ -30,9 +30,8 @@ def partition_footprint(instance: Instance, layers: Sequence[int], position: int
     for index in layers:
         total = total + instance.footprint(index)
     in_flight = instance.in_flight(position, count)
-    if in_flight != 1:
-        total = Footprint(total.weight, total.activation * in_flight, total.buffer, total.training_state)
-    return total
+    buffer = max((instance.layers[i].buffer_bytes for i in layers), default=0) if instance.buffer_reuse else total.buffer
+    return Footprint(total.weight, total.activation * in_flight, buffer, total.training_state)
 
 
 def plan_metrics(instance: Instance, partitions: Sequence[Sequence[int]]) -> dict[str, Any]:
@@ -70,7 +69,9 @@ def plan_metrics(instance: Instance, partitions: Sequence[Sequence[int]]) -> dic
     variance = sum((s - mean) ** 2 for s in sizes) / k
     std = math.sqrt(variance)
     out: dict[str, Any] = {
-        "memory_model": MEMORY_MODEL if instance.schedule == "none" else f"{MEMORY_MODEL}+{instance.schedule}",
+        "memory_model": "+".join([MEMORY_MODEL]
+                                 + ([instance.schedule] if instance.schedule != "none" else [])
+                                 + (["buffer_reuse"] if instance.buffer_reuse else [])),
         "capacity": capacity,
         "num_partitions": k,
         "partitions": rows,

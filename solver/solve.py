@@ -112,6 +112,11 @@ def _check_options(
             f"schedule: stage memory that depends on the schedule ({instance.schedule}) is planned by methods "
             f"'dp' (exact) and 'greedy' in this version, not {method!r}"
         )
+    if instance.buffer_reuse and method in ("cpsat", "mip"):
+        raise OptionError(
+            f"buffer_reuse: a workspace counted once per partition is planned by methods 'dp' (exact) and 'greedy' "
+            f"in this version, not {method!r}"
+        )
     if instance.constraints.structural and method != "dp" and method != "auto":
         raise OptionError(
             f"constraints: pinned layers, layer counts and cut rules are honoured by method 'dp' (exact) in this "
@@ -241,7 +246,7 @@ def solve(
     oversized = explain_oversized(instance)
     if oversized is not None:
         return finish(Status.INFEASIBLE, objective=None, bound=None, explanation=oversized)
-    if instance.schedule != "none" or instance.constraints.structural:
+    if instance.schedule != "none" or instance.constraints.structural or instance.buffer_reuse:
         return _solve_scheduled(instance, method, objective, num_partitions, finish)
 
     sizes = instance.sizes
@@ -316,7 +321,7 @@ def _solve_joint(instance, method, objective, num_partitions, time_limit, seed, 
 
 def _solve_scheduled(instance: Instance, method: str, objective: str, num_partitions: int | None, finish) -> Plan:  # type: ignore[no-untyped-def]
     """GPipe / 1F1B memory: exact by position-aware probes (solver.schedule); greedy plans for the worst stage."""
-    from .stages import min_stage_bottleneck, min_stages, worst_case_sizes
+    from .stages import greedy_walk, min_stage_bottleneck, min_stages
 
     fewest = min_stages(instance)
     if objective == "min_bottleneck":
@@ -345,12 +350,11 @@ def _solve_scheduled(instance: Instance, method: str, objective: str, num_partit
         return finish(Status.OPTIMAL, best_parts, objective=count, bound=count,
                       secondary_objective=best, secondary_bound=best)
     # The seed's greedy cannot know its stage's position: it plans every stage for m micro-batches.
-    worst = worst_case_sizes(instance)
-    if max(worst) > instance.usable_capacity:
+    parts = greedy_walk(instance)
+    if parts is None:
         return finish(Status.UNKNOWN, objective=None, bound=count, explanation=(
             f"greedy plans every stage for {instance.micro_batches} micro-batches, and a layer alone is then over "
             f"the capacity; position-aware planning (method 'dp') finds {count} stages"))
-    parts = greedy_partition(worst, instance.usable_capacity)
     k = len(parts)
     largest = max(instance.partition_bytes(p, j, k) for j, p in enumerate(parts))
     lower = min_stage_bottleneck(instance, k)

@@ -23,18 +23,20 @@ layer's activation counted for m micro-batches.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import deque
 from itertools import accumulate
 
 from .instance import Instance
 
-__all__ = ["probe_stages", "min_stages", "min_stage_bottleneck", "worst_case_sizes"]
+__all__ = ["probe_stages", "min_stages", "min_stage_bottleneck", "greedy_walk"]
 
 
-def _parts(instance: Instance) -> tuple[list[int], list[int]]:
-    """Per layer: the bytes held once (weights, buffers, training state) and the activation."""
+def _parts(instance: Instance) -> tuple[list[int], list[int], list[int]]:
+    """Per layer: the bytes held once (weights, training state, and buffers unless they are
+    reused), the activation, and the buffer when the partition reuses one workspace."""
     acts = [layer.activation_bytes for layer in instance.layers]
-    return [s - a for s, a in zip(instance.sizes, acts)], acts
+    reused = [layer.buffer_bytes if instance.buffer_reuse else 0 for layer in instance.layers]
+    return [s - a - r for s, a, r in zip(instance.sizes, acts, reused)], acts, reused
 
 
 def _rules(instance: Instance) -> tuple[list[int], list[bool], list[int | None]]:
@@ -72,7 +74,7 @@ def probe_stages(instance: Instance, bound: int, count: int) -> list[list[int]] 
     count and a layer pinned to stage j. Both ends are monotone in a, so one sweep with two
     pointers marks R_j: O(count · n) in all.
     """
-    fixed, acts = _parts(instance)
+    fixed, acts, reused = _parts(instance)
     n = len(fixed)
     F = [0, *accumulate(fixed)]
     A = [0, *accumulate(acts)]
@@ -97,9 +99,20 @@ def probe_stages(instance: Instance, bound: int, count: int) -> list[list[int]] 
         nxt = [False] * (n + 1)
         far = 0
         covered = 0  # every b ≤ covered already has a parent in this stage
+        window: deque[int] = deque()  # layers of [a, far) by decreasing reused buffer: its front is the max
         for a in range(n):
-            far = max(far, a)
-            while far < n and (F[far + 1] - F[a]) + f * (A[far + 1] - A[a]) <= bound:
+            if far < a:
+                far = a
+                window.clear()
+            while window and window[0] < a:
+                window.popleft()
+            while far < n:
+                peak = max(reused[far], reused[window[0]] if window else 0)
+                if (F[far + 1] - F[a]) + f * (A[far + 1] - A[a]) + peak > bound:
+                    break
+                while window and reused[window[-1]] <= reused[far]:
+                    window.pop()
+                window.append(far)
                 far += 1
             if not reachable[a] or far == a:
                 continue
@@ -157,8 +170,27 @@ def min_stage_bottleneck(instance: Instance, k: int) -> tuple[int, list[list[int
     return value, parts
 
 
-def worst_case_sizes(instance: Instance) -> Sequence[int]:
-    """Each layer's size with its activation counted for the most micro-batches a stage holds."""
-    fixed, acts = _parts(instance)
-    m = instance.micro_batches
-    return [w + m * a for w, a in zip(fixed, acts)]
+def greedy_walk(instance: Instance) -> list[list[int]] | None:
+    """The seed's GreedyLayerPartition over this instance's memory model, planning every stage
+    for the most micro-batches any stage holds (greedy cannot know its place); None when a
+    layer alone does not fit so."""
+    fixed, acts, reused = _parts(instance)
+    m = instance.micro_batches if instance.schedule != "none" else 1
+    bound = instance.usable_capacity
+    parts: list[list[int]] = []
+    current: list[int] = []
+    load = peak = 0
+    for i in range(instance.num_layers):
+        size = fixed[i] + m * acts[i]
+        if fixed[i] + m * acts[i] + reused[i] > bound:
+            return None
+        if load + size + max(peak, reused[i]) <= bound:
+            current.append(i)
+            load += size
+            peak = max(peak, reused[i])
+        else:
+            parts.append(current)
+            current, load, peak = [i], size, reused[i]
+    if current:
+        parts.append(current)
+    return parts

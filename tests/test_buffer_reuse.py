@@ -1,0 +1,58 @@
+"""buffer_reuse: a partition's workspace is its largest layer's, not the sum (a named option)."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from solver import Instance, InstanceError, Layer, OptionError, Status, solve, validate_plan
+
+from test_constraints import oracle
+
+
+@st.composite
+def reusing(draw):
+    n = draw(st.integers(1, 7))
+    layers = [Layer(f"l{i}", weight_bytes=draw(st.integers(0, 15)), activation_bytes=draw(st.integers(0, 4)),
+                    buffer_bytes=draw(st.integers(0, 12))) for i in range(n)]
+    schedule = draw(st.sampled_from([("none", 1), ("gpipe", 2), ("1f1b", 3)]))
+    probe = Instance(name="r", capacity=10**6, layers=layers, schedule=schedule[0], micro_batches=schedule[1], buffer_reuse=True)
+    largest = max(probe.partition_bytes([i], 0, 1) for i in range(n))
+    capacity = draw(st.integers(max(1, largest), max(1, largest) + sum(probe.sizes) + 1))
+    return Instance(name="r", capacity=capacity, layers=layers, schedule=schedule[0], micro_batches=schedule[1],
+                    buffer_reuse=True)
+
+
+@settings(max_examples=300)
+@given(inst=reusing())
+def test_exact_with_buffer_reuse_matches_the_oracle(inst):
+    plan = solve(inst)
+    validate_plan(inst, plan)
+    expected = oracle(inst)
+    if expected is None:
+        assert plan.status is Status.INFEASIBLE
+        return
+    assert plan.status is Status.OPTIMAL and (plan.objective, plan.secondary_objective) == expected
+    greedy = solve(inst, "greedy")
+    validate_plan(inst, greedy)
+    if inst.schedule == "none":  # a monotone cost: greedy still stays ahead, its count is optimal
+        assert greedy.num_partitions == expected[0]
+
+
+def test_reuse_counts_the_largest_workspace():
+    layers = [Layer(f"l{i}", weight_bytes=10, buffer_bytes=8) for i in range(6)]
+    plain = Instance(name="b", capacity=50, layers=layers)
+    reused = Instance(name="b", capacity=50, layers=layers, buffer_reuse=True)
+    assert plain.partition_bytes([0, 1, 2], 0, 1) == 54 and reused.partition_bytes([0, 1, 2], 0, 1) == 38
+    plan = solve(reused)
+    assert plan.num_partitions == 2 and solve(plain).num_partitions == 3
+    assert plan.metrics["partitions"][0]["buffer_bytes"] == 8
+    assert plan.metrics["memory_model"] == "seed+buffer_reuse"
+    assert Instance.from_dict(reused.to_dict()) == reused
+
+
+def test_buffer_reuse_errors():
+    with pytest.raises(InstanceError, match=r"^buffer_reuse: expected true or false, got 'yes'$"):
+        Instance.from_dict({"capacity": 10, "buffer_reuse": "yes", "layers": [{"name": "a"}]})
+    inst = Instance(name="b", capacity=50, layers=[Layer("a", weight_bytes=1)], buffer_reuse=True)
+    with pytest.raises(OptionError, match=r"^buffer_reuse: a workspace counted once per partition is planned by methods 'dp'"):
+        solve(inst, "mip")
