@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import TopologyError
-from .topology import PCIE_X16, LinkTable, link_properties, new_topology
+from .topology import PCIE_X16, LinkTable, add_cpus, link_properties, new_topology
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -94,6 +94,7 @@ def host_graph(name: str, spec: HostSpec, table: LinkTable) -> nx.Graph:
             code = spec.codes[i][j]
             bandwidth, latency = link_properties(code, table, where=f"preset {name}: GPU{i}–GPU{j}")
             graph.add_edge(f"GPU{i}", f"GPU{j}", kind=code, bandwidth=bandwidth, latency=latency)
+    add_cpus(graph, table)
     return graph
 
 
@@ -126,8 +127,11 @@ def _cluster(name: str, hosts: int, spec: HostSpec, table: LinkTable) -> nx.Grap
     pcie = PCIE_X16[spec.pcie_gen]
     for h in range(hosts):
         prefix = f"node{h}:"
-        for gpu, data in one.nodes(data=True):
-            graph.add_node(prefix + gpu, **{**data, "host": f"node{h}", "host_index": h})
+        for node, data in one.nodes(data=True):
+            graph.add_node(prefix + node, **{**data, "host": f"node{h}", "host_index": h})
+            if data["kind"] != "gpu":
+                continue
+            gpu = node
             nic = f"{prefix}NIC{data['index']}"
             graph.add_node(nic, kind="nic", host=f"node{h}")
             # GPU and NIC share a PCIe switch (PXB) on these servers.

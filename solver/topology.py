@@ -6,7 +6,7 @@ code: NV#, PIX, PXB, PHB, NODE, SYS, IB), ``bandwidth`` (bytes per second, one w
 ``latency`` (seconds).
 
 Inside a host, ``nvidia-smi topo -m`` names the path between every pair of GPUs; each pair
-becomes one edge of that kind. Between hosts, each GPU reaches its own NIC and the NICs
+becomes one edge of that kind. Each NUMA node is a ``cpu`` node its GPUs attach to (PHB). Between hosts, each GPU reaches its own NIC and the NICs
 an InfiniBand switch, so a cluster of thousands of GPUs has no edge per pair of hosts.
 
 The bandwidth rule (:func:`link_bandwidth`): the direct edge's bandwidth when two GPUs
@@ -45,7 +45,7 @@ from .errors import TopologyError
 if TYPE_CHECKING:  # networkx is imported when a topology is built, not with `import solver`
     import networkx as nx
 
-__all__ = ["LinkTable", "link_properties", "link_bandwidth", "link", "gpus", "new_topology", "PCIE_X16"]
+__all__ = ["LinkTable", "link_properties", "link_bandwidth", "link", "gpus", "new_topology", "add_cpus", "PCIE_X16"]
 
 GB = 10**9
 PCIE_X16 = {3: 15.75 * GB, 4: 31 * GB, 5: 63 * GB, 6: 121 * GB}  # one way, per direction
@@ -97,6 +97,22 @@ def new_topology(name: str) -> nx.Graph:
     graph = nx.Graph(name=name)
     graph.graph["_widest"] = {}
     return graph
+
+
+def add_cpus(graph: nx.Graph, table: LinkTable) -> None:
+    """One ``cpu`` node per NUMA node of each host (CPU0, …), each GPU attached by PCIe (PHB).
+
+    GPU pairs inside a host keep their direct edge, so these add no faster path; they put
+    the sockets in the graph for what reads it.
+    """
+    for name, data in list(graph.nodes(data=True)):
+        if data.get("kind") != "gpu":
+            continue
+        prefix = name.rsplit("GPU", 1)[0]  # "" on one host, "node3:" in a cluster
+        cpu = f"{prefix}CPU{data.get('numa') or 0}"
+        if cpu not in graph:
+            graph.add_node(cpu, kind="cpu", host=data.get("host"), numa=data.get("numa") or 0)
+        graph.add_edge(name, cpu, kind="PHB", bandwidth=table.pcie, latency=table.pcie_latency)
 
 
 def gpus(topology: nx.Graph) -> list[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import TopologyError
-from .topology import LinkTable, link_properties, new_topology
+from .topology import LinkTable, add_cpus, link_properties, new_topology
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -100,6 +100,7 @@ def parse_topo_matrix(text: str, *, name: str, table: LinkTable, source: str = "
                 continue
             bandwidth, latency = link_properties(code, table, where=f"{source}: {a}–{b}")
             graph.add_edge(a, b, kind=code, bandwidth=bandwidth, latency=latency)
+    add_cpus(graph, table)
     return graph
 
 

@@ -26,8 +26,12 @@ def test_every_shared_file_parses_into_the_right_graph(name):
     count, kinds, numa = EXPECTED[name]
     names = gpus(graph)
     assert names == [f"GPU{i}" for i in range(count)]
-    assert graph.number_of_edges() == count * (count - 1) // 2  # one edge per pair
-    assert {d["kind"] for _, _, d in graph.edges(data=True)} == kinds
+    gpu_edges = [(a, b, d) for a, b, d in graph.edges(data=True) if a in names and b in names]
+    assert len(gpu_edges) == count * (count - 1) // 2  # one edge per pair
+    assert {d["kind"] for _, _, d in gpu_edges} == kinds
+    sockets = {n for n, d in graph.nodes(data=True) if d["kind"] == "cpu"}
+    assert sockets == {f"CPU{numa or 0}" for numa in numa}  # a cpu node per NUMA node, GPUs attached
+    assert all(graph.has_edge(g, f"CPU{graph.nodes[g]['numa'] or 0}") for g in names)
     assert [graph.nodes[g]["numa"] for g in names] == numa
     for _, _, data in graph.edges(data=True):
         assert data["bandwidth"] > 0 and data["latency"] > 0
@@ -131,13 +135,15 @@ def test_bad_bandwidth_matrices(tmp_path):
 
 def test_presets():
     v100 = load_topology("dgx1-v100")
-    kinds = [v100.edges[a, b]["kind"] for a, b in v100.edges]
+    kinds = [v100.edges[a, b]["kind"] for a, b in v100.edges if a.startswith("GPU") and b.startswith("GPU")]
     assert kinds.count("NV2") == 8 and kinds.count("NV1") == 8 and kinds.count("SYS") == 12
     for g in gpus(v100):  # six NVLinks per V100
         assert sum(int(v100.edges[g, o]["kind"][2:]) for o in v100[g] if v100.edges[g, o]["kind"].startswith("NV")) == 6
+    assert {n for n, d in v100.nodes(data=True) if d["kind"] == "cpu"} == {"CPU0", "CPU1"}
     a100 = load_topology("dgx-a100")
     parsed = load_topology(DATA / "p4d-8xa100-nv12.txt")
     assert {(a, b, d["kind"]) for a, b, d in a100.edges(data=True)} == {(a, b, d["kind"]) for a, b, d in parsed.edges(data=True)}
+    assert "node2:CPU1" in load_topology("4×dgx-a100")
     assert a100.nodes["GPU0"]["memory"] == 80 * 10**9 and a100.nodes["GPU0"]["l2"] == 40 * 2**20
     assert load_topology("hgx-h200").nodes["GPU3"]["memory"] == 141 * 10**9
     cluster = load_topology("4x dgx-a100")
