@@ -165,7 +165,8 @@ def main() -> None:
     for path in sorted((ROOT / "instances").glob("*.json")):
         inst = load_instance(path)
         base = solve(inst)
-        if base.status is not Status.OPTIMAL or inst.constraints.structural or (args.quick and inst.num_layers > 1000):
+        if (base.status is not Status.OPTIMAL or inst.constraints.structural or inst.devices is not None
+                or (args.quick and inst.num_layers > 1000)):
             continue
         for k in (base.num_partitions, base.num_partitions + 2):
             if k <= inst.num_layers:

@@ -192,6 +192,14 @@ def real_models() -> None:
                         "reserve": "2GB"},
         "layers": llama_layers(**LLAMA2_7B, batch=16, seq=4096),
     })
+    write("llama-3.1-70b-fp8-mixed-pool", {
+        "description": "Llama-3.1-70B with FP8 weights, batch 4 × seq 8192, on an ordered pool of mixed GPUs (vendor "
+        "capacities): an L40S 48 GB, two H100 80 GB and an A100 40 GB, partition j on device j.",
+        "capacity": "80GB", "dtype": "fp8",
+        "devices": [{"name": "l40s-0", "capacity": "48GB"}, {"name": "h100-0", "capacity": "80GB"},
+                    {"name": "h100-1", "capacity": "80GB"}, {"name": "a100-0", "capacity": "40GB"}],
+        "layers": llama_layers(**LLAMA31_70B, batch=4, seq=8192),
+    })
     layers = gpt2_layers(**GPT2, batch=1, seq=1024)
     assert sum(layer["params"] for layer in layers) == 124_439_808  # published GPT-2 small total
     write("gpt2-int8-rtx4090-l2", {

@@ -161,6 +161,9 @@ def render_plan(instance: Instance, plan: Plan) -> str:
     has_state = any(row.get("training_state_bytes") for row in m["partitions"])
     if has_state:
         header.insert(7, "training state")
+    has_device = "device" in m["partitions"][0]
+    if has_device:
+        header.insert(1, "device")
     has_time = "max_time" in m
     if has_time:
         header.append("time")
@@ -174,12 +177,15 @@ def render_plan(instance: Instance, plan: Plan) -> str:
         ]
         if has_state:
             cells.insert(7, format_size(row["training_state_bytes"]))
+        if has_device:
+            cells.insert(1, row["device"])
         if has_time:
             cells.append(f"{row['time'] * 1000:.3g} ms")
         rows.append(cells)
     shown = rows if len(rows) <= 40 else [*rows[:20], ["…"] * len(header), *rows[-20:]]
     out.append("")
-    out.extend(_table(header, shown, [True, False, *[True] * (len(header) - 2)]))
+    out.extend(_table(header, shown, [True, False, *([False] if has_device else []),
+                                      *[True] * (len(header) - 2 - has_device)]))
     b, c = m["balance"], m["communication"]
     out.append("")
     out.append(

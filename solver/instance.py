@@ -379,7 +379,8 @@ class Instance:
     dtype:
         The default dtype of the layers' weights (a layer's own ``dtype`` wins).
     devices:
-        A device pool (parsed and kept; no method of this version plans for pools).
+        An ordered device pool: partition j runs on device j and must fit its capacity
+        (and the instance's); at most one partition per device.
     model:
         The seed shorthand the layers were expanded from, kept so that ``to_dict``
         round-trips and explanations can speak of it.
@@ -505,6 +506,18 @@ class Instance:
     def usable_capacity(self) -> int:
         """What a partition may hold: the capacity less the reserve."""
         return self.capacity - self.constraints.reserve
+
+    def capacity_at(self, position: int) -> int:
+        """What partition ``position`` may hold: the usable capacity, and with an ordered
+        device pool also device ``position``'s capacity less the reserve."""
+        if self.devices is None:
+            return self.usable_capacity
+        return min(self.usable_capacity, self.devices[position].capacity - self.constraints.reserve)
+
+    @property
+    def max_partitions(self) -> int:
+        """The most partitions a plan may have: one per layer, and one per device of a pool."""
+        return self.num_layers if self.devices is None else min(self.num_layers, len(self.devices))
 
     def in_flight(self, position: int, count: int) -> int:
         """Micro-batches whose activations stage ``position`` of ``count`` holds at once."""

@@ -52,8 +52,10 @@ def plan_metrics(instance: Instance, partitions: Sequence[Sequence[int]]) -> dic
             "activation_bytes": fp.activation,
             "buffer_bytes": fp.buffer,
             "training_state_bytes": fp.training_state,
-            "utilization": fp.total / capacity,
+            "utilization": fp.total / instance.capacity_at(j),
         }
+        if instance.devices is not None:
+            row["device"] = instance.devices[j].name
         if instance.schedule != "none":
             row["micro_batches_in_flight"] = instance.in_flight(j, len(partitions))
         if instance.has_times:
@@ -76,7 +78,7 @@ def plan_metrics(instance: Instance, partitions: Sequence[Sequence[int]]) -> dic
         "num_partitions": k,
         "partitions": rows,
         "max_bytes": max(sizes),
-        "max_utilization": max(sizes) / capacity,
+        "max_utilization": max(row["utilization"] for row in rows),
         "communication": {
             "transfers": len(cuts),
             "total_bytes": sum(c["bytes"] for c in cuts),

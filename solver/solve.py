@@ -32,6 +32,7 @@ from .instance import Instance
 from .metrics import plan_metrics
 from .placement import Placement
 from .plan import OBJECTIVES, Plan, Status
+from .units import format_bytes
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -122,10 +123,10 @@ def _check_options(
             f"constraints: pinned layers, layer counts and cut rules are honoured by method 'dp' (exact) in this "
             f"version, not {method!r}"
         )
-    if instance.devices is not None:
+    if instance.devices is not None and method in ("cpsat", "mip"):
         raise OptionError(
-            "devices: device pools are not supported by this version of layerfit "
-            "(every partition has the instance's one capacity)"
+            f"devices: ordered device pools are planned by methods 'dp' (exact) and 'greedy' in this version, "
+            f"not {method!r}"
         )
 
 
@@ -246,7 +247,7 @@ def solve(
     oversized = explain_oversized(instance)
     if oversized is not None:
         return finish(Status.INFEASIBLE, objective=None, bound=None, explanation=oversized)
-    if instance.schedule != "none" or instance.constraints.structural or instance.buffer_reuse:
+    if instance.schedule != "none" or instance.constraints.structural or instance.buffer_reuse or instance.devices:
         return _solve_scheduled(instance, method, objective, num_partitions, finish)
 
     sizes = instance.sizes
@@ -336,9 +337,12 @@ def _solve_scheduled(instance: Instance, method: str, objective: str, num_partit
         value, parts = solved
         return finish(Status.OPTIMAL, parts, objective=value, bound=value)
     if fewest is None:
-        if instance.schedule == "none":
-            why = ("no plan satisfies the constraints (pinned layers, layers per partition, cut rules) within the "
-                   "capacity; relax one of them or add capacity")
+        if instance.devices is not None and instance.schedule == "none" and not instance.constraints.structural:
+            why = (f"the device pool ({', '.join(f'{d.name} {format_bytes(d.capacity)}' for d in instance.devices)}) "
+                   f"cannot hold the model with partition j on device j; {format_bytes(instance.total_bytes)} in all")
+        elif instance.schedule == "none":
+            why = ("no plan satisfies the constraints (pinned layers, layers per partition, cut rules) or the device "
+                   "pool within the capacity; relax one of them or add capacity")
         else:
             why = (f"under {instance.schedule} with {instance.micro_batches} micro-batches no number of stages fits "
                    f"the capacity: the first stages hold too many micro-batches' activations. Fewer micro-batches, "

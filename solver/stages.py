@@ -74,6 +74,8 @@ def probe_stages(instance: Instance, bound: int, count: int) -> list[list[int]] 
     count and a layer pinned to stage j. Both ends are monotone in a, so one sweep with two
     pointers marks R_j: O(count · n) in all.
     """
+    if count > instance.max_partitions:
+        return None
     fixed, acts, reused = _parts(instance)
     n = len(fixed)
     F = [0, *accumulate(fixed)]
@@ -95,6 +97,7 @@ def probe_stages(instance: Instance, bound: int, count: int) -> list[list[int]] 
     parents: list[list[int]] = []
     for position in range(count):
         f = instance.in_flight(position, count)
+        limit = min(bound, instance.capacity_at(position))  # device `position` of an ordered pool
         parent = [-1] * (n + 1)
         nxt = [False] * (n + 1)
         far = 0
@@ -108,7 +111,7 @@ def probe_stages(instance: Instance, bound: int, count: int) -> list[list[int]] 
                 window.popleft()
             while far < n:
                 peak = max(reused[far], reused[window[0]] if window else 0)
-                if (F[far + 1] - F[a]) + f * (A[far + 1] - A[a]) + peak > bound:
+                if (F[far + 1] - F[a]) + f * (A[far + 1] - A[a]) + peak > limit:
                     break
                 while window and reused[window[-1]] <= reused[far]:
                     window.pop()
@@ -146,7 +149,7 @@ def probe_stages(instance: Instance, bound: int, count: int) -> list[list[int]] 
 
 def min_stages(instance: Instance) -> tuple[int, list[list[int]]] | None:
     """The fewest stages that hold the model under its capacity, and a plan; None if none do."""
-    for count in range(1, instance.num_layers + 1):
+    for count in range(1, instance.max_partitions + 1):
         parts = probe_stages(instance, instance.usable_capacity, count)
         if parts is not None:
             return count, parts
@@ -176,20 +179,23 @@ def greedy_walk(instance: Instance) -> list[list[int]] | None:
     layer alone does not fit so."""
     fixed, acts, reused = _parts(instance)
     m = instance.micro_batches if instance.schedule != "none" else 1
-    bound = instance.usable_capacity
     parts: list[list[int]] = []
     current: list[int] = []
     load = peak = 0
     for i in range(instance.num_layers):
         size = fixed[i] + m * acts[i]
-        if fixed[i] + m * acts[i] + reused[i] > bound:
-            return None
+        if len(parts) >= instance.max_partitions:
+            return None  # more partitions than devices
+        bound = instance.capacity_at(len(parts))  # fill the devices in order, as accelerate does
         if load + size + max(peak, reused[i]) <= bound:
             current.append(i)
             load += size
             peak = max(peak, reused[i])
         else:
-            parts.append(current)
+            if current:
+                parts.append(current)
+            if len(parts) >= instance.max_partitions or size + reused[i] > instance.capacity_at(len(parts)):
+                return None  # a layer alone does not fit the next device, planned for the worst
             current, load, peak = [i], size, reused[i]
     if current:
         parts.append(current)

@@ -73,11 +73,14 @@ def validate_plan(instance: Instance, plan: Plan) -> None:
         raise PlanError(f"the partitions cover layers 0..{expected - 1}, the instance has {instance.num_layers}")
     count = len(plan.partitions)
     loads = [instance.partition_bytes(part, j, count) for j, part in enumerate(plan.partitions)]
+    if count > instance.max_partitions:
+        raise PlanError(f"the plan has {count} partitions, the device pool {instance.max_partitions} devices")
     for j, load in enumerate(loads):
-        if load > instance.usable_capacity:
+        limit = instance.capacity_at(j)
+        if load > limit:
             raise PlanError(
                 f"partition {j} holds {format_bytes(load)}, over the capacity of "
-                f"{format_bytes(instance.usable_capacity)} by {format_bytes(load - instance.usable_capacity)}"
+                f"{format_bytes(limit)} by {format_bytes(load - limit)}"
             )
     _check_constraints(instance, plan.partitions)
     if plan.num_partitions_requested is not None and plan.num_partitions != plan.num_partitions_requested:

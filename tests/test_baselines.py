@@ -76,8 +76,8 @@ FILES = sorted(INSTANCES.glob("*.json"))
 def test_exact_plans_are_never_worse_than_any_baseline(path):
     inst = load_instance(path)
     plan = solve(inst)
-    if plan.status is not Status.OPTIMAL or inst.constraints.structural:
-        return  # the baselines know no pins or cut rules: their plans answer another question
+    if plan.status is not Status.OPTIMAL or inst.constraints.structural or inst.devices is not None:
+        return  # the baselines know no pins, cut rules or device pools: their plans answer another question
     sizes, capacity = inst.sizes, inst.capacity
     for k in (plan.num_partitions, plan.num_partitions + 2):
         if k > inst.num_layers:

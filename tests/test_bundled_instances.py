@@ -33,8 +33,8 @@ def test_exact_methods_agree_and_never_lose_to_greedy(path, method, options):
         with pytest.raises(OptionError, match=r"^constraints: "):
             solve(inst, method, **options)
         return
-    if inst.schedule != "none" and method in ("cpsat", "mip"):
-        with pytest.raises(OptionError, match=r"^schedule: "):
+    if (inst.schedule != "none" or inst.devices is not None) and method in ("cpsat", "mip"):
+        with pytest.raises(OptionError, match=r"^(schedule|devices): "):
             solve(inst, method, **options)
         return
     plan = solve(inst, method, **options)

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from solver import Instance, InstanceError, Layer, OptionError, PlanError, Status, solve, validate_plan
+from solver import Device, Instance, InstanceError, Layer, OptionError, PlanError, Status, solve, validate_plan
 from solver.instance import Constraints
 
 from helpers import all_plans
@@ -26,8 +26,10 @@ def satisfies(inst, plan):
 def oracle(inst):
     best = None
     for plan in all_plans(inst.num_layers):
+        if len(plan) > inst.max_partitions:
+            continue
         loads = [inst.partition_bytes(p, j, len(plan)) for j, p in enumerate(plan)]
-        if max(loads) <= inst.usable_capacity and satisfies(inst, plan):
+        if all(load <= inst.capacity_at(j) for j, load in enumerate(loads)) and satisfies(inst, plan):
             key = (len(plan), max(loads))
             best = key if best is None or key < best else best
     return best
@@ -46,8 +48,10 @@ def constrained(draw):
     capacity = draw(st.integers(max(sizes) + reserve, sum(sizes) + reserve + 1))
     schedule = draw(st.sampled_from([("none", 1), ("1f1b", 3)]))
     layers = [Layer(name, weight_bytes=s - min(s, 2), activation_bytes=min(s, 2)) for name, s in zip(names, sizes)]
+    pool = draw(st.one_of(st.none(), st.lists(st.integers(reserve + 1, capacity + 10), min_size=1, max_size=n)))
+    devices = None if pool is None else tuple(Device(f"d{i}", c) for i, c in enumerate(pool))
     return Instance(
-        name="c", capacity=capacity, layers=layers, schedule=schedule[0], micro_batches=schedule[1],
+        name="c", capacity=capacity, layers=layers, schedule=schedule[0], micro_batches=schedule[1], devices=devices,
         constraints=Constraints(tuple(pins.items()), limits[0], limits[1], tuple(cut_points[:split]),
                                 tuple(cut_points[split:]), reserve),
     )
@@ -129,3 +133,19 @@ def test_validate_plan_checks_the_constraints():
                                  secondary_bound=50, metrics=plan_metrics(inst, whole))
     with pytest.raises(PlanError, match=r"^the plan does not cut after 'l1', which must_cut_after asks for$"):
         validate_plan(inst, broken)
+
+
+def test_an_ordered_pool_fills_devices_in_order():
+    layers = [Layer(f"l{i}", weight_bytes=10) for i in range(8)]
+    inst = Instance(name="p", capacity=100, layers=layers, devices=(Device("small", 20), Device("big", 60), Device("mid", 30)))
+    for method in ("greedy", "dp"):
+        plan = solve(inst, method)
+        validate_plan(inst, plan)
+        assert [r["device"] for r in plan.metrics["partitions"]] == ["small", "big"]
+        assert [len(p) for p in plan.partitions] == [2, 6]
+    too_small = Instance(name="p", capacity=100, layers=layers, devices=(Device("a", 30), Device("b", 30)))
+    plan = solve(too_small)
+    assert plan.status is Status.INFEASIBLE and "device pool" in plan.explanation
+    assert solve(too_small, "greedy").status is Status.INFEASIBLE  # proven, whichever method asks
+    with pytest.raises(OptionError, match=r"^devices: ordered device pools are planned by methods 'dp' \(exact\) and 'greedy'"):
+        solve(inst, "cpsat")
