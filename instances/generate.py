@@ -169,20 +169,19 @@ def real_models() -> None:
         "layers": [{**layer, "activation_bytes": layer["activation_bytes"] * 32}
                    for layer in llama_layers(**LLAMA2_7B, batch=2, seq=4096)],
     })
-    write("seed-30b-gpipe-b200-hbm", {
-        "description": "The seed's 30B model (16 layers of 1.875B params, BF16) under GPipe with 8 micro-batches of "
-        "16 sequences × 10000 tokens × 4096 hidden, on 180 GB B200s: every stage holds all 8 micro-batches.",
-        "capacity": "180GB", "dtype": "bf16", "schedule": "gpipe", "micro_batches": 8,
-        "layers": [{"name": f"layer{i}", "params": 1_875_000_000, "activation_bytes": 16 * 10000 * 4096 * 2}
-                   for i in range(16)],
-    })
-    write("seed-30b-1f1b-b200-hbm", {
-        "description": "The same under 1F1B: stage j of p holds min(p − j, 8) micro-batches, so later stages take "
-        "more layers and fewer stages suffice than when every stage is planned for the worst.",
-        "capacity": "180GB", "dtype": "bf16", "schedule": "1f1b", "micro_batches": 8,
-        "layers": [{"name": f"layer{i}", "params": 1_875_000_000, "activation_bytes": 16 * 10000 * 4096 * 2}
-                   for i in range(16)],
-    })
+    # The seed's 30B model as 16 layers of 1.875B params, 8 micro-batches of 16 × 10000 tokens × 4096 hidden.
+    seed_layers = [{"name": f"layer{i}", "params": 1_875_000_000, "activation_bytes": 16 * 10000 * 4096 * 2}
+                   for i in range(16)]
+    for schedule, why in (
+        ("gpipe", "every stage holds all 8 micro-batches"),
+        ("1f1b", "stage j of p holds min(p − j, 8) micro-batches, so later stages take more layers and fewer "
+                 "stages suffice than when every stage is planned for the worst"),
+    ):
+        write(f"seed-30b-{schedule}-b200-hbm", {
+            "description": f"The seed's 30B model (BF16) under {schedule.upper()} with 8 micro-batches of 16 "
+            f"sequences × 10000 tokens × 4096 hidden, on 180 GB B200s: {why}.",
+            "capacity": "180GB", "dtype": "bf16", "schedule": schedule, "micro_batches": 8, "layers": seed_layers,
+        })
     write("llama-2-7b-constrained-rtx4090-hbm", {
         "description": "Llama-2-7B inference (batch 16 × seq 4096) on 24 GB RTX 4090s with 2 GB held back per GPU "
         "for the CUDA context, the embedding pinned to the first stage and the head to the last, and at most 12 "
