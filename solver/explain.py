@@ -51,8 +51,10 @@ def explain_oversized(instance: Instance) -> str | None:
     over = [i for i, size in enumerate(instance.sizes) if size > capacity]
     if not over:
         return None
+    reserve = instance.constraints.reserve
+    held = f", i.e. {format_size(instance.capacity)} less a reserve of {format_size(reserve)}," if reserve else ""
     lines = [
-        f"{len(over)} of {instance.num_layers} layers are larger than the capacity of {format_bytes(capacity)} "
+        f"{len(over)} of {instance.num_layers} layers are larger than the capacity of {format_bytes(capacity)}{held} "
         f"on their own, so no partition can hold them (the seed's greedy would open an over-capacity "
         f"partition for each; layerfit reports infeasible instead)."
     ]
