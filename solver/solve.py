@@ -248,7 +248,7 @@ def solve(
     if oversized is not None:
         return finish(Status.INFEASIBLE, objective=None, bound=None, explanation=oversized)
     if instance.schedule != "none" or instance.constraints.structural or instance.buffer_reuse or instance.devices:
-        return _solve_scheduled(instance, method, objective, num_partitions, finish)
+        return _solve_by_stages(instance, method, objective, num_partitions, finish)
 
     sizes = instance.sizes
     capacity = instance.usable_capacity
@@ -320,8 +320,9 @@ def _solve_joint(instance, method, objective, num_partitions, time_limit, seed, 
                        seed=seed, num_workers=num_workers or DEFAULT_CPSAT_WORKERS)
 
 
-def _solve_scheduled(instance: Instance, method: str, objective: str, num_partitions: int | None, finish) -> Plan:  # type: ignore[no-untyped-def]
-    """GPipe / 1F1B memory: exact by position-aware probes (solver.schedule); greedy plans for the worst stage."""
+def _solve_by_stages(instance: Instance, method: str, objective: str, num_partitions: int | None, finish) -> Plan:  # type: ignore[no-untyped-def]
+    """Beyond the additive chain (schedule memory, buffer reuse, constraints, an ordered pool):
+    exact by the reachable-cut probe of solver.stages; greedy walks the same memory model."""
     from .stages import greedy_walk, min_stage_bottleneck, min_stages
 
     fewest = min_stages(instance)
@@ -356,9 +357,10 @@ def _solve_scheduled(instance: Instance, method: str, objective: str, num_partit
     # The seed's greedy cannot know its stage's position: it plans every stage for m micro-batches.
     parts = greedy_walk(instance)
     if parts is None:
+        planned = (f", each stage planned for the {instance.micro_batches} micro-batches the busiest holds"
+                   if instance.schedule != "none" else "")
         return finish(Status.UNKNOWN, objective=None, bound=count, explanation=(
-            f"greedy plans every stage for {instance.micro_batches} micro-batches, and a layer alone is then over "
-            f"the capacity; position-aware planning (method 'dp') finds {count} stages"))
+            f"greedy (filling the stages in order{planned}) found no plan; the exact method 'dp' finds {count} stages"))
     k = len(parts)
     largest = max(instance.partition_bytes(p, j, k) for j, p in enumerate(parts))
     lower = min_stage_bottleneck(instance, k)
