@@ -97,7 +97,7 @@ def _run(args: argparse.Namespace) -> int:
     if world % args.nnodes:
         raise ExecutionError(f"--nnodes: {world} ranks do not split evenly over {args.nnodes} nodes")
     inputs, target = _inputs(args.model, args.batch, args.seed, args.train)
-    torchrun = shutil.which("torchrun") or None
+    torchrun = shutil.which("torchrun")
     job_dir = Path(args.job_dir or tempfile.mkdtemp(prefix="layerfit-run-"))
     job_dir.mkdir(parents=True, exist_ok=True)
     job = Job(

@@ -77,3 +77,46 @@ def oracle(instance: Instance) -> dict:
             best_count = k
     lex = None if best_count is None else (best_count, per_k[best_count])
     return {"lexicographic": lex, "bottleneck": per_k}
+
+
+def satisfies(instance: Instance, plan: list[list[int]]) -> bool:
+    """Whether a plan keeps the instance's structural constraints (pins, layer counts, cut rules)."""
+    c, count = instance.constraints, len(plan)
+    where = {i: j for j, part in enumerate(plan) for i in part}
+    index = {layer.name: i for i, layer in enumerate(instance.layers)}
+    ends = {part[-1] for part in plan[:-1]}
+    return (all(where[index[n]] == (p if p >= 0 else count + p) for n, p in c.pinned)
+            and all(not c.max_layers_per_partition or len(p) <= c.max_layers_per_partition for p in plan)
+            and all(not c.min_layers_per_partition or len(p) >= c.min_layers_per_partition for p in plan)
+            and all(index[n] not in ends for n in c.no_cut_after)
+            and all(index[n] in ends for n in c.must_cut_after))
+
+
+def stage_oracle(instance: Instance) -> dict:
+    """Exhaustive optimum under every option (schedule, buffer reuse, pool, constraints):
+    the lexicographic (count, largest stage) and the smallest largest stage per count."""
+    per_k: dict[int, int] = {}
+    for plan in all_plans(instance.num_layers):
+        k = len(plan)
+        if k > instance.max_partitions:
+            continue
+        loads = [instance.partition_bytes(p, j, k) for j, p in enumerate(plan)]
+        if all(load <= instance.capacity_at(j) for j, load in enumerate(loads)) and satisfies(instance, plan):
+            per_k[k] = min(per_k.get(k, max(loads)), max(loads))
+    lex = None if not per_k else (min(per_k), per_k[min(per_k)])
+    return {"lexicographic": lex, "bottleneck": per_k}
+
+
+def check_dp_against_stage_oracle(instance: Instance):
+    """Solve with the default (exact) method, validate, and compare with the oracle; returns the optimum."""
+    from solver import Status, solve, validate_plan
+
+    plan = solve(instance)
+    validate_plan(instance, plan)
+    expected = stage_oracle(instance)["lexicographic"]
+    if expected is None:
+        assert plan.status is Status.INFEASIBLE and plan.explanation
+    else:
+        assert plan.status is Status.OPTIMAL
+        assert (plan.objective, plan.secondary_objective) == expected
+    return expected

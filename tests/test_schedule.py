@@ -7,20 +7,7 @@ from hypothesis import strategies as st
 
 from solver import Instance, InstanceError, Layer, OptionError, Status, load_instance, solve, validate_plan
 
-from helpers import INSTANCES, all_plans
-
-
-def oracle(inst):
-    """Fewest stages and the smallest largest stage, and per k, from every plan."""
-    best_count, per_k = None, {}
-    for plan in all_plans(inst.num_layers):
-        k = len(plan)
-        loads = [inst.partition_bytes(p, j, k) for j, p in enumerate(plan)]
-        if max(loads) > inst.capacity:
-            continue
-        per_k[k] = min(per_k.get(k, max(loads)), max(loads))
-        best_count = k if best_count is None else min(best_count, k)
-    return best_count, per_k
+from helpers import INSTANCES, stage_oracle
 
 
 @st.composite
@@ -46,7 +33,9 @@ def test_in_flight_micro_batches():
 @settings(max_examples=200)
 @given(inst=scheduled(), data=st.data())
 def test_exact_matches_the_oracle_and_greedy_never_wins(inst, data):
-    count, per_k = oracle(inst)
+    result = stage_oracle(inst)
+    per_k = result["bottleneck"]
+    count = result["lexicographic"][0] if result["lexicographic"] else None
     plan = solve(inst)
     validate_plan(inst, plan)
     if count is None:
