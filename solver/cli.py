@@ -159,6 +159,9 @@ def render_plan(instance: Instance, plan: Plan) -> str:
         )
     header = ["#", "layers", "n", "bytes", "weights", "activations", "buffers", "utilization"]
     has_state = any(row.get("training_state_bytes") for row in m["partitions"])
+    has_kv = any(row.get("kv_cache_bytes") for row in m["partitions"])
+    if has_kv:
+        header.insert(7, "KV cache")
     if has_state:
         header.insert(7, "training state")
     has_device = "device" in m["partitions"][0]
@@ -175,6 +178,8 @@ def render_plan(instance: Instance, plan: Plan) -> str:
             format_size(row["weight_bytes"]), format_size(row["activation_bytes"]),
             format_size(row["buffer_bytes"]), _percent(row["utilization"]),
         ]
+        if has_kv:
+            cells.insert(7, format_size(row["kv_cache_bytes"]))
         if has_state:
             cells.insert(7, format_size(row["training_state_bytes"]))
         if has_device:

@@ -20,9 +20,10 @@ from .errors import InstanceError
 from .memory import Footprint
 from .units import DTYPE_BITS, dtype_bytes, parse_count, parse_size
 
-__all__ = ["Layer", "Device", "SeedModel", "Training", "Constraints", "Instance", "load_instance"]
+__all__ = ["Layer", "Device", "SeedModel", "Training", "TiedGroup", "Constraints", "Instance", "load_instance"]
 
-_LAYER_KEYS = ("name", "params", "weight_bytes", "activation_bytes", "buffer_bytes", "dtype", "time")
+_LAYER_KEYS = ("name", "params", "weight_bytes", "activation_bytes", "buffer_bytes", "kv_cache_bytes", "output_bytes",
+               "dtype", "time")
 _DEVICE_KEYS = ("name", "capacity", "speed")
 _MODEL_KEYS = (
     "num_layers",
@@ -47,6 +48,8 @@ _NOT_YET_SUPPORTED = {
 }
 _CONSTRAINT_KEYS = ("pinned", "max_layers_per_partition", "min_layers_per_partition", "no_cut_after",
                     "must_cut_after", "reserve", "tied")
+_TIED_KEYS = ("layers", "params", "mode")
+TIED_MODES = ("replicate", "together")
 
 
 def _check_keys(raw: object, allowed: Sequence[str], where: str) -> Mapping[str, Any]:
@@ -97,10 +100,12 @@ class Layer:
     """One layer of the chain.
 
     Its weight bytes are ``weight_bytes`` when given, else ``params`` times the bytes of
-    its dtype (``dtype``, else the instance's). ``activation_bytes`` is the output it
-    hands to the next layer (and what crosses a cut after it); ``buffer_bytes`` its
-    operator workspace. ``time`` is optional, in seconds per batch. Sizes may be given as
-    unit strings (``"32MiB"``) and are stored as exact integers.
+    its dtype (``dtype``, else the instance's). ``activation_bytes`` is the activation it
+    holds (its output; in training, what it saves for the backward pass) and, unless
+    ``output_bytes`` says otherwise, what crosses a cut after it; ``buffer_bytes`` its
+    operator workspace; ``kv_cache_bytes`` its KV cache (held for the whole batch, whatever
+    the schedule). ``time`` is optional, in seconds per batch. Sizes may be given as unit
+    strings (``"32MiB"``) and are stored as exact integers.
     """
 
     name: str
@@ -108,8 +113,15 @@ class Layer:
     weight_bytes: int | None = None
     activation_bytes: int = 0
     buffer_bytes: int = 0
+    kv_cache_bytes: int = 0
+    output_bytes: int | None = None
     dtype: str | None = None
     time: float | None = None
+
+    @property
+    def sent_bytes(self) -> int:
+        """What crosses a cut after this layer: ``output_bytes``, else ``activation_bytes``."""
+        return self.activation_bytes if self.output_bytes is None else self.output_bytes
 
     def __post_init__(self) -> None:
         where = f"layer {self.name!r}" if isinstance(self.name, str) else "layer"
@@ -134,6 +146,9 @@ def _normalise_layer(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
     out["weight_bytes"] = None if weight is None else parse_size(weight, _join(where, "weight_bytes"))
     out["activation_bytes"] = parse_size(raw.get("activation_bytes", 0), _join(where, "activation_bytes"))
     out["buffer_bytes"] = parse_size(raw.get("buffer_bytes", 0), _join(where, "buffer_bytes"))
+    out["kv_cache_bytes"] = parse_size(raw.get("kv_cache_bytes", 0), _join(where, "kv_cache_bytes"))
+    output = raw.get("output_bytes")
+    out["output_bytes"] = None if output is None else parse_size(output, _join(where, "output_bytes"))
     out["dtype"] = _check_dtype(raw.get("dtype"), _join(where, "dtype"))
     out["time"] = _check_seconds(raw.get("time"), _join(where, "time"))
     return out
@@ -277,13 +292,39 @@ class Training:
 
 
 @dataclass(frozen=True)
+class TiedGroup:
+    """Layers that share one weight (GPT-2's lm_head and token embedding).
+
+    Every member's ``params`` includes the ``params`` shared weights (what the module
+    holds); :attr:`Instance.total_params` counts them once. ``mode``:
+
+    * ``"replicate"`` (default, DeepSpeed's ``TiedLayerSpec`` and Megatron's tied
+      embeddings): the group may be split; every partition holding a member pays the
+      shared weight (and its training state) once, and those copies are kept in sync.
+    * ``"together"``: the whole group, and so every layer between its members, stays in
+      one partition, which pays the shared weight once.
+    """
+
+    layers: tuple[str, ...]
+    params: int
+    mode: str = "replicate"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"layers": list(self.layers), "params": self.params}
+        if self.mode != "replicate":
+            out["mode"] = self.mode
+        return out
+
+
+@dataclass(frozen=True)
 class Constraints:
     """What users ask of a split beyond the capacity (issue: constraints users ask for).
 
     ``pinned``: layer name → partition index (the embedding in the first, the head in the
     last: -1 counts from the end). ``max/min_layers_per_partition``. ``no_cut_after`` /
     ``must_cut_after``: layer names. ``reserve``: bytes held back on every device (framework,
-    CUDA context, KV cache), so each partition must fit capacity − reserve.
+    CUDA context, KV cache), so each partition must fit capacity − reserve. ``tied``:
+    :class:`TiedGroup` s of layers that share weights.
     """
 
     pinned: tuple[tuple[str, int], ...] = ()
@@ -292,12 +333,15 @@ class Constraints:
     no_cut_after: tuple[str, ...] = ()
     must_cut_after: tuple[str, ...] = ()
     reserve: int = 0
+    tied: tuple[TiedGroup, ...] = ()
 
     @property
     def structural(self) -> bool:
-        """Whether anything but the reserve is asked (only the exact DP honours these)."""
+        """Whether a rule on the cuts is asked, beyond the capacity and the reserve (pins,
+        layer counts, cut rules, tied groups kept together): only the exact DP honours these."""
         return bool(self.pinned or self.max_layers_per_partition or self.min_layers_per_partition
-                    or self.no_cut_after or self.must_cut_after)
+                    or self.no_cut_after or self.must_cut_after
+                    or any(group.mode == "together" for group in self.tied))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -311,13 +355,53 @@ class Constraints:
                 out[key] = list(getattr(self, key))
         if self.reserve:
             out["reserve"] = self.reserve
+        if self.tied:
+            out["tied"] = [group.to_dict() for group in self.tied]
         return out
 
 
-def _parse_constraints(raw: object, names: Sequence[str], capacity: int) -> Constraints:
+def _parse_tied(raw: object, layers: Sequence[Layer]) -> tuple[TiedGroup, ...]:
+    if not isinstance(raw, list):
+        raise InstanceError(f"constraints.tied: expected a list of groups, got {raw!r}")
+    params_of = {layer.name: layer.params for layer in layers}
+    groups = []
+    seen: dict[str, int] = {}
+    for g, spec in enumerate(raw):
+        where = f"constraints.tied[{g}]"
+        spec = _check_keys(spec, _TIED_KEYS, where)
+        members = spec.get("layers")
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+            raise InstanceError(f"{where}.layers: expected a list of layer names, got {members!r}")
+        if len(set(members)) < 2:
+            raise InstanceError(f"{where}.layers: a tied group needs at least two distinct layers, got {members!r}")
+        for name in members:
+            if name not in params_of:
+                raise InstanceError(f"{where}.layers: unknown layer {name!r}")
+            if name in seen and seen[name] != g:
+                raise InstanceError(f"{where}.layers: layer {name!r} is already in constraints.tied[{seen[name]}]")
+            seen[name] = g
+        if "params" not in spec:
+            raise InstanceError(f"{where}.params: missing (the number of shared parameters)")
+        shared = parse_count(spec["params"], f"{where}.params")
+        if shared < 1:
+            raise InstanceError(f"{where}.params: must be at least 1, got {shared}")
+        for name in members:
+            if params_of[name] < shared:
+                raise InstanceError(
+                    f"{where}.params: {shared} shared parameters, but layer {name!r} has only {params_of[name]} "
+                    f"(each member's params include the shared weight)"
+                )
+        mode = spec.get("mode", "replicate")
+        if mode not in TIED_MODES:
+            raise InstanceError(f"{where}.mode: unknown mode {mode!r} (allowed: {', '.join(TIED_MODES)})")
+        groups.append(TiedGroup(tuple(dict.fromkeys(members)), shared, mode))
+    return tuple(groups)
+
+
+def _parse_constraints(raw: object, layers: Sequence[Layer], capacity: int,
+                       devices: Sequence[Device] | None = None) -> Constraints:
     spec = _check_keys(raw, _CONSTRAINT_KEYS, "constraints")
-    if "tied" in spec:
-        raise InstanceError("constraints.tied: tied groups are not supported yet")
+    names = [layer.name for layer in layers]
     known = set(names)
     pinned = spec.get("pinned", {})
     if not isinstance(pinned, Mapping):
@@ -327,7 +411,12 @@ def _parse_constraints(raw: object, names: Sequence[str], capacity: int) -> Cons
         if name not in known:
             raise InstanceError(f"constraints.pinned: unknown layer {name!r}")
         if isinstance(where, str):
-            raise InstanceError(f"constraints.pinned.{name}: pinning to a device ({where!r}) needs device pools, not supported yet")
+            device_names = [d.name for d in devices or ()]
+            if not device_names:
+                raise InstanceError(f"constraints.pinned.{name}: pinning to a device ({where!r}) needs a device pool ('devices')")
+            if where not in device_names:
+                raise InstanceError(f"constraints.pinned.{name}: unknown device {where!r} (devices: {', '.join(device_names)})")
+            where = device_names.index(where)  # an ordered pool: partition j runs on device j
         if isinstance(where, bool) or not isinstance(where, int):
             raise InstanceError(f"constraints.pinned.{name}: expected a partition index, got {where!r}")
         pins.append((name, where))
@@ -360,8 +449,19 @@ def _parse_constraints(raw: object, names: Sequence[str], capacity: int) -> Cons
     reserve = parse_size(spec.get("reserve", 0), "constraints.reserve")
     if reserve >= capacity:
         raise InstanceError(f"constraints.reserve: {reserve} B leaves nothing of the capacity ({capacity} B)")
+    tied = _parse_tied(spec["tied"], layers) if "tied" in spec else ()
+    index = {name: i for i, name in enumerate(names)}
+    for g, group in enumerate(tied):
+        if group.mode != "together":
+            continue
+        members = sorted(index[m] for m in group.layers)
+        for name in cuts["must_cut_after"]:
+            if members[0] <= index[name] < members[-1]:
+                raise InstanceError(
+                    f"constraints: must_cut_after {name!r} splits constraints.tied[{g}], which is kept together"
+                )
     return Constraints(tuple(pins), limits["max_layers_per_partition"], limits["min_layers_per_partition"],
-                       cuts["no_cut_after"], cuts["must_cut_after"], reserve)
+                       cuts["no_cut_after"], cuts["must_cut_after"], reserve, tied)
 
 
 @dataclass(frozen=True)
@@ -420,6 +520,8 @@ class Instance:
     constraints: Constraints = field(default_factory=Constraints)
     buffer_reuse: bool = False
     _sizes: tuple[int, ...] = field(init=False, repr=False, compare=False, default=())
+    # Per tied group: its members' indices and the shared weight's footprint, paid once per partition.
+    _tied: tuple[tuple[tuple[int, ...], Footprint], ...] = field(init=False, repr=False, compare=False, default=())
 
     def __post_init__(self) -> None:
         _check_name(self.name, "name")
@@ -469,6 +571,20 @@ class Instance:
                     raise InstanceError(f"devices[{i}].name: duplicate device name {name!r}")
             object.__setattr__(self, "devices", devices)
         object.__setattr__(self, "_sizes", tuple(self._footprint(i).total for i in range(len(layers))))
+        if not isinstance(self.constraints, Constraints):
+            raise InstanceError(f"constraints: expected a Constraints, got {self.constraints!r}")
+        if self.constraints.tied:
+            _parse_tied([group.to_dict() for group in self.constraints.tied], layers)  # the same checks as JSON
+            index = {layer.name: i for i, layer in enumerate(layers)}
+            tied = []
+            for group in self.constraints.tied:
+                members = tuple(sorted(index[name] for name in group.layers))
+                shares = [self._footprint(i) for i in members]
+                tied.append((members, Footprint(
+                    min(fp.weight * group.params // layers[i].params for i, fp in zip(members, shares)), 0, 0,
+                    min(fp.training_state * group.params // layers[i].params for i, fp in zip(members, shares)),
+                )))
+            object.__setattr__(self, "_tied", tuple(tied))
 
     # -- the seed's memory model ----------------------------------------------------
 
@@ -491,7 +607,7 @@ class Instance:
                 )
             bits = DTYPE_BITS[dtype] if dtype in DTYPE_BITS else 8 * weight // layer.params
             state = self.training.state_bytes(layer.params, bits, f"layer {layer.name!r}")
-        return Footprint(weight, layer.activation_bytes, layer.buffer_bytes, state)
+        return Footprint(weight, layer.activation_bytes, layer.buffer_bytes, state, layer.kv_cache_bytes)
 
     def footprint(self, index: int) -> Footprint:
         """size(l) = weight + activation + buffer of layer ``index`` (the seed's formula)."""
@@ -536,7 +652,23 @@ class Instance:
         if self.buffer_reuse and layers:
             buffers = [self.layers[i].buffer_bytes for i in layers]
             total += max(buffers) - sum(buffers)
-        return total
+        return total - self.tied_savings(layers).total
+
+    def tied_savings(self, layers: Sequence[int]) -> Footprint:
+        """What a partition holding ``layers`` saves by storing each tied weight once, not once per member."""
+        saved = Footprint(0, 0, 0, 0)
+        if self._tied:
+            held = set(layers)
+            for members, shared in self._tied:
+                extra = sum(1 for i in members if i in held) - 1
+                for _ in range(max(0, extra)):
+                    saved = saved + shared
+        return saved
+
+    @property
+    def tied_groups(self) -> tuple[tuple[tuple[int, ...], Footprint], ...]:
+        """Per tied group: its members' layer indices (sorted) and the shared weight's footprint."""
+        return self._tied
 
     @property
     def num_layers(self) -> int:
@@ -544,7 +676,9 @@ class Instance:
 
     @cached_property
     def total_params(self) -> int:
-        return sum(layer.params for layer in self.layers)
+        """The model's parameters, each tied weight counted once."""
+        shared = sum((len(g.layers) - 1) * g.params for g in self.constraints.tied)
+        return sum(layer.params for layer in self.layers) - shared
 
     @cached_property
     def total_bytes(self) -> int:
@@ -618,8 +752,8 @@ class Instance:
             micro_batches=data.get("micro_batches", 1),
             buffer_reuse=data.get("buffer_reuse", False),
             constraints=_parse_constraints(
-                data["constraints"], [layer.name for layer in (model.expand() if model else layers)],
-                parse_size(data["capacity"], "capacity"),
+                data["constraints"], model.expand() if model else layers,
+                parse_size(data["capacity"], "capacity"), devices,
             ) if "constraints" in data else Constraints(),
         )
 

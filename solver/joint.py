@@ -81,7 +81,7 @@ def solve_joint(
     if k > len(names):
         raise OptionError(f"num_partitions: {k} partitions but topology {topology.graph.get('name')!r} has {len(names)} GPUs")
     sizes = instance.sizes
-    activations = [layer.activation_bytes for layer in instance.layers]
+    activations = [layer.sent_bytes for layer in instance.layers]  # what crosses a cut
     caps = [min(instance.capacity, topology.nodes[g].get("memory") or instance.capacity) for g in names]
 
     # The baseline and warm start: the DP's most balanced k-partition, placed by map_plan.

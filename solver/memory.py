@@ -4,7 +4,8 @@ This is the model every method plans against (named ``"seed"``): a partition P f
 S(P) ≤ C. It is additive, and on an additive chain the greedy count is optimal (see
 :mod:`solver.greedy`). Richer models (schedules, buffer reuse) are separate, named options.
 
-Training state (an instance's ``training`` option) adds, per parameter, the gradient and
+A layer's KV cache (``kv_cache_bytes``, inference) is held once for the whole batch,
+whatever the schedule. Training state (an instance's ``training`` option) adds, per parameter, the gradient and
 the optimizer's state to a layer's size: still additive, so everything above holds.
 
 =====================  ====================================================================
@@ -39,10 +40,11 @@ class Footprint:
     activation: int
     buffer: int
     training_state: int = 0  # gradients, optimizer state, master weights
+    kv_cache: int = 0  # keys and values of past tokens, held for the whole batch
 
     @property
     def total(self) -> int:
-        return self.weight + self.activation + self.buffer + self.training_state
+        return self.weight + self.activation + self.buffer + self.training_state + self.kv_cache
 
     def __add__(self, other: Footprint) -> Footprint:
         return Footprint(
@@ -50,4 +52,5 @@ class Footprint:
             self.activation + other.activation,
             self.buffer + other.buffer,
             self.training_state + other.training_state,
+            self.kv_cache + other.kv_cache,
         )

@@ -24,14 +24,17 @@ def partition_footprint(instance: Instance, layers: Sequence[int], position: int
     """S(P) of the partition holding ``layers`` at ``position`` of ``count``, by component.
 
     The seed model is a plain sum; with a schedule the activations count once per
-    micro-batch in flight at that stage.
+    micro-batch in flight at that stage; a tied weight counts once however many members
+    the partition holds.
     """
-    total = Footprint(0, 0, 0, 0)
+    total = Footprint(0, 0, 0, 0, 0)
     for index in layers:
         total = total + instance.footprint(index)
     in_flight = instance.in_flight(position, count)
     buffer = max((instance.layers[i].buffer_bytes for i in layers), default=0) if instance.buffer_reuse else total.buffer
-    return Footprint(total.weight, total.activation * in_flight, buffer, total.training_state)
+    saved = instance.tied_savings(layers)  # a tied weight is held once per partition
+    return Footprint(total.weight - saved.weight, total.activation * in_flight, buffer,
+                     total.training_state - saved.training_state, total.kv_cache)
 
 
 def plan_metrics(instance: Instance, partitions: Sequence[Sequence[int]]) -> dict[str, Any]:
@@ -52,6 +55,7 @@ def plan_metrics(instance: Instance, partitions: Sequence[Sequence[int]]) -> dic
             "activation_bytes": fp.activation,
             "buffer_bytes": fp.buffer,
             "training_state_bytes": fp.training_state,
+            "kv_cache_bytes": fp.kv_cache,
             "utilization": fp.total / instance.capacity_at(j),
         }
         if instance.devices is not None:
@@ -62,7 +66,7 @@ def plan_metrics(instance: Instance, partitions: Sequence[Sequence[int]]) -> dic
             row["time"] = sum(instance.layers[i].time or 0.0 for i in part)
         rows.append(row)
     cuts = [
-        {"after_layer": instance.layers[part[-1]].name, "bytes": instance.layers[part[-1]].activation_bytes}
+        {"after_layer": instance.layers[part[-1]].name, "bytes": instance.layers[part[-1]].sent_bytes}
         for part in partitions[:-1]
     ]
     sizes = [row["bytes"] for row in rows]

@@ -120,8 +120,13 @@ def _check_options(
         )
     if instance.constraints.structural and method != "dp" and method != "auto":
         raise OptionError(
-            f"constraints: pinned layers, layer counts and cut rules are honoured by method 'dp' (exact) in this "
-            f"version, not {method!r}"
+            f"constraints: pinned layers, layer counts, cut rules and tied groups kept together are honoured by "
+            f"method 'dp' (exact) in this version, not {method!r}"
+        )
+    if instance.constraints.tied and method in ("cpsat", "mip"):
+        raise OptionError(
+            f"constraints.tied: a tied weight held once per partition is planned by methods 'dp' (exact) and "
+            f"'greedy' in this version, not {method!r}"
         )
     if instance.devices is not None and method in ("cpsat", "mip"):
         raise OptionError(
@@ -247,7 +252,8 @@ def solve(
     oversized = explain_oversized(instance)
     if oversized is not None:
         return finish(Status.INFEASIBLE, objective=None, bound=None, explanation=oversized)
-    if instance.schedule != "none" or instance.constraints.structural or instance.buffer_reuse or instance.devices:
+    if (instance.schedule != "none" or instance.constraints.structural or instance.constraints.tied
+            or instance.buffer_reuse or instance.devices):
         return _solve_by_stages(instance, method, objective, num_partitions, finish)
 
     sizes = instance.sizes

@@ -57,6 +57,10 @@ def _rules(instance: Instance) -> tuple[list[int], list[bool], list[int | None]]
     forbidden = [False] * (n + 1)
     for name in c.no_cut_after:
         forbidden[index[name] + 1] = True
+    for group, (members, _) in zip(c.tied, instance.tied_groups):
+        if group.mode == "together":  # the group, and every layer between its members, in one partition
+            for cut in range(members[0] + 1, members[-1] + 1):
+                forbidden[cut] = True
     forbidden[n] = False  # the end of the chain ends a partition, whatever the rules
     pins: list[int | None] = [None] * n
     for name, where in c.pinned:
@@ -92,6 +96,15 @@ def probe_stages(instance: Instance, bound: int, count: int) -> list[list[int]] 
         next_pin[i] = i if pins[i] is not None else next_pin[i + 1]
     max_layers = c.max_layers_per_partition or n
     min_layers = c.min_layers_per_partition or 1
+    # Tied weights count once per partition: prefix counts of each group's members.
+    tied = []
+    for members, shared in instance.tied_groups:
+        member = set(members)
+        tied.append(([0, *accumulate(1 if i in member else 0 for i in range(n))], shared.total))
+
+    def savings(a: int, b: int) -> int:
+        return sum(shared * max(0, counts[b] - counts[a] - 1) for counts, shared in tied)
+
     reachable = [False] * (n + 1)
     reachable[0] = True
     parents: list[list[int]] = []
@@ -111,7 +124,7 @@ def probe_stages(instance: Instance, bound: int, count: int) -> list[list[int]] 
                 window.popleft()
             while far < n:
                 peak = max(reused[far], reused[window[0]] if window else 0)
-                if (F[far + 1] - F[a]) + f * (A[far + 1] - A[a]) + peak > limit:
+                if (F[far + 1] - F[a]) + f * (A[far + 1] - A[a]) + peak - savings(a, far + 1) > limit:
                     break
                 while window and reused[window[-1]] <= reused[far]:
                     window.pop()
@@ -179,11 +192,16 @@ def greedy_walk(instance: Instance) -> list[list[int]] | None:
     layer alone does not fit so."""
     fixed, acts, reused = _parts(instance)
     m = instance.micro_batches if instance.schedule != "none" else 1
+    group_of = {i: (g, shared.total) for g, (members, shared) in enumerate(instance.tied_groups) for i in members}
     parts: list[list[int]] = []
     current: list[int] = []
+    held: set[int] = set()  # tied groups with a member in the current partition
     load = peak = 0
     for i in range(instance.num_layers):
         size = fixed[i] + m * acts[i]
+        g, shared = group_of.get(i, (None, 0))
+        if g in held:
+            size -= shared  # the partition already holds this tied weight
         if len(parts) >= instance.max_partitions:
             return None  # more partitions than devices
         bound = instance.capacity_at(len(parts))  # fill the devices in order, as accelerate does
@@ -194,9 +212,13 @@ def greedy_walk(instance: Instance) -> list[list[int]] | None:
         else:
             if current:
                 parts.append(current)
+            size += shared if g in held else 0  # a new partition pays the tied weight again
             if len(parts) >= instance.max_partitions or size + reused[i] > instance.capacity_at(len(parts)):
                 return None  # a layer alone does not fit the next device, planned for the worst
             current, load, peak = [i], size, reused[i]
+            held = set()
+        if g is not None:
+            held.add(g)
     if current:
         parts.append(current)
     return parts

@@ -36,6 +36,10 @@ def _check_constraints(instance: Instance, partitions: list[list[int]]) -> None:
     for name in c.must_cut_after:
         if index[name] not in ends:
             raise PlanError(f"the plan does not cut after {name!r}, which must_cut_after asks for")
+    for group in c.tied:
+        held = sorted({where[index[name]] for name in group.layers})
+        if group.mode == "together" and len(held) > 1:
+            raise PlanError(f"tied group {list(group.layers)} is kept together, the plan splits it over partitions {held}")
 
 
 def validate_plan(instance: Instance, plan: Plan) -> None:
@@ -44,7 +48,7 @@ def validate_plan(instance: Instance, plan: Plan) -> None:
     Checked: the plan is for this instance (layer count); a plan with status OPTIMAL or
     FEASIBLE has partitions that are non-empty, contiguous, in order and cover every
     layer once; every partition fits, S(P) ≤ C less the reserve (at its place in the
-    schedule, if any); the constraints hold (pins, layer counts, cut rules); the objective is the plan's own value
+    schedule, if any); the constraints hold (pins, layer counts, cut rules, tied groups); the objective is the plan's own value
     (count, or S_max) and the bound does not exceed it; OPTIMAL means objective = bound
     (and, for ``min_partitions``, secondary objective = secondary bound); a requested
     number of partitions is met; the metrics equal those recomputed from the partitions.

@@ -89,7 +89,8 @@ def satisfies(instance: Instance, plan: list[list[int]]) -> bool:
             and all(not c.max_layers_per_partition or len(p) <= c.max_layers_per_partition for p in plan)
             and all(not c.min_layers_per_partition or len(p) >= c.min_layers_per_partition for p in plan)
             and all(index[n] not in ends for n in c.no_cut_after)
-            and all(index[n] in ends for n in c.must_cut_after))
+            and all(index[n] in ends for n in c.must_cut_after)
+            and all(len({where[index[n]] for n in g.layers}) == 1 for g in c.tied if g.mode == "together"))
 
 
 def stage_oracle(instance: Instance) -> dict:

@@ -56,7 +56,7 @@ def test_the_embedding_first_and_the_head_last():
     "constraints, message",
     [
         ({"pinned": {"l9": 0}}, r"^constraints\.pinned: unknown layer 'l9'$"),
-        ({"pinned": {"l0": "GPU0"}}, r"^constraints\.pinned\.l0: pinning to a device \('GPU0'\) needs device pools"),
+        ({"pinned": {"l0": "GPU0"}}, r"^constraints\.pinned\.l0: pinning to a device \('GPU0'\) needs a device pool \('devices'\)$"),
         ({"max_layers_per_partition": 0}, r"^constraints\.max_layers_per_partition: must be a whole number ≥ 1, got 0$"),
         ({"max_layers_per_partition": 2, "min_layers_per_partition": 3},
          r"^constraints: min_layers_per_partition 3 exceeds max_layers_per_partition 2$"),
@@ -64,7 +64,7 @@ def test_the_embedding_first_and_the_head_last():
         ({"must_cut_after": ["l4"]}, r"^constraints\.must_cut_after: 'l4' is the last layer; nothing follows it$"),
         ({"no_cut_after": ["lx"]}, r"^constraints\.no_cut_after: unknown layer 'lx'$"),
         ({"reserve": 100}, r"^constraints\.reserve: 100 B leaves nothing of the capacity \(100 B\)$"),
-        ({"tied": [["l0", "l4"]]}, r"^constraints\.tied: tied groups are not supported yet$"),
+        ({"tied": [["l0", "l4"]]}, r"^constraints\.tied\[0\]: expected an object, got \['l0', 'l4'\]$"),
         ({"pin": {}}, r"^constraints: unknown key 'pin'"),
     ],
 )
@@ -81,7 +81,7 @@ def test_contradictory_constraints_are_infeasible_with_a_reason():
 
 def test_other_methods_refuse_structural_constraints_but_honour_a_reserve():
     inst = Instance.from_dict(raw(max_layers_per_partition=2))
-    with pytest.raises(OptionError, match=r"^constraints: pinned layers, layer counts and cut rules are honoured by method 'dp'"):
+    with pytest.raises(OptionError, match=r"^constraints: pinned layers, layer counts, cut rules and tied groups kept together are honoured by method 'dp'"):
         solve(inst, "cpsat")
     reserved = Instance.from_dict(raw(reserve=70))
     for method in ("greedy", "dp", "cpsat", "mip"):

@@ -113,7 +113,7 @@ def _raw(**changes):
         (_raw(dtype="float32"), r"^dtype: unknown dtype 'float32'"),
         (_raw(dtype=None), r"^layers\[0\]\.dtype: layer 'a' has params but neither it nor the instance gives a dtype$"),
         (_raw(layers=[{"name": "a", "time": -1}]), r"^layers\[0\]\.time: must not be negative, got -1$"),
-        (_raw(layers=[{"name": "a", "tim": 1}]), r"^layers\[0\]: unknown key 'tim' \(allowed: name, params, weight_bytes, activation_bytes, buffer_bytes, dtype, time\)$"),
+        (_raw(layers=[{"name": "a", "tim": 1}]), r"^layers\[0\]: unknown key 'tim' \(allowed: name, params, weight_bytes, activation_bytes, buffer_bytes, kv_cache_bytes, output_bytes, dtype, time\)$"),
         (_raw(layers=[{"params": 1}]), r"^layers\[0\]\.name: expected a non-empty string, got None$"),
         (_raw(layers=["a"]), r"^layers\[0\]: expected an object, got 'a'$"),
         (_raw(edges=[[0, 1]]), r"^edges: DAG instances are not supported yet"),
@@ -156,3 +156,23 @@ def test_load_instance_names_by_file_stem(tmp_path):
     path = tmp_path / "my-model.json"
     path.write_text(json.dumps({"capacity": 10, "layers": [{"name": "a", "weight_bytes": 1}]}))
     assert load_instance(path).name == "my-model"
+
+
+def test_kv_cache_and_output_bytes():
+    raw = {"capacity": "1GB", "dtype": "bf16", "layers": [
+        {"name": "a", "params": 10, "activation_bytes": 100, "kv_cache_bytes": "1kB", "output_bytes": 7},
+        {"name": "b", "params": 10, "activation_bytes": 100}]}
+    inst = Instance.from_dict(raw)
+    assert inst.sizes == (20 + 100 + 1000, 120)
+    assert inst.layers[0].sent_bytes == 7 and inst.layers[1].sent_bytes == 100
+    assert Instance.from_dict(inst.to_dict()) == inst
+    scheduled = Instance.from_dict({**raw, "schedule": "gpipe", "micro_batches": 4})
+    assert scheduled.partition_bytes([0], 0, 2) == 20 + 4 * 100 + 1000  # the KV cache is not per micro-batch
+    from solver.metrics import plan_metrics
+
+    m = plan_metrics(inst, [[0], [1]])
+    assert m["partitions"][0]["kv_cache_bytes"] == 1000
+    assert m["communication"]["cuts"] == [{"after_layer": "a", "bytes": 7}]
+    raw["layers"][1]["kv_cache_bytes"] = -1
+    with pytest.raises(InstanceError, match=r"^layers\[1\]\.kv_cache_bytes: "):
+        Instance.from_dict(raw)
