@@ -7,7 +7,9 @@ This package never imports torch; CP-SAT and PuLP are imported only when used.
 """
 
 from .errors import InstanceError, LayerfitError, OptionError, PlanError, TopologyError
-from .instance import Device, Instance, Layer, SeedModel, Training, load_instance
+from .export import EXPORT_TARGETS, export_plan
+from .hf_config import from_hf_config
+from .instance import Constraints, Device, Instance, Layer, SeedModel, TiedGroup, Training, load_instance
 from .mapper import map_plan
 from .memory import Footprint
 from .metrics import plan_metrics
@@ -20,7 +22,9 @@ from .units import format_size, parse_size
 from .validation import validate_plan
 
 __all__ = [
+    "Constraints",
     "Device",
+    "EXPORT_TARGETS",
     "Footprint",
     "Instance",
     "InstanceError",
@@ -35,8 +39,11 @@ __all__ = [
     "SeedModel",
     "Status",
     "TopologyError",
+    "TiedGroup",
     "Training",
+    "export_plan",
     "format_size",
+    "from_hf_config",
     "link_bandwidth",
     "load_instance",
     "load_topology",

@@ -1,4 +1,5 @@
-"""The ``layerfit`` command line: ``solve`` one instance, ``compare`` methods over many.
+"""The ``layerfit`` command line: ``solve`` one instance, ``compare`` methods over many,
+``map`` a plan onto GPUs, ``import`` a Hugging Face config, ``export`` a plan to a framework.
 
 Exit codes: 0 solved (optimal or feasible), 1 infeasible or no solution in time,
 2 bad input or usage. ``--json`` prints one JSON document on stdout and nothing else.
@@ -69,6 +70,26 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--bandwidth-matrix", help="measured P2P bandwidth (GB/s, p2pBandwidthLatencyTest layout)")
     m.add_argument("--plot", metavar="PNG", help="draw the GPUs, links and the placement into a PNG")
     m.add_argument("--json", action="store_true", help="print the placement as JSON only")
+
+    i = sub.add_parser("import", help="an instance from a Hugging Face config.json")
+    i.add_argument("config", help="config.json of a Llama, Mistral, Mixtral, Qwen2, GPT-2 or BERT checkpoint")
+    i.add_argument("--batch-size", type=int, required=True)
+    i.add_argument("--seq-len", type=int, required=True)
+    i.add_argument("--dtype", help="weights (default: the config's torch_dtype)")
+    i.add_argument("--activation-dtype", help="activations and KV cache (default: --dtype if 16/32-bit, else bf16)")
+    i.add_argument("--training", action="store_true", help="saved activations and mixed-precision Adam state")
+    i.add_argument("--kv-cache", action="store_true", help="hold each block's KV cache (inference)")
+    i.add_argument("--split", default="block", help="block (default) or sublayer (attention and MLP apart)")
+    i.add_argument("--capacity", help="partition capacity, e.g. 80GB (default: the whole model, one partition)")
+    i.add_argument("--name", help="instance name (default: the config file's stem)")
+    i.add_argument("-o", "--output", help="write the instance JSON here (default: stdout)")
+
+    e = sub.add_parser("export", help="a plan as DeepSpeed, Megatron, vLLM, torch.distributed.pipelining or accelerate take it")
+    e.add_argument("file", help="an instance JSON (solved first), or a plan or placement JSON with --instance")
+    e.add_argument("--to", required=True, dest="target", help="deepspeed, megatron, vllm, pippy or accelerate")
+    e.add_argument("--instance", help="the instance a plan JSON was made for")
+    e.add_argument("--num-partitions", type=int, help="solve the instance with min_bottleneck and k partitions")
+    e.add_argument("--json", action="store_true", help="print the export as JSON only")
     return parser
 
 
@@ -89,6 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _solve(args)
         if args.command == "map":
             return _map(args)
+        if args.command == "import":
+            return _import(args)
+        if args.command == "export":
+            return _export(args)
         return _compare(args)
     except LayerfitError as exc:
         print(f"layerfit: error: {exc}", file=sys.stderr)
@@ -209,10 +234,9 @@ def render_plan(instance: Instance, plan: Plan) -> str:
 # -- map ------------------------------------------------------------------------------
 
 
-def _map(args: argparse.Namespace) -> int:
-    from .mapper import map_plan
-    from .topology_files import load_topology
-
+def _plan_of(args: argparse.Namespace, *, placements: bool = False):  # type: ignore[no-untyped-def]
+    """The instance and plan a command works on: a plan (or placement) JSON with --instance,
+    or an instance JSON solved here (min_bottleneck with --num-partitions)."""
     path = Path(args.file)
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
@@ -224,13 +248,22 @@ def _map(args: argparse.Namespace) -> int:
         if not args.instance:
             raise LayerfitError(f"{path} is a plan: give the instance it was made for with --instance")
         instance = load_instance(args.instance)
-        plan = Plan.from_dict(raw)
-    else:
-        instance = load_instance(path)
-        if args.num_partitions is not None:
-            plan = solve(instance, objective="min_bottleneck", num_partitions=args.num_partitions)
-        else:
-            plan = solve(instance)
+        if placements and "devices" in raw:
+            from .placement import Placement
+
+            return instance, Placement.from_dict(raw)
+        return instance, Plan.from_dict(raw)
+    instance = load_instance(path)
+    if args.num_partitions is not None:
+        return instance, solve(instance, objective="min_bottleneck", num_partitions=args.num_partitions)
+    return instance, solve(instance)
+
+
+def _map(args: argparse.Namespace) -> int:
+    from .mapper import map_plan
+    from .topology_files import load_topology
+
+    instance, plan = _plan_of(args)
     if not plan.status.has_plan:
         if args.json:
             print(json.dumps(plan.to_dict(), indent=2))
@@ -248,6 +281,47 @@ def _map(args: argparse.Namespace) -> int:
     else:
         print(render_placement(placement))
     return EXIT_SOLVED if placement.status.has_plan else EXIT_NO_PLAN
+
+
+def _import(args: argparse.Namespace) -> int:
+    from .hf_config import from_hf_config
+
+    instance = from_hf_config(
+        args.config, batch_size=args.batch_size, seq_len=args.seq_len, dtype=args.dtype,
+        activation_dtype=args.activation_dtype,
+        mode="training" if args.training else "inference", kv_cache=args.kv_cache, split=args.split,
+        capacity=args.capacity, name=args.name,
+    )
+    text = json.dumps(instance.to_dict(), indent=1) + "\n"
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"{args.output}: {instance.num_layers} layers, {instance.total_params:,} parameters, "
+              f"capacity {format_size(instance.capacity)}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_SOLVED
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_plan
+
+    instance, plan = _plan_of(args, placements=True)
+    if not plan.status.has_plan:
+        if args.json:
+            print(json.dumps(plan.to_dict(), indent=2))
+        else:
+            print(render_plan(instance, plan))
+        return EXIT_NO_PLAN
+    exported = export_plan(instance, plan, args.target)
+    if args.json:
+        print(json.dumps(exported, indent=2))
+        return EXIT_SOLVED
+    value = exported["value"]
+    print(value if isinstance(value, str) else json.dumps(value, indent=1 if args.target != "deepspeed" else None))
+    print(f"# {exported['num_stages']} stages; {exported['usage']}", file=sys.stderr)
+    for note in exported["notes"]:
+        print(f"# note: {note}", file=sys.stderr)
+    return EXIT_SOLVED
 
 
 def _seconds(t: float) -> str:

@@ -162,3 +162,39 @@ def test_compare_marks_methods_that_do_not_apply(capsys):
     assert (row["greedy_partitions"], row["optimal_partitions"]) == (2, 1)
     code, out, _ = run(capsys, "compare", str(INSTANCES / "seed-30b-1f1b-b200-hbm.json"))
     assert "n/a" in out and "needs fewer partitions than greedy" in out
+
+
+def test_import_then_solve_then_export(capsys, tmp_path):
+    out_file = tmp_path / "llama.json"
+    code, out, err = run(capsys, "import", str(ROOT / "tests" / "configs" / "llama-3-8b.json"), "--batch-size", "1",
+                         "--seq-len", "4096", "--capacity", "5GB", "-o", str(out_file))
+    assert code == 0 and out == ""
+    assert f"{out_file}: 35 layers, 8,030,261,248 parameters, capacity 5 GB" in err
+    inst = load_instance(out_file)
+    code, out, err = run(capsys, "export", str(out_file), "--to", "vllm")
+    assert code == 0 and out == "7,10,10,5\n"  # decoder layers per rank of the optimal 4-stage plan
+    assert "VLLM_PP_LAYER_PARTITION=7,10,10,5" in err
+    code, out, _ = run(capsys, "solve", str(out_file), "--json")
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(out)
+    code, out, _ = run(capsys, "export", str(plan_file), "--instance", str(out_file), "--to", "megatron", "--json")
+    exported = json.loads(out)
+    assert code == 0 and exported["value"] == "E" + "t" * 7 + "|" + "t" * 10 + "|" + "t" * 10 + "|" + "t" * 5 + "L"
+    assert inst.num_layers == 35
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["import", "tests/configs/gpt2.json", "--batch-size", "0", "--seq-len", "8"],
+         "layerfit: error: batch_size: must be a positive integer, got 0"),
+        (["import", "tests/configs/gpt2.json", "--batch-size", "1", "--seq-len", "8", "--dtype", "fp64"],
+         "layerfit: error: dtype: unknown dtype 'fp64'"),
+        (["export", SEED_HBM, "--to", "onnx"], "layerfit: error: target: unknown export target 'onnx'"),
+        (["export", SEED_HBM, "--to", "vllm"], "layerfit: error: vllm: no decoder blocks among the layers"),
+    ],
+)
+def test_import_and_export_bad_input_exit_2(capsys, argv, message, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == "" and err.startswith(message)
