@@ -9,5 +9,6 @@ This package imports torch; it never imports ortools or pulp.
 
 from .execute import ExecutionError, ExecutionResult, execute, load_placement
 from .model import ModelError, build_model
+from .profile import profile_module
 
-__all__ = ["ExecutionError", "ExecutionResult", "ModelError", "build_model", "execute", "load_placement"]
+__all__ = ["ExecutionError", "ExecutionResult", "ModelError", "build_model", "execute", "load_placement", "profile_module"]
