@@ -5,12 +5,12 @@ Sources of the numbers (also in each instance's description):
 * GPU capacities: vendor specs as gathered in the project's shared data (H100 SXM5: 80 GB
   HBM3, 50 MiB L2 — the seed says "50MB"; H200: 141 GB; B200: 180 GB; A100: 40 MiB L2;
   RTX 4090: 24 GB, 72 MiB L2).
-* Model shapes: the checkpoints' Hugging Face config.json fields (Llama-2-7B,
-  Llama-3.1-70B, GPT-2, BERT-large); parameter counts per layer by the architectures'
-  formulas below, which reproduce the published totals to the parameter.
+* Model shapes: the checkpoints' Hugging Face config.json fields (configs/); parameter
+  counts per layer by from_hf_config, which reproduces the published totals to the
+  parameter; L40S 48 GB and A100 80 GB by vendor spec.
 
-The real-model layer lists here are written out by hand; layerfit's config importer
-(a later issue) produces them from config.json directly.
+The real models come from their config.json (configs/) through layerfit's importer,
+``from_hf_config``; run this with layerfit installed (the project's .venv).
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import json
 import random
 from pathlib import Path
 
+from solver import from_hf_config
+
 HERE = Path(__file__).resolve().parent
-BF16 = 2
 
 SEED_MODEL = {
     "num_layers": 16,
@@ -65,109 +66,59 @@ def seed_family() -> None:
 
 
 # -- real models ----------------------------------------------------------------------
+# Every real model is read from its checkpoint's config.json (configs/, copied from the
+# project's shared data) by layerfit's own importer, whose parameter counts equal the
+# published totals to the parameter (tests/test_hf_config.py).
 
 
-def llama_layers(*, hidden, intermediate, heads, kv_heads, vocab, blocks, batch, seq, act_bytes=BF16):
-    """Llama: bias-free q/k/v/o (GQA), gated MLP of three matrices, two RMSNorms; untied head."""
-    head_dim = hidden // heads
-    block = (
-        hidden * hidden * 2                      # q and o projections
-        + hidden * kv_heads * head_dim * 2       # k and v projections
-        + 3 * hidden * intermediate              # gate, up, down
-        + 2 * hidden                             # two RMSNorm weights
-    )
-    hidden_act = batch * seq * hidden * act_bytes
-    layers = [{"name": "embed_tokens", "params": vocab * hidden, "activation_bytes": hidden_act}]
-    layers += [{"name": f"layers.{i}", "params": block, "activation_bytes": hidden_act} for i in range(blocks)]
-    layers.append({"name": "norm", "params": hidden, "activation_bytes": hidden_act})
-    layers.append({"name": "lm_head", "params": vocab * hidden, "activation_bytes": batch * seq * vocab * act_bytes})
-    return layers
+def hf(config: str, *, batch: int, seq: int, **options) -> dict:
+    """A real model's instance as JSON, from configs/CONFIG.json by from_hf_config."""
+    inst = from_hf_config(HERE / "configs" / f"{config}.json", batch_size=batch, seq_len=seq, **options)
+    return inst.to_dict()
 
 
-def gpt2_layers(*, hidden, blocks, vocab, positions, batch, seq, act_bytes=BF16):
-    """GPT-2: learned positions, biases everywhere, two LayerNorms per block, MLP 4 × hidden."""
-    block = (
-        hidden * 3 * hidden + 3 * hidden          # c_attn
-        + hidden * hidden + hidden                # attn c_proj
-        + hidden * 4 * hidden + 4 * hidden        # c_fc
-        + 4 * hidden * hidden + hidden            # mlp c_proj
-        + 4 * hidden                              # ln_1, ln_2 (weight and bias)
-    )
-    hidden_act = batch * seq * hidden * act_bytes
-    layers = [{"name": "wte+wpe", "params": vocab * hidden + positions * hidden, "activation_bytes": hidden_act}]
-    layers += [{"name": f"h.{i}", "params": block, "activation_bytes": hidden_act} for i in range(blocks)]
-    # lm_head is tied to wte: it adds no parameters here (tied groups come with a later issue).
-    layers.append({"name": "ln_f", "params": 2 * hidden, "activation_bytes": hidden_act})
-    return layers
-
-
-def bert_layers(*, hidden, intermediate, blocks, vocab, positions, type_vocab, batch, seq, act_bytes=BF16):
-    """BERT (BertModel): three embeddings and a LayerNorm, blocks with biases, a pooler."""
-    block = (
-        4 * (hidden * hidden + hidden)            # q, k, v, attention output
-        + 2 * hidden                              # attention LayerNorm
-        + hidden * intermediate + intermediate    # intermediate dense
-        + intermediate * hidden + hidden          # output dense
-        + 2 * hidden                              # output LayerNorm
-    )
-    hidden_act = batch * seq * hidden * act_bytes
-    layers = [{"name": "embeddings", "params": (vocab + positions + type_vocab) * hidden + 2 * hidden,
-               "activation_bytes": hidden_act}]
-    layers += [{"name": f"encoder.layer.{i}", "params": block, "activation_bytes": hidden_act} for i in range(blocks)]
-    layers.append({"name": "pooler", "params": hidden * hidden + hidden, "activation_bytes": batch * hidden * act_bytes})
-    return layers
-
-
-LLAMA2_7B = dict(hidden=4096, intermediate=11008, heads=32, kv_heads=32, vocab=32000, blocks=32)
-LLAMA31_70B = dict(hidden=8192, intermediate=28672, heads=64, kv_heads=8, vocab=128256, blocks=80)
-GPT2 = dict(hidden=768, blocks=12, vocab=50257, positions=1024)
-BERT_LARGE = dict(hidden=1024, intermediate=4096, blocks=24, vocab=30522, positions=512, type_vocab=2)
+def real(name: str, description: str, config: str, *, capacity: str, batch: int, seq: int, **options) -> None:
+    data = hf(config, batch=batch, seq=seq, capacity=capacity, **options)
+    data.pop("name", None)
+    write(name, {"description": description, **{k: v for k, v in data.items() if k != "description"}})
 
 
 def real_models() -> None:
-    layers = llama_layers(**LLAMA2_7B, batch=16, seq=4096)
-    assert sum(layer["params"] for layer in layers) == 6_738_415_616  # published Llama-2-7B total
-    write("llama-2-7b-rtx4090-hbm", {
-        "description": "Llama-2-7B inference in BF16, batch 16 × seq 4096 activations per layer, on 24 GB "
-        "RTX 4090s (vendor spec) as pipeline stages.",
-        "capacity": "24GB", "dtype": "bf16", "layers": layers,
-    })
-    write("llama-2-7b-h100-hbm", {
-        "description": "Llama-2-7B inference in BF16, batch 64 × seq 4096, on 80 GB H100s (vendor spec).",
-        "capacity": "80GB", "dtype": "bf16", "layers": llama_layers(**LLAMA2_7B, batch=64, seq=4096),
-    })
-    layers = llama_layers(**LLAMA31_70B, batch=1, seq=8192)
-    assert sum(layer["params"] for layer in layers) == 70_553_706_496  # published Llama-3.1-70B total
-    write("llama-3.1-70b-h100-hbm", {
-        "description": "Llama-3.1-70B inference in BF16, batch 1 × seq 8192, on 80 GB H100s (vendor spec).",
-        "capacity": "80GB", "dtype": "bf16", "layers": layers,
-    })
-    write("llama-3.1-70b-fp8-l40s-hbm", {
-        "description": "Llama-3.1-70B with FP8 weights, batch 4 × seq 8192 BF16 activations, on 48 GB L40S "
-        "GPUs (vendor spec).",
-        "capacity": "48GB", "dtype": "fp8", "layers": llama_layers(**LLAMA31_70B, batch=4, seq=8192),
-    })
-    write("llama-2-7b-train-adam-h100-hbm", {
-        "description": "Llama-2-7B training with mixed-precision Adam (bf16 weights and gradients, fp32 master "
-        "weights and moments: 16 B per parameter), batch 4 × seq 4096 BF16 activations per layer, on 80 GB H100s.",
-        "capacity": "80GB", "dtype": "bf16", "training": {"optimizer": "adam"},
-        "layers": llama_layers(**LLAMA2_7B, batch=4, seq=4096),
-    })
-    write("llama-3.1-70b-train-adam-h200-hbm", {
-        "description": "Llama-3.1-70B training with mixed-precision Adam (16 B per parameter), batch 1 × seq "
-        "8192, on 141 GB H200s (vendor spec).",
-        "capacity": "141GB", "dtype": "bf16", "training": {"bytes_per_param": 16},
-        "layers": llama_layers(**LLAMA31_70B, batch=1, seq=8192),
-    })
+    real("llama-2-7b-rtx4090-hbm", "Llama-2-7B inference in BF16, batch 16 × seq 4096 activations per layer, on "
+         "24 GB RTX 4090s (vendor spec) as pipeline stages.", "llama-2-7b", capacity="24GB", batch=16, seq=4096,
+         dtype="bf16")
+    real("llama-2-7b-h100-hbm", "Llama-2-7B inference in BF16, batch 64 × seq 4096, on 80 GB H100s (vendor spec).",
+         "llama-2-7b", capacity="80GB", batch=64, seq=4096, dtype="bf16")
+    real("llama-3-8b-kv-a100-hbm", "Llama-3-8B serving in BF16 with its KV cache (8 KV heads), batch 32 × seq 8192, "
+         "on 80 GB A100s (vendor spec).", "llama-3-8b", capacity="80GB", batch=32, seq=8192, kv_cache=True)
+    real("llama-3.1-70b-h100-hbm", "Llama-3.1-70B inference in BF16, batch 1 × seq 8192, on 80 GB H100s (vendor "
+         "spec).", "llama-3.1-70b", capacity="80GB", batch=1, seq=8192)
+    real("llama-3.1-70b-fp8-l40s-hbm", "Llama-3.1-70B with FP8 weights, batch 4 × seq 8192 BF16 activations, on "
+         "48 GB L40S GPUs (vendor spec).", "llama-3.1-70b", capacity="48GB", batch=4, seq=8192, dtype="fp8")
+    real("mixtral-8x7b-kv-h100-hbm", "Mixtral-8x7B (MoE, 8 experts) serving in BF16 with its KV cache, batch 16 × "
+         "seq 8192, on 80 GB H100s (vendor spec).", "mixtral-8x7b-v0.1", capacity="80GB", batch=16, seq=8192,
+         kv_cache=True)
+    real("qwen2.5-72b-kv-h200-hbm", "Qwen2.5-72B serving in BF16 with its KV cache, batch 16 × seq 8192, on "
+         "141 GB H200s (vendor spec: 141 GB HBM3e).", "qwen2.5-72b", capacity="141GB", batch=16, seq=8192,
+         kv_cache=True)
+    real("llama-2-7b-train-adam-h100-hbm", "Llama-2-7B training with mixed-precision Adam (bf16 weights and "
+         "gradients, fp32 master weights and moments: 16 B per parameter), batch 4 × seq 4096, activations saved "
+         "for the backward pass, on 80 GB H100s.", "llama-2-7b", capacity="80GB", batch=4, seq=4096, dtype="bf16",
+         mode="training")
+    real("llama-3.1-70b-train-adam-h200-hbm", "Llama-3.1-70B training with mixed-precision Adam (16 B per "
+         "parameter), batch 1 × seq 8192, on 141 GB H200s (vendor spec).", "llama-3.1-70b", capacity="141GB",
+         batch=1, seq=8192, mode="training")
+    real("mixtral-8x7b-train-adam-h200-hbm", "Mixtral-8x7B training with mixed-precision Adam, batch 1 × seq "
+         "4096, on 141 GB H200s: every expert's weights and state are held, two experts' activations a token.",
+         "mixtral-8x7b-v0.1", capacity="141GB", batch=1, seq=4096, mode="training")
     # Pipeline training under 1F1B: stage j of p holds min(p − j, m) micro-batches' activations,
     # so the last stages have room the first do not (activation_bytes is per micro-batch here).
+    train = hf("llama-2-7b", batch=2, seq=4096, dtype="bf16", mode="training", capacity="80GB")
     write("llama-2-7b-1f1b-train-h100-hbm", {
         "description": "Llama-2-7B training with mixed-precision Adam under 1F1B with 16 micro-batches of 2 × 4096 "
-        "tokens (activation_bytes per micro-batch, 32 saved tensors' worth per block), on 80 GB H100s.",
-        "capacity": "80GB", "dtype": "bf16", "training": {"optimizer": "adam"}, "schedule": "1f1b",
-        "micro_batches": 16,
-        "layers": [{**layer, "activation_bytes": layer["activation_bytes"] * 32}
-                   for layer in llama_layers(**LLAMA2_7B, batch=2, seq=4096)],
+        "tokens (activation_bytes: what one micro-batch saves for the backward pass), on 80 GB H100s.",
+        **{k: v for k, v in train.items() if k not in ("name", "description")},
+        "schedule": "1f1b", "micro_batches": 16,
     })
     # The seed's 30B model as 16 layers of 1.875B params, 8 micro-batches of 16 × 10000 tokens × 4096 hidden.
     seed_layers = [{"name": f"layer{i}", "params": 1_875_000_000, "activation_bytes": 16 * 10000 * 4096 * 2}
@@ -182,42 +133,44 @@ def real_models() -> None:
             f"sequences × 10000 tokens × 4096 hidden, on 180 GB B200s: {why}.",
             "capacity": "180GB", "dtype": "bf16", "schedule": schedule, "micro_batches": 8, "layers": seed_layers,
         })
+    constrained = hf("llama-2-7b", batch=16, seq=4096, dtype="bf16", capacity="24GB")
     write("llama-2-7b-constrained-rtx4090-hbm", {
         "description": "Llama-2-7B inference (batch 16 × seq 4096) on 24 GB RTX 4090s with 2 GB held back per GPU "
         "for the CUDA context, the embedding pinned to the first stage and the head to the last, and at most 12 "
         "layers a stage.",
-        "capacity": "24GB", "dtype": "bf16",
-        "constraints": {"pinned": {"embed_tokens": 0, "lm_head": -1}, "max_layers_per_partition": 12,
+        **{k: v for k, v in constrained.items() if k not in ("name", "description")},
+        "constraints": {"pinned": {"model.embed_tokens": 0, "lm_head": -1}, "max_layers_per_partition": 12,
                         "reserve": "2GB"},
-        "layers": llama_layers(**LLAMA2_7B, batch=16, seq=4096),
     })
+    pool = hf("llama-3.1-70b", batch=4, seq=8192, dtype="fp8", capacity="80GB")
     write("llama-3.1-70b-fp8-mixed-pool", {
         "description": "Llama-3.1-70B with FP8 weights, batch 4 × seq 8192, on an ordered pool of mixed GPUs (vendor "
         "capacities): an L40S 48 GB, two H100 80 GB and an A100 40 GB, partition j on device j.",
-        "capacity": "80GB", "dtype": "fp8",
+        **{k: v for k, v in pool.items() if k not in ("name", "description")},
         "devices": [{"name": "l40s-0", "capacity": "48GB"}, {"name": "h100-0", "capacity": "80GB"},
                     {"name": "h100-1", "capacity": "80GB"}, {"name": "a100-0", "capacity": "40GB"}],
-        "layers": llama_layers(**LLAMA31_70B, batch=4, seq=8192),
     })
-    layers = gpt2_layers(**GPT2, batch=1, seq=1024)
-    assert sum(layer["params"] for layer in layers) == 124_439_808  # published GPT-2 small total
-    write("gpt2-int8-rtx4090-l2", {
-        "description": "GPT-2 small with INT8 weights and BF16 activations (batch 1, seq 1024) against the "
-        "RTX 4090's 72 MiB L2 (75,497,472 B, vendor spec). lm_head is tied to the token embedding.",
-        "capacity": "72MiB", "dtype": "int8", "layers": layers,
-    })
-    write("gpt2-bf16-rtx4090-l2", {
-        "description": "GPT-2 small in BF16 against the RTX 4090's 72 MiB L2: infeasible, the embedding "
-        "table alone (78.8 MB) exceeds it.",
-        "capacity": "72MiB", "dtype": "bf16", "layers": gpt2_layers(**GPT2, batch=1, seq=1024),
-    })
-    layers = bert_layers(**BERT_LARGE, batch=1, seq=512)
-    assert sum(layer["params"] for layer in layers) == 335_141_888  # BertModel, bert-large-uncased
-    write("bert-large-fp8-a100-l2", {
-        "description": "BERT-large (BertModel) with FP8 weights, batch 1 × seq 512 BF16 activations, against "
-        "the A100's 40 MiB L2 (41,943,040 B, vendor spec).",
-        "capacity": "40MiB", "dtype": "fp8", "layers": layers,
-    })
+    # Against L2: small batches, and the finer split (attention and MLP apart) that can make it fit.
+    real("gpt2-int8-rtx4090-l2", "GPT-2 small with INT8 weights and BF16 activations (batch 1, seq 256) against "
+         "the RTX 4090's 72 MiB L2 (75,497,472 B, vendor spec). lm_head is tied to the token embedding: a "
+         "partition holding both pays the table once.", "gpt2", capacity="72MiB", batch=1, seq=256, dtype="int8")
+    real("gpt2-bf16-rtx4090-l2", "GPT-2 small in BF16 against the RTX 4090's 72 MiB L2: infeasible, the embedding "
+         "table alone (78.8 MB) exceeds it.", "gpt2", capacity="72MiB", batch=1, seq=1024, dtype="bf16")
+    real("gpt2-int8-sublayer-h100-l2", "GPT-2 small, INT8 weights, attention and MLP as separate layers, batch 1 × "
+         "seq 128, against the H100's 50 MiB L2 (52,428,800 B, vendor spec).", "gpt2", capacity="50MiB", batch=1,
+         seq=128, dtype="int8", split="sublayer")
+    real("bert-large-fp8-a100-l2", "BERT-large (BertModel) with FP8 weights, batch 1 × seq 512 BF16 activations, "
+         "against the A100's 40 MiB L2 (41,943,040 B, vendor spec).", "bert-large-uncased", capacity="40MiB",
+         batch=1, seq=512, dtype="fp8")
+    real("bert-large-fp8-sublayer-a100-l2", "BERT-large with FP8 weights split into attention and MLP, batch 4 × "
+         "seq 512, against the A100's 40 MiB L2.", "bert-large-uncased", capacity="40MiB", batch=4, seq=512,
+         dtype="fp8", split="sublayer")
+    real("llama-2-7b-int4-rtx4090-l2", "Llama-2-7B with INT4 weights, batch 1 × seq 128, whole blocks against the "
+         "RTX 4090's 72 MiB L2: infeasible, a block's 101 MB of weights exceed it.", "llama-2-7b", capacity="72MiB",
+         batch=1, seq=128, dtype="int4")
+    real("llama-2-7b-int4-sublayer-rtx4090-l2", "The same with attention and MLP apart: every piece fits the "
+         "72 MiB L2 (the MLP's 67.6 MB of weights the largest).", "llama-2-7b", capacity="72MiB", batch=1, seq=128,
+         dtype="int4", split="sublayer")
 
 
 # -- seeded random families -----------------------------------------------------------

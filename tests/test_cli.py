@@ -166,7 +166,7 @@ def test_compare_marks_methods_that_do_not_apply(capsys):
 
 def test_import_then_solve_then_export(capsys, tmp_path):
     out_file = tmp_path / "llama.json"
-    code, out, err = run(capsys, "import", str(ROOT / "tests" / "configs" / "llama-3-8b.json"), "--batch-size", "1",
+    code, out, err = run(capsys, "import", str(ROOT / "instances" / "configs" / "llama-3-8b.json"), "--batch-size", "1",
                          "--seq-len", "4096", "--capacity", "5GB", "-o", str(out_file))
     assert code == 0 and out == ""
     assert f"{out_file}: 35 layers, 8,030,261,248 parameters, capacity 5 GB" in err
@@ -186,9 +186,9 @@ def test_import_then_solve_then_export(capsys, tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["import", "tests/configs/gpt2.json", "--batch-size", "0", "--seq-len", "8"],
+        (["import", "instances/configs/gpt2.json", "--batch-size", "0", "--seq-len", "8"],
          "layerfit: error: batch_size: must be a positive integer, got 0"),
-        (["import", "tests/configs/gpt2.json", "--batch-size", "1", "--seq-len", "8", "--dtype", "fp64"],
+        (["import", "instances/configs/gpt2.json", "--batch-size", "1", "--seq-len", "8", "--dtype", "fp64"],
          "layerfit: error: dtype: unknown dtype 'fp64'"),
         (["export", SEED_HBM, "--to", "onnx"], "layerfit: error: target: unknown export target 'onnx'"),
         (["export", SEED_HBM, "--to", "vllm"], "layerfit: error: vllm: no decoder blocks among the layers"),

@@ -11,7 +11,7 @@ from solver.export import EXPORT_TARGETS, module_names, stage_layer_counts
 
 from helpers import ROOT
 
-CONFIGS = ROOT / "tests" / "configs"
+CONFIGS = ROOT / "instances" / "configs"
 FAMILIES = ["llama-3-8b", "mistral-7b-v0.1", "mixtral-8x7b-v0.1", "qwen2.5-72b", "gpt2", "bert-large-uncased"]
 
 

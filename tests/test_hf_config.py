@@ -10,7 +10,7 @@ from solver import Instance, InstanceError, from_hf_config, solve, validate_plan
 from helpers import ROOT
 
 MODELS = ROOT.parent / "shared" / "data" / "models"
-CONFIGS = ROOT / "tests" / "configs"
+CONFIGS = ROOT / "instances" / "configs"
 
 # Published totals of the checkpoints (Hugging Face model cards / safetensors metadata).
 PUBLISHED = {

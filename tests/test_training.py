@@ -88,6 +88,6 @@ def test_every_method_is_exact_with_training_state(method, options, inst):
 def test_the_bundled_training_instance_beats_greedy_on_balance():
     inst = load_instance(INSTANCES / "llama-2-7b-train-adam-h100-hbm.json")
     greedy, best = solve(inst, "greedy"), solve(inst)
-    assert greedy.num_partitions == best.num_partitions == 2
+    assert greedy.num_partitions == best.num_partitions == 3
     assert best.secondary_objective < greedy.secondary_objective
     assert inst.total_params == 6_738_415_616
