@@ -150,6 +150,15 @@ def real_models() -> None:
         "devices": [{"name": "l40s-0", "capacity": "48GB"}, {"name": "h100-0", "capacity": "80GB"},
                     {"name": "h100-1", "capacity": "80GB"}, {"name": "a100-0", "capacity": "40GB"}],
     })
+    # Time as the objective: layer times from FLOPs at 40 % of the H100 SXM's 989 TFLOP/s dense BF16
+    # (vendor spec); the embedding is a lookup (no time) but heavy, the head heavy in both.
+    h100 = 0.4 * 989e12
+    real("llama-3.1-70b-timed-h100-hbm", "Llama-3.1-70B inference, batch 1 × seq 8192, on 80 GB H100s, with layer "
+         "times from FLOPs at 40 % of 989 TFLOP/s: balancing bytes and balancing time disagree.", "llama-3.1-70b",
+         capacity="80GB", batch=1, seq=8192, flops_per_s=h100)
+    real("llama-2-7b-train-timed-h100-hbm", "Llama-2-7B training (mixed-precision Adam), batch 4 × seq 4096, on 80 GB "
+         "H100s, with forward + backward times from FLOPs at 40 % of 989 TFLOP/s.", "llama-2-7b", capacity="80GB",
+         batch=4, seq=4096, dtype="bf16", mode="training", flops_per_s=h100)
     # Against L2: small batches, and the finer split (attention and MLP apart) that can make it fit.
     real("gpt2-int8-rtx4090-l2", "GPT-2 small with INT8 weights and BF16 activations (batch 1, seq 256) against "
          "the RTX 4090's 72 MiB L2 (75,497,472 B, vendor spec). lm_head is tied to the token embedding: a "

@@ -82,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--split", default="block", help="block (default) or sublayer (attention and MLP apart)")
     i.add_argument("--capacity", help="partition capacity, e.g. 80GB (default: the whole model, one partition)")
     i.add_argument("--name", help="instance name (default: the config file's stem)")
+    i.add_argument("--flops-per-s", type=float, help="device throughput: each layer's time = its FLOPs / this")
     i.add_argument("-o", "--output", help="write the instance JSON here (default: stdout)")
 
     e = sub.add_parser("export", help="a plan as DeepSpeed, Megatron, vLLM, torch.distributed.pipelining or accelerate take it")
@@ -177,6 +178,12 @@ def render_plan(instance: Instance, plan: Plan) -> str:
             f"{format_size(plan.secondary_objective or 0)} (lower bound {format_size(plan.secondary_bound or 0)}, "
             f"gap {_percent(plan.gap or 0.0)})"
         )
+    elif plan.objective_name == "min_stage_time":
+        out.append(
+            f"partitions: {plan.num_partitions} (requested); slowest stage {_seconds(plan.objective or 0.0)} "
+            f"(lower bound {_seconds(plan.bound or 0.0)}, gap {_percent(plan.gap or 0.0)}); largest partition "
+            f"{format_size(m['max_bytes'])}"
+        )
     else:
         out.append(
             f"partitions: {plan.num_partitions} (requested); largest partition {format_size(plan.objective or 0)} "
@@ -210,7 +217,7 @@ def render_plan(instance: Instance, plan: Plan) -> str:
         if has_device:
             cells.insert(1, row["device"])
         if has_time:
-            cells.append(f"{row['time'] * 1000:.3g} ms")
+            cells.append(_seconds(row["time"]))
         rows.append(cells)
     shown = rows if len(rows) <= 40 else [*rows[:20], ["…"] * len(header), *rows[-20:]]
     out.append("")
@@ -226,6 +233,13 @@ def render_plan(instance: Instance, plan: Plan) -> str:
         f"traffic: {c['transfers']} transfer{'s' if c['transfers'] != 1 else ''} per batch, "
         f"{format_size(c['total_bytes'])} in all, the largest {format_size(c['max_bytes'])}"
     )
+    if "pipeline" in m:
+        pipe = m["pipeline"]
+        out.append(
+            f"pipeline: slowest stage {_seconds(m['max_time'])}; {pipe['micro_batches']} micro-batch"
+            f"{'es' if pipe['micro_batches'] != 1 else ''} in {_seconds(pipe['batch_time_s'])} "
+            f"({pipe['micro_batches_per_s']:.4g} per second), bubble {_percent(pipe['bubble_fraction'])}"
+        )
     if plan.explanation:
         out.append(f"note: {plan.explanation}")
     return "\n".join(out)
@@ -290,7 +304,7 @@ def _import(args: argparse.Namespace) -> int:
         args.config, batch_size=args.batch_size, seq_len=args.seq_len, dtype=args.dtype,
         activation_dtype=args.activation_dtype,
         mode="training" if args.training else "inference", kv_cache=args.kv_cache, split=args.split,
-        capacity=args.capacity, name=args.name,
+        capacity=args.capacity, name=args.name, flops_per_s=args.flops_per_s,
     )
     text = json.dumps(instance.to_dict(), indent=1) + "\n"
     if args.output:
@@ -450,6 +464,13 @@ def summarise(row: dict) -> dict:
     def largest(plan: Plan | None) -> int | None:
         return plan.metrics["max_bytes"] if plan is not None and plan.status.has_plan else None
 
+    # Time as the objective (layers with times): the fastest plan at greedy's count, by the exact DP.
+    timed = {}
+    if instance.has_times and greedy is not None and greedy.status.has_plan:
+        fastest = solve(instance, objective="min_stage_time", num_partitions=greedy.num_partitions)
+        timed = {"greedy_slowest_stage_s": greedy.metrics["max_time"],
+                 "optimal_slowest_stage_s": fastest.objective if fastest.status.has_plan else None}
+
     return {
         "file": row["file"],
         "instance": instance.name,
@@ -462,6 +483,7 @@ def summarise(row: dict) -> dict:
         "greedy_max_over_mean": balance(greedy),
         "optimal_max_over_mean": balance(best),
         "proof": proof,
+        **timed,
         "methods": {
             spec: {
                 "status": plan.status.value,
@@ -528,7 +550,8 @@ def render_compare(summaries: Sequence[dict], methods: Sequence[str]) -> str:
     if fewer:
         lines.append(
             f"The exact plan needs fewer partitions than greedy (or greedy finds none) on {len(fewer)}: "
-            f"{', '.join(fewer)} — memory that depends on the stage's place in the pipeline schedule."
+            f"{', '.join(fewer)} — memory that depends on the stage's place in the pipeline schedule, or rules "
+            f"(pins, layer counts, cut rules) greedy does not plan for."
         )
     better = [s for s in feasible if s["greedy_partitions"] == s["optimal_partitions"]
               and s["optimal_largest_bytes"] < s["greedy_largest_bytes"]]
@@ -539,6 +562,13 @@ def render_compare(summaries: Sequence[dict], methods: Sequence[str]) -> str:
             f"With the same count, the exact plan has a smaller largest partition on {len(better)}; greedy's is up to "
             f"{ratio:.2f}× the optimum ({worst['instance']})."
         )
+    faster = [s for s in summaries if s.get("optimal_slowest_stage_s") is not None
+              and s["optimal_slowest_stage_s"] < s["greedy_slowest_stage_s"]]
+    if faster:
+        cells = ", ".join(f"{s['instance']} {_seconds(s['greedy_slowest_stage_s'])} → "
+                          f"{_seconds(s['optimal_slowest_stage_s'])}" for s in faster)
+        lines.append(f"With layer times, at greedy's count the exact plan's slowest stage is faster on {len(faster)}: "
+                     f"{cells} (objective min_stage_time).")
     lines.append("Sizes in SI units (1 GB = 10^9 B); times are wall time per solve.")
     return "\n".join(lines)
 

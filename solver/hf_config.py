@@ -34,6 +34,7 @@ Memory per layer, e bytes an activation element, b batch, s sequence, h hidden:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ __all__ = ["from_hf_config", "FAMILIES"]
 FAMILIES = ("llama", "mistral", "mixtral", "qwen2", "gpt2", "bert")
 MODES = ("inference", "training")
 SPLITS = ("block", "sublayer")
+_BLOCK = re.compile(r"^.*\.(?:layers|h|layer)\.\d+(?:\.(?P<sub>.+))?$")
 _TORCH_DTYPES = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32", "float8_e4m3fn": "fp8", "int8": "int8"}
 
 
@@ -100,6 +102,7 @@ def from_hf_config(
     split: str = "block",
     capacity: int | str | None = None,
     name: str | None = None,
+    flops_per_s: float | None = None,
 ) -> Instance:
     """An :class:`~solver.Instance` of the model a Hugging Face ``config.json`` describes.
 
@@ -125,6 +128,11 @@ def from_hf_config(
     capacity:
         The partition capacity; default the whole model's footprint (one partition), to
         be set by the caller (``dataclasses.replace(inst, capacity=...)``).
+    flops_per_s:
+        A device's sustained throughput: each layer gets ``time`` = its FLOPs / this. FLOPs:
+        2 · params · tokens for the matrix products (the embedding's lookup: none; BERT's
+        pooler: the first token only), plus 4 · b · s² · q_dim for attention's scores and
+        weighted sum; training three times the forward (forward, and backward twice).
 
     Examples
     --------
@@ -167,6 +175,11 @@ def from_hf_config(
         layers, tied = _bert(shape, split)
     else:
         layers, tied = _decoder(shape, split, raw, family)
+    if flops_per_s is not None:
+        if isinstance(flops_per_s, bool) or not isinstance(flops_per_s, (int, float)) or not flops_per_s > 0 \
+                or flops_per_s == float("inf"):
+            raise InstanceError(f"flops_per_s: must be a positive finite number, got {flops_per_s!r}")
+        layers = _timed(layers, shape, raw, family, flops_per_s)
     instance_name = name or stem
     constraints = Constraints(tied=tied)
     description = (f"{family} from config.json ({stem}): batch {batch_size}, sequence {seq_len}, weights {dtype}, "
@@ -283,6 +296,37 @@ def _bert(shape: _Shape, split: str) -> tuple[list[Layer], tuple[TiedGroup, ...]
                    output_bytes=pooled if shape.training else None)
     layers.append(pooler)
     return layers, ()
+
+
+_ATTENTION = ("self_attn", "attn", "attention")
+
+
+def _timed(layers: list[Layer], shape: _Shape, raw: Mapping[str, Any], family: str, flops_per_s: float) -> list[Layer]:
+    """Each layer with ``time`` = FLOPs / throughput (see :func:`from_hf_config`)."""
+    import dataclasses
+
+    f = shape.fields
+    if family == "gpt2":
+        q_dim = f.int("n_embd")
+    else:
+        heads = f.int("num_attention_heads")
+        q_dim = heads * f.int("head_dim", f.int("hidden_size") // heads) if family != "bert" else f.int("hidden_size")
+    b, s = shape.b, shape.s
+    out = []
+    for index, layer in enumerate(layers):
+        if index == 0:  # the embedding: a lookup
+            flops = 0
+        elif layer.name == "pooler":
+            flops = 2 * layer.params * b
+        else:
+            flops = 2 * layer.params * b * s
+            match = _BLOCK.match(layer.name)
+            if match and (match["sub"] is None or match["sub"] in _ATTENTION):
+                flops += 4 * b * s * s * q_dim
+        if shape.training:
+            flops *= 3
+        out.append(dataclasses.replace(layer, time=flops / flops_per_s))
+    return out
 
 
 def _korthikanti(shape: _Shape, h: int, heads: int, inner: int) -> tuple[int, int]:

@@ -12,6 +12,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from fractions import Fraction
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -669,6 +670,25 @@ class Instance:
     def tied_groups(self) -> tuple[tuple[tuple[int, ...], Footprint], ...]:
         """Per tied group: its members' layer indices (sorted) and the shared weight's footprint."""
         return self._tied
+
+    def stage_picoseconds(self, layers: Sequence[int], position: int) -> int:
+        """A stage's time in whole picoseconds: its layers' ``time`` (each rounded to 1 ps)
+        divided by the speed of its device (partition ``position`` of an ordered pool),
+        rounded up. Integers keep the time objective exact."""
+        total = sum(self.layer_picoseconds[i] for i in layers)
+        if self.devices is None:
+            return total
+        speed = Fraction(self.devices[position].speed)
+        return math.ceil(total / speed)
+
+    def stage_time(self, layers: Sequence[int], position: int) -> float:
+        """A stage's time in seconds (see :meth:`stage_picoseconds`)."""
+        return self.stage_picoseconds(layers, position) * 1e-12
+
+    @cached_property
+    def layer_picoseconds(self) -> tuple[int, ...]:
+        """Each layer's time in whole picoseconds (0 without one), before any device speed."""
+        return tuple(round((layer.time or 0.0) * 1e12) for layer in self.layers)
 
     @property
     def num_layers(self) -> int:

@@ -5,7 +5,9 @@
   to the next device; the number of transfers is the number of cuts.
 * Load balance over the partition sizes S_1 … S_k: population variance
   σ² = Σ (S_j − S̄)² / k, coefficient of variation σ / S̄, and S_max / S̄.
-* Time, when every layer has one: per partition Σ time, and the slowest stage.
+* Time, when every layer has one: per partition Σ time on its device's speed, the slowest
+  stage, and the pipeline's estimate — m micro-batches take (m + k − 1) slots of the
+  slowest stage, a bubble of (k − 1) / (m + k − 1) (GPipe and 1F1B alike).
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ def plan_metrics(instance: Instance, partitions: Sequence[Sequence[int]]) -> dic
         if instance.schedule != "none":
             row["micro_batches_in_flight"] = instance.in_flight(j, len(partitions))
         if instance.has_times:
-            row["time"] = sum(instance.layers[i].time or 0.0 for i in part)
+            row["time"] = instance.stage_time(part, j)  # on its device's speed, whole picoseconds
         rows.append(row)
     cuts = [
         {"after_layer": instance.layers[part[-1]].name, "bytes": instance.layers[part[-1]].sent_bytes}
@@ -100,5 +102,15 @@ def plan_metrics(instance: Instance, partitions: Sequence[Sequence[int]]) -> dic
         },
     }
     if instance.has_times:
-        out["max_time"] = max(row["time"] for row in rows)
+        slowest = max(row["time"] for row in rows)
+        m = instance.micro_batches
+        # A pipeline of k stages runs m micro-batches in (m + k − 1) slots of the slowest stage.
+        batch = (m + k - 1) * slowest
+        out["max_time"] = slowest
+        out["pipeline"] = {
+            "micro_batches": m,
+            "batch_time_s": batch,
+            "micro_batches_per_s": m / batch if batch else math.inf,
+            "bubble_fraction": (k - 1) / (m + k - 1),
+        }
     return out

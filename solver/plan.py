@@ -11,7 +11,7 @@ from .errors import PlanError
 
 __all__ = ["Status", "Plan", "OBJECTIVES", "PLAN_FORMAT_VERSION"]
 
-OBJECTIVES = ("min_partitions", "min_bottleneck")
+OBJECTIVES = ("min_partitions", "min_bottleneck", "min_stage_time")
 PLAN_FORMAT_VERSION = 1
 
 
@@ -59,7 +59,8 @@ class Plan:
     objective, bound:
         The plan's objective value and a proven lower bound on the optimum.
         ``min_partitions``: the number of partitions. ``min_bottleneck``: the largest
-        partition's bytes, S_max = max_j S(P_j).
+        partition's bytes, S_max = max_j S(P_j). ``min_stage_time``: the slowest stage's
+        time in seconds (:meth:`solver.Instance.stage_time`).
     secondary_objective, secondary_bound:
         ``min_partitions`` is lexicographic: among plans with the fewest partitions, the
         smallest S_max. These hold S_max and its proven lower bound (given the count);

@@ -13,6 +13,8 @@ Objectives
 ----------
 min_partitions  Fewest partitions, then the smallest largest partition (lexicographic).
 min_bottleneck  With ``num_partitions=k``, the smallest largest partition S_max.
+min_stage_time  With ``num_partitions=k`` and a ``time`` on every layer, the smallest
+                slowest-stage time (on its device's speed), every stage within its memory.
 """
 
 from __future__ import annotations
@@ -102,12 +104,18 @@ def _check_options(
                 "method: 'greedy' (the seed algorithm) chooses its own count; use objective 'min_partitions'"
             )
         if num_partitions is None:
-            raise OptionError("num_partitions: required with objective 'min_bottleneck'")
+            raise OptionError(f"num_partitions: required with objective {objective!r}")
         n = instance.num_layers
         if isinstance(num_partitions, bool) or not isinstance(num_partitions, int) or not 1 <= num_partitions <= n:
             raise OptionError(
                 f"num_partitions: must be an integer between 1 and the number of layers ({n}), got {num_partitions!r}"
             )
+    if objective == "min_stage_time":
+        if method not in ("dp", "auto"):
+            raise OptionError(f"objective: 'min_stage_time' is planned by method 'dp' (exact) in this version, not {method!r}")
+        untimed = [layer.name for layer in instance.layers if layer.time is None]
+        if untimed:
+            raise OptionError(f"objective: 'min_stage_time' needs a time on every layer; layer {untimed[0]!r} has none")
     if instance.schedule != "none" and method in ("cpsat", "mip"):
         raise OptionError(
             f"schedule: stage memory that depends on the schedule ({instance.schedule}) is planned by methods "
@@ -253,7 +261,7 @@ def solve(
     if oversized is not None:
         return finish(Status.INFEASIBLE, objective=None, bound=None, explanation=oversized)
     if (instance.schedule != "none" or instance.constraints.structural or instance.constraints.tied
-            or instance.buffer_reuse or instance.devices):
+            or instance.buffer_reuse or instance.devices or objective == "min_stage_time"):
         return _solve_by_stages(instance, method, objective, num_partitions, finish)
 
     sizes = instance.sizes
@@ -329,12 +337,12 @@ def _solve_joint(instance, method, objective, num_partitions, time_limit, seed, 
 def _solve_by_stages(instance: Instance, method: str, objective: str, num_partitions: int | None, finish) -> Plan:  # type: ignore[no-untyped-def]
     """Beyond the additive chain (schedule memory, buffer reuse, constraints, an ordered pool):
     exact by the reachable-cut probe of solver.stages; greedy walks the same memory model."""
-    from .stages import greedy_walk, min_stage_bottleneck, min_stages
+    from .stages import greedy_walk, min_stage_bottleneck, min_stage_time, min_stages
 
     fewest = min_stages(instance)
-    if objective == "min_bottleneck":
+    if objective in ("min_bottleneck", "min_stage_time"):
         k = int(num_partitions)  # type: ignore[arg-type]
-        solved = min_stage_bottleneck(instance, k)
+        solved = min_stage_bottleneck(instance, k) if objective == "min_bottleneck" else min_stage_time(instance, k)
         if solved is None:
             why = f"{k} stages cannot hold the model" + (
                 f" under {instance.schedule} with {instance.micro_batches} micro-batches" if instance.schedule != "none" else ""
@@ -342,6 +350,9 @@ def _solve_by_stages(instance: Instance, method: str, objective: str, num_partit
             why += f"; the fewest that can is {fewest[0]}" if fewest else "; no number of stages can"
             return finish(Status.INFEASIBLE, objective=None, bound=None, explanation=why)
         value, parts = solved
+        if objective == "min_stage_time":
+            seconds = max(instance.stage_time(p, j) for j, p in enumerate(parts))
+            return finish(Status.OPTIMAL, parts, objective=seconds, bound=seconds)
         return finish(Status.OPTIMAL, parts, objective=value, bound=value)
     if fewest is None:
         if instance.devices is not None and instance.schedule == "none" and not instance.constraints.structural:

@@ -23,12 +23,14 @@ layer's activation counted for m micro-batches.
 
 from __future__ import annotations
 
+import math
 from collections import deque
+from fractions import Fraction
 from itertools import accumulate
 
 from .instance import Instance
 
-__all__ = ["probe_stages", "min_stages", "min_stage_bottleneck", "greedy_walk"]
+__all__ = ["probe_stages", "min_stages", "min_stage_bottleneck", "min_stage_time", "greedy_walk"]
 
 
 def _parts(instance: Instance) -> tuple[list[int], list[int], list[int]]:
@@ -68,8 +70,9 @@ def _rules(instance: Instance) -> tuple[list[int], list[bool], list[int | None]]
     return next_must, forbidden, pins
 
 
-def probe_stages(instance: Instance, bound: int, count: int) -> list[list[int]] | None:
-    """Exactly ``count`` non-empty contiguous stages, each within ``bound``, or None.
+def probe_stages(instance: Instance, bound: int, count: int, time_bound: int | None = None) -> list[list[int]] | None:
+    """Exactly ``count`` non-empty contiguous stages, each within ``bound`` bytes (and, with
+    ``time_bound``, taking at most that many picoseconds on its device), or None.
 
     R_j, the cut points reachable after j stages: from a cut a, stage j can end at any b
     in [lo_j(a), hi_j(a)] but the forbidden cuts, where hi_j(a) is the furthest end whose
@@ -105,12 +108,16 @@ def probe_stages(instance: Instance, bound: int, count: int) -> list[list[int]] 
     def savings(a: int, b: int) -> int:
         return sum(shared * max(0, counts[b] - counts[a] - 1) for counts, shared in tied)
 
+    P = [0, *accumulate(instance.layer_picoseconds)] if time_bound is not None else []
     reachable = [False] * (n + 1)
     reachable[0] = True
     parents: list[list[int]] = []
     for position in range(count):
         f = instance.in_flight(position, count)
         limit = min(bound, instance.capacity_at(position))  # device `position` of an ordered pool
+        # ceil(Σ / speed) ≤ T  ⇔  Σ ≤ floor(T · speed): whole picoseconds on this stage's device
+        time_limit = None if time_bound is None else (
+            time_bound if instance.devices is None else math.floor(time_bound * Fraction(instance.devices[position].speed)))
         parent = [-1] * (n + 1)
         nxt = [False] * (n + 1)
         far = 0
@@ -125,6 +132,8 @@ def probe_stages(instance: Instance, bound: int, count: int) -> list[list[int]] 
             while far < n:
                 peak = max(reused[far], reused[window[0]] if window else 0)
                 if (F[far + 1] - F[a]) + f * (A[far + 1] - A[a]) + peak - savings(a, far + 1) > limit:
+                    break
+                if time_limit is not None and P[far + 1] - P[a] > time_limit:
                     break
                 while window and reused[window[-1]] <= reused[far]:
                     window.pop()
@@ -184,6 +193,25 @@ def min_stage_bottleneck(instance: Instance, k: int) -> tuple[int, list[list[int
     assert parts is not None  # it succeeded at hi above
     value = max(instance.partition_bytes(p, j, k) for j, p in enumerate(parts))
     return value, parts
+
+
+def min_stage_time(instance: Instance, k: int) -> tuple[int, list[list[int]]] | None:
+    """The smallest slowest-stage time (whole picoseconds) over exactly ``k`` stages that each
+    fit their memory, or None when ``k`` stages cannot hold the model."""
+    capacity = instance.usable_capacity
+    if probe_stages(instance, capacity, k) is None:
+        return None
+    whole = list(range(instance.num_layers))
+    lo, hi = 0, max(instance.stage_picoseconds(whole, j) for j in range(k))  # any stage may take it all
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if probe_stages(instance, capacity, k, mid) is None:
+            lo = mid + 1
+        else:
+            hi = mid
+    parts = probe_stages(instance, capacity, k, hi)
+    assert parts is not None  # it succeeded at hi above
+    return max(instance.stage_picoseconds(p, j) for j, p in enumerate(parts)), parts
 
 
 def greedy_walk(instance: Instance) -> list[list[int]] | None:

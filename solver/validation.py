@@ -94,6 +94,10 @@ def validate_plan(instance: Instance, plan: Plan) -> None:
             raise PlanError(f"objective {plan.objective} is not the number of partitions ({plan.num_partitions})")
         if plan.secondary_objective != max(loads):
             raise PlanError(f"secondary objective {plan.secondary_objective} is not the largest partition ({max(loads)} B)")
+    elif plan.objective_name == "min_stage_time":
+        slowest = max(instance.stage_time(part, j) for j, part in enumerate(plan.partitions))
+        if plan.objective != slowest:
+            raise PlanError(f"objective {plan.objective} is not the slowest stage's time ({slowest} s)")
     elif plan.objective != max(loads):
         raise PlanError(f"objective {plan.objective} is not the largest partition ({max(loads)} B)")
     for value, bound, what in (

@@ -132,3 +132,17 @@ def test_bert_has_no_kv_cache_and_files_are_checked(tmp_path):
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(InstanceError, match=r"bad\.json: not valid JSON"):
         from_hf_config(tmp_path / "bad.json", batch_size=1, seq_len=8)
+
+
+def test_layer_times_from_flops():
+    inst = from_hf_config(config("llama-2-7b"), batch_size=2, seq_len=1024, flops_per_s=1e15)
+    block = inst.layers[1]
+    # matrix products 2 · params · tokens, attention 4 · b · s² · q_dim
+    assert block.time == pytest.approx((2 * block.params * 2 * 1024 + 4 * 2 * 1024**2 * 4096) / 1e15)
+    assert inst.layers[0].time == 0 and inst.layers[-1].time == pytest.approx(2 * 32000 * 4096 * 2048 / 1e15)
+    train = from_hf_config(config("llama-2-7b"), batch_size=2, seq_len=1024, flops_per_s=1e15, mode="training")
+    assert train.layers[1].time == pytest.approx(3 * block.time)
+    halves = from_hf_config(config("llama-2-7b"), batch_size=2, seq_len=1024, flops_per_s=1e15, split="sublayer")
+    assert halves.layers[1].time + halves.layers[2].time == pytest.approx(block.time)
+    with pytest.raises(InstanceError, match=r"^flops_per_s: must be a positive finite number, got 0$"):
+        from_hf_config(config("gpt2"), batch_size=1, seq_len=8, flops_per_s=0)
