@@ -1,4 +1,5 @@
-"""Explanations for instances with no plan: which layers, how far over, what would fit."""
+"""Explanations for instances with no plan: which layers, and how far over (what would fit
+follows from :mod:`solver.remedies`)."""
 
 from __future__ import annotations
 
@@ -65,16 +66,6 @@ def explain_oversized(instance: Instance) -> str | None:
         rest = [i for first, last in groups[_LISTED:] for i in range(first, last + 1)]
         largest = max(instance.sizes[i] for i in rest)
         lines.append(f"  ... and {len(rest)} more layers (the largest of them {format_size(largest)})")
-    largest = max(instance.sizes)
-    lines.append(f"The smallest capacity at which every layer fits is {format_bytes(largest)}, the largest layer.")
-    weights_over = [i for i in over if instance.footprint(i).weight > capacity]
-    if weights_over:
-        lines.append(
-            f"The weights alone exceed the capacity in {len(weights_over)} of these layers: a smaller batch "
-            f"or sequence cannot make them fit; a finer split of the layers or more capacity can."
-        )
-    else:
-        lines.append("The weights fit; the activations or buffers do not: a smaller batch or sequence would help.")
     model = instance.model
     if model is not None:
         act_dtype = model.activation_dtype or model.dtype

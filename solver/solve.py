@@ -33,6 +33,7 @@ from .greedy import greedy_partition
 from .instance import Instance
 from .metrics import plan_metrics
 from .placement import Placement
+from .remedies import remedies
 from .plan import OBJECTIVES, Plan, Status
 from .units import format_bytes
 
@@ -248,6 +249,9 @@ def solve(
 
     def finish(status: Status, partitions: Sequence[Sequence[int]] = (), **fields: object) -> Plan:
         parts = [list(p) for p in partitions]
+        if status is Status.INFEASIBLE and fields.get("explanation"):
+            k = None if objective == "min_partitions" else num_partitions
+            fields["explanation"] = "\n".join([str(fields["explanation"]), *remedies(instance, k)])
         return Plan(
             status=status,
             partitions=parts,
@@ -363,8 +367,7 @@ def _solve_by_stages(instance: Instance, method: str, objective: str, num_partit
                    "pool within the capacity; relax one of them or add capacity")
         else:
             why = (f"under {instance.schedule} with {instance.micro_batches} micro-batches no number of stages fits "
-                   f"the capacity: the first stages hold too many micro-batches' activations. Fewer micro-batches, "
-                   f"activation recomputation or more capacity would help.")
+                   f"the capacity: the first stages hold too many micro-batches' activations.")
         return finish(Status.INFEASIBLE, objective=None, bound=None, explanation=why)
     count = fewest[0]
     best, best_parts = min_stage_bottleneck(instance, count)  # type: ignore[misc]

@@ -1,0 +1,60 @@
+"""Remedies for infeasible instances: each one checked by planning the changed instance."""
+
+import dataclasses
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from solver import Instance, Layer, Status, solve
+from solver.remedies import fits, remedies
+
+
+def capacity_remedy(text):
+    match = re.search(r"the smallest capacity at which it fits with .*? is .*?\(([\d,]+) B\)|"
+                      r"the smallest capacity at which it fits with .*? is (\d+) B\.", text)
+    assert match, text
+    return int((match[1] or match[2]).replace(",", ""))
+
+
+@st.composite
+def infeasible(draw):
+    n = draw(st.integers(1, 6))
+    layers = [Layer(f"l{i}", weight_bytes=draw(st.integers(1, 30)), activation_bytes=draw(st.integers(0, 20)),
+                    buffer_bytes=draw(st.integers(0, 10))) for i in range(n)]
+    schedule = draw(st.sampled_from([("none", 1), ("gpipe", 2), ("1f1b", 3)]))
+    inst = Instance(name="r", capacity=1000, layers=layers, schedule=schedule[0], micro_batches=schedule[1])
+    k = draw(st.one_of(st.none(), st.integers(1, n)))
+    largest = max(inst.partition_bytes([i], 0, 1) for i in range(n))
+    capacity = draw(st.integers(1, max(1, largest + 10)))
+    return dataclasses.replace(inst, capacity=capacity), k
+
+
+@settings(max_examples=150)
+@given(case=infeasible())
+def test_the_smallest_capacity_is_exactly_the_threshold(case):
+    inst, k = case
+    if fits(inst, k):
+        return
+    kwargs = {} if k is None else {"objective": "min_bottleneck", "num_partitions": k}
+    plan = solve(inst, **kwargs)
+    assert plan.status is Status.INFEASIBLE
+    threshold = capacity_remedy(plan.explanation)
+    assert solve(dataclasses.replace(inst, capacity=threshold), **kwargs).status is Status.OPTIMAL
+    if threshold > 1:
+        assert solve(dataclasses.replace(inst, capacity=threshold - 1), **kwargs).status is Status.INFEASIBLE
+
+
+def test_schedule_micro_batch_and_buffer_reuse_remedies():
+    layers = [Layer(f"l{i}", weight_bytes=10, activation_bytes=10, buffer_bytes=15) for i in range(4)]
+    inst = Instance(name="s", capacity=60, layers=layers, schedule="gpipe", micro_batches=4)
+    text = solve(inst).explanation
+    # alone a layer holds 10 + 4·10 + 15 = 65 > 60: micro-batches of ≤ 87.5 % fit (10 + 4·⌊10 s⌋ + 15 ≤ 60)
+    assert "Remedy: a micro-batch of at most" in text
+    lines = remedies(inst)
+    assert any("buffer reuse (buffer_reuse: true, one workspace a partition) is not enough on its own" in line
+               for line in lines)
+    # One stage: weights 40 + 4 micro-batches × 40 + workspaces 60 = 260; one workspace: 215.
+    one = dataclasses.replace(inst, capacity=215)
+    assert solve(one, objective="min_bottleneck", num_partitions=1).status is Status.INFEASIBLE
+    assert "Remedy: buffer reuse (buffer_reuse: true, one workspace a partition) makes it fit." in remedies(one, 1)
