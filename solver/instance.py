@@ -38,7 +38,7 @@ _MODEL_KEYS = (
 )
 _INSTANCE_KEYS = (
     "name", "description", "capacity", "dtype", "layers", "model", "devices", "edges", "constraints", "training",
-    "schedule", "micro_batches", "buffer_reuse",
+    "schedule", "micro_batches", "buffer_reuse", "activation_recompute",
 )
 SCHEDULES = ("none", "gpipe", "1f1b")
 _TRAINING_KEYS = ("optimizer", "master_weights", "bytes_per_param")
@@ -491,6 +491,11 @@ class Instance:
         Gradients and optimizer state per parameter (:class:`Training`); None: inference.
     constraints:
         :class:`Constraints` (pinned layers, layer counts, cut rules, a reserve).
+    activation_recompute:
+        Recompute activations in the backward pass: a stage holds, per micro-batch in flight,
+        only its input (what the layer before it sends; nothing for the first stage), and
+        for one micro-batch at a time the largest activation of its layers (the layer being
+        recomputed and back-propagated), instead of every layer's activation.
     buffer_reuse:
         Count a partition's operator workspace as the largest of its layers' (the workspace
         is transient, reused layer after layer) instead of the seed's sum.
@@ -520,6 +525,7 @@ class Instance:
     micro_batches: int = 1
     constraints: Constraints = field(default_factory=Constraints)
     buffer_reuse: bool = False
+    activation_recompute: bool = False
     _sizes: tuple[int, ...] = field(init=False, repr=False, compare=False, default=())
     # Per tied group: its members' indices and the shared weight's footprint, paid once per partition.
     _tied: tuple[tuple[tuple[int, ...], Footprint], ...] = field(init=False, repr=False, compare=False, default=())
@@ -537,8 +543,9 @@ class Instance:
             raise InstanceError(f"micro_batches: must be a whole number ≥ 1, got {m!r}")
         if self.schedule == "none" and m != 1:
             raise InstanceError(f"micro_batches: {m} needs a schedule (gpipe or 1f1b)")
-        if not isinstance(self.buffer_reuse, bool):
-            raise InstanceError(f"buffer_reuse: expected true or false, got {self.buffer_reuse!r}")
+        for option in ("buffer_reuse", "activation_recompute"):
+            if not isinstance(getattr(self, option), bool):
+                raise InstanceError(f"{option}: expected true or false, got {getattr(self, option)!r}")
         if self.training is not None and not isinstance(self.training, Training):
             raise InstanceError(f"training: expected a Training, got {self.training!r}")
         if self.description is not None and not isinstance(self.description, str):
@@ -647,13 +654,26 @@ class Instance:
     def partition_bytes(self, layers: Sequence[int], position: int, count: int) -> int:
         """S(P) of a partition at ``position`` of ``count`` stages (the seed's Σ size(l) without a schedule)."""
         total = sum(self._sizes[i] for i in layers)
-        extra = self.in_flight(position, count) - 1
-        if extra:
-            total += extra * sum(self.layers[i].activation_bytes for i in layers)
+        held = self.activations_held(layers, position, count)
+        total += held - sum(self.layers[i].activation_bytes for i in layers)
         if self.buffer_reuse and layers:
             buffers = [self.layers[i].buffer_bytes for i in layers]
             total += max(buffers) - sum(buffers)
         return total - self.tied_savings(layers).total
+
+    def boundary_bytes(self, first: int) -> int:
+        """What a stage starting at layer ``first`` receives: the previous layer's output."""
+        return self.layers[first - 1].sent_bytes if first > 0 else 0
+
+    def activations_held(self, layers: Sequence[int], position: int, count: int) -> int:
+        """The activation bytes a stage holds at its peak: each layer's for every micro-batch in
+        flight, or with recomputation its input per micro-batch and its largest layer's once."""
+        if not layers:
+            return 0
+        f = self.in_flight(position, count)
+        if self.activation_recompute:
+            return f * self.boundary_bytes(layers[0]) + max(self.layers[i].activation_bytes for i in layers)
+        return f * sum(self.layers[i].activation_bytes for i in layers)
 
     def tied_savings(self, layers: Sequence[int]) -> Footprint:
         """What a partition holding ``layers`` saves by storing each tied weight once, not once per member."""
@@ -771,6 +791,7 @@ class Instance:
             schedule=data.get("schedule", "none"),
             micro_batches=data.get("micro_batches", 1),
             buffer_reuse=data.get("buffer_reuse", False),
+            activation_recompute=data.get("activation_recompute", False),
             constraints=_parse_constraints(
                 data["constraints"], model.expand() if model else layers,
                 parse_size(data["capacity"], "capacity"), devices,
@@ -800,6 +821,8 @@ class Instance:
             out["constraints"] = self.constraints.to_dict()
         if self.buffer_reuse:
             out["buffer_reuse"] = True
+        if self.activation_recompute:
+            out["activation_recompute"] = True
         return out
 
 

@@ -32,10 +32,9 @@ def partition_footprint(instance: Instance, layers: Sequence[int], position: int
     total = Footprint(0, 0, 0, 0, 0)
     for index in layers:
         total = total + instance.footprint(index)
-    in_flight = instance.in_flight(position, count)
     buffer = max((instance.layers[i].buffer_bytes for i in layers), default=0) if instance.buffer_reuse else total.buffer
     saved = instance.tied_savings(layers)  # a tied weight is held once per partition
-    return Footprint(total.weight - saved.weight, total.activation * in_flight, buffer,
+    return Footprint(total.weight - saved.weight, instance.activations_held(layers, position, count), buffer,
                      total.training_state - saved.training_state, total.kv_cache)
 
 
@@ -79,7 +78,8 @@ def plan_metrics(instance: Instance, partitions: Sequence[Sequence[int]]) -> dic
     out: dict[str, Any] = {
         "memory_model": "+".join([MEMORY_MODEL]
                                  + ([instance.schedule] if instance.schedule != "none" else [])
-                                 + (["buffer_reuse"] if instance.buffer_reuse else [])),
+                                 + (["buffer_reuse"] if instance.buffer_reuse else [])
+                                 + (["recompute"] if instance.activation_recompute else [])),
         "capacity": capacity,
         "num_partitions": k,
         "partitions": rows,

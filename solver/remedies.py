@@ -131,8 +131,11 @@ def remedies(instance: Instance, k: int | None = None) -> list[str]:
                          f"(activations, outputs and KV caches scale with it; workspaces kept).")
         else:
             lines.append(f"Remedy: no {what} size fits: weights, training state and workspaces alone are too large.")
-    for option, label in (("buffer_reuse", "buffer reuse (buffer_reuse: true, one workspace a partition)"),):
-        if not getattr(instance, option) and any(layer.buffer_bytes for layer in instance.layers):
-            turned = dataclasses.replace(instance, **{option: True})
+    for option, label, needs in (
+        ("buffer_reuse", "buffer reuse (buffer_reuse: true, one workspace a partition)", "buffer_bytes"),
+        ("activation_recompute", "activation recomputation (activation_recompute: true)", "activation_bytes"),
+    ):
+        if not getattr(instance, option) and any(getattr(layer, needs) for layer in instance.layers):
+            turned = dataclasses.replace(instance, model=None, **{option: True})
             lines.append(f"Remedy: {label} {'makes it fit' if fits(turned, k) else 'is not enough on its own'}.")
     return lines

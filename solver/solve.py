@@ -122,6 +122,11 @@ def _check_options(
             f"schedule: stage memory that depends on the schedule ({instance.schedule}) is planned by methods "
             f"'dp' (exact) and 'greedy' in this version, not {method!r}"
         )
+    if instance.activation_recompute and method in ("cpsat", "mip"):
+        raise OptionError(
+            f"activation_recompute: recomputed activations are planned by methods 'dp' (exact) and 'greedy' in this "
+            f"version, not {method!r}"
+        )
     if instance.buffer_reuse and method in ("cpsat", "mip"):
         raise OptionError(
             f"buffer_reuse: a workspace counted once per partition is planned by methods 'dp' (exact) and 'greedy' "
@@ -265,7 +270,8 @@ def solve(
     if oversized is not None:
         return finish(Status.INFEASIBLE, objective=None, bound=None, explanation=oversized)
     if (instance.schedule != "none" or instance.constraints.structural or instance.constraints.tied
-            or instance.buffer_reuse or instance.devices or objective == "min_stage_time"):
+            or instance.buffer_reuse or instance.activation_recompute or instance.devices
+            or objective == "min_stage_time"):
         return _solve_by_stages(instance, method, objective, num_partitions, finish)
 
     sizes = instance.sizes

@@ -109,6 +109,24 @@ def probe_stages(instance: Instance, bound: int, count: int, time_bound: int | N
         return sum(shared * max(0, counts[b] - counts[a] - 1) for counts, shared in tied)
 
     P = [0, *accumulate(instance.layer_picoseconds)] if time_bound is not None else []
+    recompute = instance.activation_recompute
+    if recompute:
+        # A run's activations: its input per micro-batch in flight, and its largest layer's once.
+        # Runs only grow in cost when they grow (at a fixed start), so binary search finds the end.
+        boundary = [instance.boundary_bytes(a) for a in range(n)]
+        top_act, top_buffer = _RangeMax(acts), _RangeMax(reused)
+
+        def furthest(a: int, f: int, limit: int, time_limit: int | None) -> int:
+            lo, hi = a, n  # the run [a, lo) fits; [a, hi + 1) does not, or hi = n
+            while lo < hi:
+                b = (lo + hi + 1) // 2
+                cost = F[b] - F[a] + f * boundary[a] + top_act(a, b) + top_buffer(a, b) - savings(a, b)
+                if cost <= limit and (time_limit is None or P[b] - P[a] <= time_limit):
+                    lo = b
+                else:
+                    hi = b - 1
+            return lo
+
     reachable = [False] * (n + 1)
     reachable[0] = True
     parents: list[list[int]] = []
@@ -124,12 +142,17 @@ def probe_stages(instance: Instance, bound: int, count: int, time_bound: int | N
         covered = 0  # every b ≤ covered already has a parent in this stage
         window: deque[int] = deque()  # layers of [a, far) by decreasing reused buffer: its front is the max
         for a in range(n):
-            if far < a:
-                far = a
-                window.clear()
-            while window and window[0] < a:
-                window.popleft()
-            while far < n:
+            if recompute:  # the stage's input makes runs from different starts incomparable
+                if not reachable[a]:
+                    continue
+                far = furthest(a, f, limit, time_limit)
+            else:
+                if far < a:
+                    far = a
+                    window.clear()
+                while window and window[0] < a:
+                    window.popleft()
+            while not recompute and far < n:
                 peak = max(reused[far], reused[window[0]] if window else 0)
                 if (F[far + 1] - F[a]) + f * (A[far + 1] - A[a]) + peak - savings(a, far + 1) > limit:
                     break
@@ -167,6 +190,25 @@ def probe_stages(instance: Instance, bound: int, count: int, time_bound: int | N
         cuts.append(parent[cuts[-1]])
     cuts.reverse()
     return [list(range(cuts[j], cuts[j + 1])) for j in range(count)]
+
+
+class _RangeMax:
+    """max(values[a:b]) in O(1) after O(n log n): a sparse table (0 for an empty range)."""
+
+    def __init__(self, values: list[int]):
+        self.table = [list(values)]
+        width = 1
+        while 2 * width <= len(values):
+            prev = self.table[-1]
+            self.table.append([max(prev[i], prev[i + width]) for i in range(len(values) - 2 * width + 1)])
+            width *= 2
+
+    def __call__(self, a: int, b: int) -> int:
+        if b <= a:
+            return 0
+        level = (b - a).bit_length() - 1
+        row = self.table[level]
+        return max(row[a], row[b - (1 << level)])
 
 
 def min_stages(instance: Instance) -> tuple[int, list[list[int]]] | None:
@@ -225,25 +267,30 @@ def greedy_walk(instance: Instance) -> list[list[int]] | None:
     current: list[int] = []
     held: set[int] = set()  # tied groups with a member in the current partition
     load = peak = 0
+    recompute = instance.activation_recompute
+    top = 0  # with recomputation: the largest activation in the current partition
     for i in range(instance.num_layers):
-        size = fixed[i] + m * acts[i]
+        size = fixed[i] + (0 if recompute else m * acts[i])
         g, shared = group_of.get(i, (None, 0))
         if g in held:
             size -= shared  # the partition already holds this tied weight
         if len(parts) >= instance.max_partitions:
             return None  # more partitions than devices
         bound = instance.capacity_at(len(parts))  # fill the devices in order, as accelerate does
-        if load + size + max(peak, reused[i]) <= bound:
+        extra = m * instance.boundary_bytes(current[0] if current else i) + max(top, acts[i]) if recompute else 0
+        if load + size + max(peak, reused[i]) + extra <= bound:
             current.append(i)
             load += size
             peak = max(peak, reused[i])
+            top = max(top, acts[i])
         else:
             if current:
                 parts.append(current)
             size += shared if g in held else 0  # a new partition pays the tied weight again
-            if len(parts) >= instance.max_partitions or size + reused[i] > instance.capacity_at(len(parts)):
+            alone = m * instance.boundary_bytes(i) + acts[i] if recompute else 0
+            if len(parts) >= instance.max_partitions or size + reused[i] + alone > instance.capacity_at(len(parts)):
                 return None  # a layer alone does not fit the next device, planned for the worst
-            current, load, peak = [i], size, reused[i]
+            current, load, peak, top = [i], size, reused[i], acts[i]
             held = set()
         if g is not None:
             held.add(g)
