@@ -30,7 +30,7 @@ from itertools import accumulate
 
 from .instance import Instance
 
-__all__ = ["probe_stages", "min_stages", "min_stage_bottleneck", "min_stage_time", "greedy_walk"]
+__all__ = ["RunCosts", "probe_stages", "min_stages", "min_stage_bottleneck", "min_stage_time", "greedy_walk"]
 
 
 def _parts(instance: Instance) -> tuple[list[int], list[int], list[int]]:
@@ -70,23 +70,101 @@ def _rules(instance: Instance) -> tuple[list[int], list[bool], list[int | None]]
     return next_must, forbidden, pins
 
 
+class RunCosts:
+    """What a run of layers [a, b) costs as one stage, under the instance's memory model,
+    and how far a run from each start may reach (:meth:`ends`).
+
+    A run's cost only grows when it grows at its end; without recomputation it also only
+    shrinks when its start moves right, so the furthest ends are monotone and one sweep with
+    two pointers finds them all, O(n). With recomputation the stage's input depends on the
+    start, so each start binary-searches its end over sparse-table maxima, O(n log n).
+    """
+
+    def __init__(self, instance: Instance):
+        self.instance = instance
+        fixed, self.acts, self.reused = _parts(instance)
+        self.n = n = len(fixed)
+        self.F = [0, *accumulate(fixed)]
+        self.A = [0, *accumulate(self.acts)]
+        self.P = [0, *accumulate(instance.layer_picoseconds)]
+        # Tied weights count once per partition: prefix counts of each group's members.
+        self.tied = []
+        for members, shared in instance.tied_groups:
+            member = set(members)
+            self.tied.append(([0, *accumulate(1 if i in member else 0 for i in range(n))], shared.total))
+        self.recompute = instance.activation_recompute
+        if self.recompute:
+            self.boundary = [instance.boundary_bytes(a) for a in range(n)]
+            self.top_act, self.top_buffer = _RangeMax(self.acts), _RangeMax(self.reused)
+
+    def savings(self, a: int, b: int) -> int:
+        return sum(shared * max(0, counts[b] - counts[a] - 1) for counts, shared in self.tied)
+
+    def ends(self, f: int, limit: int, time_limit: int | None = None) -> list[int]:
+        """For every start a, the furthest b such that [a, b) fits ``limit`` bytes with ``f``
+        micro-batches in flight (and ``time_limit`` picoseconds, if given); b = a if none."""
+        n, F, P = self.n, self.F, self.P
+        if self.recompute:
+            out = []
+            for a in range(n):
+                lo, hi = a, n  # [a, lo) fits; nothing past hi does
+                while lo < hi:
+                    b = (lo + hi + 1) // 2
+                    cost = (F[b] - F[a] + f * self.boundary[a] + self.top_act(a, b) + self.top_buffer(a, b)
+                            - self.savings(a, b))
+                    if cost <= limit and (time_limit is None or P[b] - P[a] <= time_limit):
+                        lo = b
+                    else:
+                        hi = b - 1
+                out.append(lo)
+            return out
+        A, reused = self.A, self.reused
+        out = []
+        far = 0
+        window: deque[int] = deque()  # layers of [a, far) by decreasing reused buffer: its front is the max
+        for a in range(n):
+            if far < a:
+                far = a
+                window.clear()
+            while window and window[0] < a:
+                window.popleft()
+            while far < n:
+                peak = max(reused[far], reused[window[0]] if window else 0)
+                if (F[far + 1] - F[a]) + f * (A[far + 1] - A[a]) + peak - self.savings(a, far + 1) > limit:
+                    break
+                if time_limit is not None and P[far + 1] - P[a] > time_limit:
+                    break
+                while window and reused[window[-1]] <= reused[far]:
+                    window.pop()
+                window.append(far)
+                far += 1
+            out.append(far)
+        return out
+
+
+def time_limit_at(instance: Instance, time_bound: int | None, position: int) -> int | None:
+    """ceil(Σ / speed) ≤ T  ⇔  Σ ≤ floor(T · speed): the picoseconds of layer time a stage on
+    device ``position`` may hold."""
+    if time_bound is None or instance.devices is None:
+        return time_bound
+    return math.floor(time_bound * Fraction(instance.devices[position].speed))
+
+
 def probe_stages(instance: Instance, bound: int, count: int, time_bound: int | None = None) -> list[list[int]] | None:
     """Exactly ``count`` non-empty contiguous stages, each within ``bound`` bytes (and, with
     ``time_bound``, taking at most that many picoseconds on its device), or None.
 
     R_j, the cut points reachable after j stages: from a cut a, stage j can end at any b
     in [lo_j(a), hi_j(a)] but the forbidden cuts, where hi_j(a) is the furthest end whose
-    run fits (runs shrink in cost when shortened), no longer than the layer limit, not past
-    a must-cut, and not taking a layer pinned elsewhere; lo_j(a) asks for the minimum layer
-    count and a layer pinned to stage j. Both ends are monotone in a, so one sweep with two
-    pointers marks R_j: O(count · n) in all.
+    run fits (:class:`RunCosts`), no longer than the layer limit, not past a must-cut, and
+    not taking a layer pinned elsewhere; lo_j(a) asks for the minimum layer count and a
+    layer pinned to stage j. lo is monotone in a, so marking each b once gives R_j in
+    O(n) after the ends: O(count · n) in all (× log n with recomputation).
     """
     if count > instance.max_partitions:
         return None
-    fixed, acts, reused = _parts(instance)
-    n = len(fixed)
-    F = [0, *accumulate(fixed)]
-    A = [0, *accumulate(acts)]
+    runs = RunCosts(instance)
+    n = runs.n
     c = instance.constraints
     next_must, forbidden, pins = _rules(instance)
     pinned_at = [i for i in range(n) if pins[i] is not None]
@@ -99,69 +177,18 @@ def probe_stages(instance: Instance, bound: int, count: int, time_bound: int | N
         next_pin[i] = i if pins[i] is not None else next_pin[i + 1]
     max_layers = c.max_layers_per_partition or n
     min_layers = c.min_layers_per_partition or 1
-    # Tied weights count once per partition: prefix counts of each group's members.
-    tied = []
-    for members, shared in instance.tied_groups:
-        member = set(members)
-        tied.append(([0, *accumulate(1 if i in member else 0 for i in range(n))], shared.total))
-
-    def savings(a: int, b: int) -> int:
-        return sum(shared * max(0, counts[b] - counts[a] - 1) for counts, shared in tied)
-
-    P = [0, *accumulate(instance.layer_picoseconds)] if time_bound is not None else []
-    recompute = instance.activation_recompute
-    if recompute:
-        # A run's activations: its input per micro-batch in flight, and its largest layer's once.
-        # Runs only grow in cost when they grow (at a fixed start), so binary search finds the end.
-        boundary = [instance.boundary_bytes(a) for a in range(n)]
-        top_act, top_buffer = _RangeMax(acts), _RangeMax(reused)
-
-        def furthest(a: int, f: int, limit: int, time_limit: int | None) -> int:
-            lo, hi = a, n  # the run [a, lo) fits; [a, hi + 1) does not, or hi = n
-            while lo < hi:
-                b = (lo + hi + 1) // 2
-                cost = F[b] - F[a] + f * boundary[a] + top_act(a, b) + top_buffer(a, b) - savings(a, b)
-                if cost <= limit and (time_limit is None or P[b] - P[a] <= time_limit):
-                    lo = b
-                else:
-                    hi = b - 1
-            return lo
-
     reachable = [False] * (n + 1)
     reachable[0] = True
     parents: list[list[int]] = []
     for position in range(count):
         f = instance.in_flight(position, count)
         limit = min(bound, instance.capacity_at(position))  # device `position` of an ordered pool
-        # ceil(Σ / speed) ≤ T  ⇔  Σ ≤ floor(T · speed): whole picoseconds on this stage's device
-        time_limit = None if time_bound is None else (
-            time_bound if instance.devices is None else math.floor(time_bound * Fraction(instance.devices[position].speed)))
+        ends = runs.ends(f, limit, time_limit_at(instance, time_bound, position))
         parent = [-1] * (n + 1)
         nxt = [False] * (n + 1)
-        far = 0
         covered = 0  # every b ≤ covered already has a parent in this stage
-        window: deque[int] = deque()  # layers of [a, far) by decreasing reused buffer: its front is the max
         for a in range(n):
-            if recompute:  # the stage's input makes runs from different starts incomparable
-                if not reachable[a]:
-                    continue
-                far = furthest(a, f, limit, time_limit)
-            else:
-                if far < a:
-                    far = a
-                    window.clear()
-                while window and window[0] < a:
-                    window.popleft()
-            while not recompute and far < n:
-                peak = max(reused[far], reused[window[0]] if window else 0)
-                if (F[far + 1] - F[a]) + f * (A[far + 1] - A[a]) + peak - savings(a, far + 1) > limit:
-                    break
-                if time_limit is not None and P[far + 1] - P[a] > time_limit:
-                    break
-                while window and reused[window[-1]] <= reused[far]:
-                    window.pop()
-                window.append(far)
-                far += 1
+            far = ends[a]
             if not reachable[a] or far == a:
                 continue
             hi = min(far, a + max_layers, next_must[a])
