@@ -262,7 +262,7 @@ def _plan_of(args: argparse.Namespace, *, placements: bool = False):  # type: ig
         if not args.instance:
             raise LayerfitError(f"{path} is a plan: give the instance it was made for with --instance")
         instance = load_instance(args.instance)
-        if placements and "devices" in raw:
+        if placements and "topology_name" in raw:  # a placement (a plan has no topology)
             from .placement import Placement
 
             return instance, Placement.from_dict(raw)

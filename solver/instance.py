@@ -38,8 +38,9 @@ _MODEL_KEYS = (
 )
 _INSTANCE_KEYS = (
     "name", "description", "capacity", "dtype", "layers", "model", "devices", "edges", "constraints", "training",
-    "schedule", "micro_batches", "buffer_reuse", "activation_recompute",
+    "schedule", "micro_batches", "buffer_reuse", "activation_recompute", "device_order",
 )
+DEVICE_ORDERS = ("ordered", "free")
 SCHEDULES = ("none", "gpipe", "1f1b")
 _TRAINING_KEYS = ("optimizer", "master_weights", "bytes_per_param")
 OPTIMIZERS = {"none": 0, "sgd": 4, "adam": 8}  # optimizer state bytes per parameter (fp32)
@@ -480,8 +481,10 @@ class Instance:
     dtype:
         The default dtype of the layers' weights (a layer's own ``dtype`` wins).
     devices:
-        An ordered device pool: partition j runs on device j and must fit its capacity
-        (and the instance's); at most one partition per device.
+        A device pool: at most one partition per device, each within its device's capacity
+        (and the instance's). ``device_order`` ``"ordered"`` (default): partition j runs on
+        device j. ``"free"``: the planner chooses which devices, in which order
+        (:mod:`solver.pools`), and the plan names them.
     model:
         The seed shorthand the layers were expanded from, kept so that ``to_dict``
         round-trips and explanations can speak of it.
@@ -526,6 +529,7 @@ class Instance:
     constraints: Constraints = field(default_factory=Constraints)
     buffer_reuse: bool = False
     activation_recompute: bool = False
+    device_order: str = "ordered"
     _sizes: tuple[int, ...] = field(init=False, repr=False, compare=False, default=())
     # Per tied group: its members' indices and the shared weight's footprint, paid once per partition.
     _tied: tuple[tuple[tuple[int, ...], Footprint], ...] = field(init=False, repr=False, compare=False, default=())
@@ -546,6 +550,10 @@ class Instance:
         for option in ("buffer_reuse", "activation_recompute"):
             if not isinstance(getattr(self, option), bool):
                 raise InstanceError(f"{option}: expected true or false, got {getattr(self, option)!r}")
+        if self.device_order not in DEVICE_ORDERS:
+            raise InstanceError(f"device_order: unknown order {self.device_order!r} (allowed: {', '.join(DEVICE_ORDERS)})")
+        if self.device_order == "free" and self.devices is None:
+            raise InstanceError("device_order: 'free' needs a device pool ('devices')")
         if self.training is not None and not isinstance(self.training, Training):
             raise InstanceError(f"training: expected a Training, got {self.training!r}")
         if self.description is not None and not isinstance(self.description, str):
@@ -631,11 +639,25 @@ class Instance:
         """What a partition may hold: the capacity less the reserve."""
         return self.capacity - self.constraints.reserve
 
+    @property
+    def free_pool(self) -> bool:
+        """Whether the planner chooses the pool's devices (``device_order: "free"``)."""
+        return self.device_order == "free"
+
+    def device_capacity(self, name: str) -> int:
+        """What a partition on device ``name`` may hold: its capacity less the reserve, and
+        at most the usable capacity."""
+        device = next(d for d in self.devices or () if d.name == name)
+        return min(self.usable_capacity, device.capacity - self.constraints.reserve)
+
     def capacity_at(self, position: int) -> int:
         """What partition ``position`` may hold: the usable capacity, and with an ordered
-        device pool also device ``position``'s capacity less the reserve."""
+        device pool also device ``position``'s capacity less the reserve (a free pool: the
+        largest device's, the most any position may hold)."""
         if self.devices is None:
             return self.usable_capacity
+        if self.free_pool:
+            return max(self.device_capacity(d.name) for d in self.devices)
         return min(self.usable_capacity, self.devices[position].capacity - self.constraints.reserve)
 
     @property
@@ -792,6 +814,7 @@ class Instance:
             micro_batches=data.get("micro_batches", 1),
             buffer_reuse=data.get("buffer_reuse", False),
             activation_recompute=data.get("activation_recompute", False),
+            device_order=data.get("device_order", "ordered"),
             constraints=_parse_constraints(
                 data["constraints"], model.expand() if model else layers,
                 parse_size(data["capacity"], "capacity"), devices,
@@ -823,6 +846,8 @@ class Instance:
             out["buffer_reuse"] = True
         if self.activation_recompute:
             out["activation_recompute"] = True
+        if self.device_order != "ordered":
+            out["device_order"] = self.device_order
         return out
 
 

@@ -38,8 +38,10 @@ def partition_footprint(instance: Instance, layers: Sequence[int], position: int
                      total.training_state - saved.training_state, total.kv_cache)
 
 
-def plan_metrics(instance: Instance, partitions: Sequence[Sequence[int]]) -> dict[str, Any]:
-    """Memory, communication, balance (and time) of ``partitions`` on ``instance``."""
+def plan_metrics(instance: Instance, partitions: Sequence[Sequence[int]],
+                 devices: Sequence[str] | None = None) -> dict[str, Any]:
+    """Memory, communication, balance (and time) of ``partitions`` on ``instance`` (on
+    ``devices``, the chosen devices of a free pool)."""
     if not partitions:
         return {}
     capacity = instance.capacity
@@ -57,9 +59,11 @@ def plan_metrics(instance: Instance, partitions: Sequence[Sequence[int]]) -> dic
             "buffer_bytes": fp.buffer,
             "training_state_bytes": fp.training_state,
             "kv_cache_bytes": fp.kv_cache,
-            "utilization": fp.total / instance.capacity_at(j),
+            "utilization": fp.total / (instance.device_capacity(devices[j]) if devices else instance.capacity_at(j)),
         }
-        if instance.devices is not None:
+        if devices:
+            row["device"] = devices[j]
+        elif instance.devices is not None:
             row["device"] = instance.devices[j].name
         if instance.schedule != "none":
             row["micro_batches_in_flight"] = instance.in_flight(j, len(partitions))

@@ -79,6 +79,9 @@ class Plan:
         The settings that decide reproducibility, recorded as used.
     instance_name, num_layers, num_partitions_requested:
         What was solved.
+    devices:
+        On a free device pool, the device of each partition (the planner's choice); None
+        otherwise (an ordered pool puts partition j on device j).
     """
 
     status: Status
@@ -100,6 +103,7 @@ class Plan:
     num_workers: int | None = None
     time_limit: float | None = None
     num_partitions_requested: int | None = None
+    devices: list[str] | None = None
 
     @property
     def num_partitions(self) -> int:

@@ -32,6 +32,11 @@ def fits(instance: Instance, k: int | None = None) -> bool:
     """Whether ``instance`` has a plan (with exactly ``k`` partitions, when given)."""
     from .stages import min_stages, probe_stages
 
+    if instance.free_pool:
+        from .pools import min_free_devices, probe_free
+
+        return (probe_free(instance, instance.usable_capacity, k) if k is not None
+                else min_free_devices(instance)) is not None
     if k is not None:
         return probe_stages(instance, instance.usable_capacity, k) is not None
     plain = (instance.schedule == "none" and instance.devices is None and not instance.constraints.structural)

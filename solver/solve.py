@@ -117,7 +117,7 @@ def _check_options(
         untimed = [layer.name for layer in instance.layers if layer.time is None]
         if untimed:
             raise OptionError(f"objective: 'min_stage_time' needs a time on every layer; layer {untimed[0]!r} has none")
-    if instance.schedule != "none" and method in ("cpsat", "mip"):
+    if instance.schedule != "none" and method in ("cpsat", "mip") and not (instance.free_pool and method == "cpsat"):
         raise OptionError(
             f"schedule: stage memory that depends on the schedule ({instance.schedule}) is planned by methods "
             f"'dp' (exact) and 'greedy' in this version, not {method!r}"
@@ -142,11 +142,35 @@ def _check_options(
             f"constraints.tied: a tied weight held once per partition is planned by methods 'dp' (exact) and "
             f"'greedy' in this version, not {method!r}"
         )
-    if instance.devices is not None and method in ("cpsat", "mip"):
+    if instance.devices is not None and not instance.free_pool and method in ("cpsat", "mip"):
         raise OptionError(
             f"devices: ordered device pools are planned by methods 'dp' (exact) and 'greedy' in this version, "
             f"not {method!r}"
         )
+    if instance.free_pool:
+        if instance.constraints.structural:
+            raise OptionError("constraints: pinned layers, layer counts, cut rules and tied groups kept together are "
+                              "not planned on a free device pool in this version")
+        if objective == "min_stage_time":
+            raise OptionError("objective: 'min_stage_time' is not planned on a free device pool in this version")
+        if method == "mip":
+            raise OptionError("devices: free device pools are planned by methods 'dp', 'cpsat' and 'greedy' in this "
+                              "version, not 'mip'")
+        if method == "cpsat":
+            for option, on in (("buffer_reuse", instance.buffer_reuse),
+                               ("activation_recompute", instance.activation_recompute),
+                               ("constraints.tied", bool(instance.constraints.tied))):
+                if on:
+                    raise OptionError(f"{option}: on a free device pool planned by method 'dp' (exact), not 'cpsat'")
+        if method == "dp":
+            from .pools import MAX_MIXES, device_kinds, mixes
+
+            if mixes(instance) > MAX_MIXES:
+                raise OptionError(
+                    f"devices: a free pool of {len(instance.devices or ())} devices in {len(device_kinds(instance))} "
+                    f"kinds has {mixes(instance):,} mixes of devices, more than the DP tracks ({MAX_MIXES:,}); use "
+                    f"method 'cpsat'"
+                )
 
 
 def solve(
@@ -232,6 +256,10 @@ def solve(
     _check_options(instance, method, objective, num_partitions, time_limit, seed, num_workers, backend, warm_start)
     if method == "auto":
         method = "dp"
+        if instance.free_pool:
+            from .pools import MAX_MIXES, mixes
+
+            method = "cpsat" if mixes(instance) > MAX_MIXES else "dp"
     if method == "cpsat" and num_workers is None:
         num_workers = DEFAULT_CPSAT_WORKERS
     if method == "mip" and backend is None:
@@ -260,7 +288,7 @@ def solve(
         return Plan(
             status=status,
             partitions=parts,
-            metrics=plan_metrics(instance, parts),
+            metrics=plan_metrics(instance, parts, fields.get("devices")),  # type: ignore[arg-type]
             solve_time_s=time.perf_counter() - started,
             **common,  # type: ignore[arg-type]
             **fields,  # type: ignore[arg-type]
@@ -269,6 +297,11 @@ def solve(
     oversized = explain_oversized(instance)
     if oversized is not None:
         return finish(Status.INFEASIBLE, objective=None, bound=None, explanation=oversized)
+    if instance.free_pool:
+        from .pools import solve_free_pool
+
+        return solve_free_pool(instance, method, objective, num_partitions, finish, time_limit=time_limit, seed=seed,
+                               num_workers=num_workers or DEFAULT_CPSAT_WORKERS, warm_start=warm_start)
     if (instance.schedule != "none" or instance.constraints.structural or instance.constraints.tied
             or instance.buffer_reuse or instance.activation_recompute or instance.devices
             or objective == "min_stage_time"):

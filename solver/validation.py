@@ -79,8 +79,21 @@ def validate_plan(instance: Instance, plan: Plan) -> None:
     loads = [instance.partition_bytes(part, j, count) for j, part in enumerate(plan.partitions)]
     if count > instance.max_partitions:
         raise PlanError(f"the plan has {count} partitions, the device pool {instance.max_partitions} devices")
+    if instance.free_pool:
+        names = [d.name for d in instance.devices or ()]
+        chosen = plan.devices or []
+        if len(chosen) != count:
+            raise PlanError(f"a plan on a free device pool names a device per partition: {count} partitions, "
+                            f"{len(chosen)} devices")
+        for name in chosen:
+            if name not in names:
+                raise PlanError(f"device {name!r} is not in the pool")
+        if len(set(chosen)) != len(chosen):
+            raise PlanError(f"the plan puts two partitions on one device ({chosen})")
+    elif plan.devices is not None:
+        raise PlanError("plan.devices: only a free device pool has devices chosen by the plan")
     for j, load in enumerate(loads):
-        limit = instance.capacity_at(j)
+        limit = instance.device_capacity(plan.devices[j]) if instance.free_pool else instance.capacity_at(j)
         if load > limit:
             raise PlanError(
                 f"partition {j} holds {format_bytes(load)}, over the capacity of "
@@ -112,7 +125,7 @@ def validate_plan(instance: Instance, plan: Plan) -> None:
                 f"status optimal but objective {plan.objective} / bound {plan.bound}, "
                 f"secondary {plan.secondary_objective} / bound {plan.secondary_bound}"
             )
-    recomputed = plan_metrics(instance, plan.partitions)
+    recomputed = plan_metrics(instance, plan.partitions, plan.devices)
     for key, value in recomputed.items():
         if plan.metrics.get(key) != value:
             raise PlanError(f"metrics.{key} does not match the partitions: {plan.metrics.get(key)!r}, recomputed {value!r}")

@@ -93,7 +93,7 @@ def _raw(**changes):
 @pytest.mark.parametrize(
     "raw, message",
     [
-        (_raw(capcity=1), r"^instance: unknown key 'capcity' \(allowed: name, description, capacity, dtype, layers, model, devices, edges, constraints, training, schedule, micro_batches, buffer_reuse, activation_recompute\)$"),
+        (_raw(capcity=1), r"^instance: unknown key 'capcity' \(allowed: name, description, capacity, dtype, layers, model, devices, edges, constraints, training, schedule, micro_batches, buffer_reuse, activation_recompute, device_order\)$"),
         ({"name": "x", "layers": [{"name": "a"}]}, r"^capacity: missing \(the bytes one partition may hold, e.g. \"50MB\"\)$"),
         (_raw(capacity=-5), r"^capacity: must not be negative, got -5$"),
         (_raw(capacity=0), r"^capacity: must be positive, got 0$"),

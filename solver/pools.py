@@ -1,0 +1,324 @@
+"""Free device pools: the planner chooses which devices run the partitions, and in which
+order (``device_order: "free"``). NP-hard in general (Pinar, Tabak & Aykanat 2008).
+
+Two exact methods:
+
+* ``dp`` — devices of one kind (capacity and speed) are interchangeable, so a plan's
+  devices are a count per kind. For p stages, the cut points reachable after j stages are
+  tracked per vector of counts used so far (:func:`probe_free`), with the furthest ends of
+  :class:`~solver.stages.RunCosts` per kind: O(p · V · K · n) for V count vectors and K
+  kinds. Exact for every memory option the stage probe handles but the structural rules;
+  refused when the pool has more than :data:`MAX_MIXES` count vectors (many distinct kinds).
+* ``cpsat`` — k partitions of contiguous layers (the chain model of :mod:`solver.cpsat`)
+  and a kind per partition: Σ_p z[p, t] ≤ count_t and each partition's load within its
+  kind's capacity, minimising the largest partition; for the fewest devices it proves
+  every smaller k infeasible first. Warm-started by the DP's plan when the DP applies.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .instance import Instance
+from .stages import RunCosts, time_limit_at
+
+__all__ = ["DeviceKind", "device_kinds", "mixes", "MAX_MIXES", "probe_free", "min_free_devices", "min_free_bottleneck",
+           "cpsat_free", "solve_free_pool"]
+
+MAX_MIXES = 20_000  # count vectors the DP tracks at most
+
+
+@dataclass(frozen=True)
+class DeviceKind:
+    """Interchangeable devices: one capacity and speed, the names in the pool's order."""
+
+    capacity: int
+    speed: float
+    names: tuple[str, ...]
+
+
+def device_kinds(instance: Instance) -> list[DeviceKind]:
+    """The pool's devices grouped by (capacity, speed), in order of first appearance."""
+    groups: dict[tuple[int, float], list[str]] = {}
+    for device in instance.devices or ():
+        groups.setdefault((device.capacity, device.speed), []).append(device.name)
+    return [DeviceKind(cap, speed, tuple(names)) for (cap, speed), names in groups.items()]
+
+
+def mixes(instance: Instance) -> int:
+    """How many count vectors (devices used per kind) the pool allows."""
+    return math.prod(len(kind.names) + 1 for kind in device_kinds(instance))
+
+
+def _assign(instance: Instance, kinds_used: Sequence[int]) -> list[str]:
+    """Device names for a sequence of kinds: each kind's devices in the pool's order."""
+    kinds = device_kinds(instance)
+    taken = [0] * len(kinds)
+    names = []
+    for t in kinds_used:
+        names.append(kinds[t].names[taken[t]])
+        taken[t] += 1
+    return names
+
+
+def probe_free(instance: Instance, bound: int, count: int) -> tuple[list[list[int]], list[str]] | None:
+    """``count`` contiguous stages on distinct devices of the pool, each within ``bound``
+    bytes and its device's capacity; the partitions and the devices, or None."""
+    kinds = device_kinds(instance)
+    if count > min(instance.num_layers, sum(len(k.names) for k in kinds)):
+        return None
+    runs = RunCosts(instance)
+    n = runs.n
+    reserve = instance.constraints.reserve
+    cache: dict[tuple[int, int, int | None], list[int]] = {}
+
+    def ends(position: int, t: int) -> list[int]:
+        f = instance.in_flight(position, count)
+        limit = min(bound, instance.usable_capacity, kinds[t].capacity - reserve)
+        key = (f, limit, None)
+        if key not in cache:
+            cache[key] = runs.ends(f, limit)
+        return cache[key]
+
+    start = tuple(0 for _ in kinds)
+    level: dict[tuple[int, ...], list[bool]] = {start: [a == 0 for a in range(n + 1)]}
+    back: list[dict[tuple[int, ...], list[tuple[tuple[int, ...], int] | None]]] = []
+    for position in range(count):
+        nxt: dict[tuple[int, ...], list[bool]] = {}
+        parents: dict[tuple[int, ...], list[tuple[tuple[int, ...], int] | None]] = {}
+        for used, reach in level.items():
+            for t, kind in enumerate(kinds):
+                if used[t] == len(kind.names):
+                    continue
+                far_of = ends(position, t)
+                after = used[:t] + (used[t] + 1,) + used[t + 1:]
+                marks = nxt.setdefault(after, [False] * (n + 1))
+                parent = parents.setdefault(after, [None] * (n + 1))
+                covered = 0
+                for a in range(n):
+                    if not reach[a] or far_of[a] == a:
+                        continue
+                    for b in range(max(a + 1, covered + 1), far_of[a] + 1):
+                        if not marks[b]:
+                            marks[b] = True
+                            parent[b] = (used, a)
+                    covered = max(covered, far_of[a])
+        level = nxt
+        back.append(parents)
+    final = next((used for used, reach in level.items() if reach[n]), None)
+    if final is None:
+        return None
+    cuts, order = [n], []
+    used = final
+    for parents in reversed(back):
+        entry = parents[used][cuts[-1]]
+        assert entry is not None  # reach[b] was marked with its parent
+        before, a = entry
+        order.append(next(t for t in range(len(kinds)) if before[t] != used[t]))
+        cuts.append(a)
+        used = before
+    cuts.reverse()
+    order.reverse()
+    return [list(range(cuts[j], cuts[j + 1])) for j in range(count)], _assign(instance, order)
+
+
+def min_free_devices(instance: Instance) -> tuple[int, list[list[int]], list[str]] | None:
+    """The fewest devices of the pool that hold the model, a plan and its devices; None if none."""
+    most = min(instance.num_layers, len(instance.devices or ()))
+    for count in range(1, most + 1):
+        found = probe_free(instance, instance.usable_capacity, count)
+        if found is not None:
+            return count, found[0], found[1]
+    return None
+
+
+def min_free_bottleneck(instance: Instance, k: int) -> tuple[int, list[list[int]], list[str]] | None:
+    """The smallest largest partition over exactly ``k`` devices of the pool, or None."""
+    if probe_free(instance, instance.usable_capacity, k) is None:
+        return None
+    lo, hi = 0, instance.usable_capacity
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if probe_free(instance, mid, k) is None:
+            lo = mid + 1
+        else:
+            hi = mid
+    found = probe_free(instance, hi, k)
+    assert found is not None  # it succeeded at hi above
+    parts, names = found
+    return max(instance.partition_bytes(p, j, k) for j, p in enumerate(parts)), parts, names
+
+
+def cpsat_free(instance: Instance, k: int, *, hint: tuple[list[list[int]], list[str]] | None,
+               time_limit: float | None, seed: int, num_workers: int) -> tuple:
+    """CP-SAT over exactly ``k`` partitions on the free pool, minimising the largest one.
+
+    Returns (status name, partitions or None, devices or None, bound in bytes, proven optimal,
+    proven infeasible). The load of partition p is Σ_i (fixed_i + f_p · act_i) x[i, p]: the
+    additive memory model with schedules, training state, KV caches and a reserve (buffer
+    reuse, recomputation and tied weights are refused before this is called).
+    """
+    from ortools.sat.python import cp_model
+
+    from .cpsat import solve_with_deadline
+    from .formulation import partitions_from_assignment
+    from .greedy import partition_ranges
+
+    kinds = device_kinds(instance)
+    n = instance.num_layers
+    acts = [layer.activation_bytes for layer in instance.layers]
+    fixed = [s - a for s, a in zip(instance.sizes, acts)]
+    flights = [instance.in_flight(p, k) for p in range(k)]
+    reserve = instance.constraints.reserve
+    limits = [min(instance.usable_capacity, kind.capacity - reserve) for kind in kinds]
+    biggest = max(limits)
+    # Valid partition ranges: greedy bounds at the largest device, sizes at the fewest micro-batches.
+    lower_sizes = [fx + min(flights) * a for fx, a in zip(fixed, acts)]
+    ranges = partition_ranges(lower_sizes, biggest, k)
+    if any(first > last for first, last in ranges):
+        return "INFEASIBLE (bounds)", None, None, 0, False, True
+    model = cp_model.CpModel()
+    x = [{p: model.new_bool_var(f"x[{i},{p}]") for p in range(first, last + 1)} for i, (first, last) in
+         enumerate(ranges)]
+    z = [[model.new_bool_var(f"z[{p},{t}]") for t in range(len(kinds))] for p in range(k)]
+    bottleneck = model.new_int_var(0, biggest, "M")
+    for i in range(n):
+        model.add_exactly_one(x[i].values())
+    for i in range(1, n):
+        for p, var in x[i].items():
+            before = [x[i - 1][q] for q in (p, p - 1) if q in x[i - 1]]
+            model.add_bool_or([*before, ~var])
+    model.add(x[0][0] == 1)
+    model.add(x[n - 1][k - 1] == 1)
+    for p in range(k):
+        model.add_exactly_one(z[p])
+        load = sum((fixed[i] + flights[p] * acts[i]) * var for i in range(n) for q, var in x[i].items() if q == p)
+        model.add(load <= bottleneck)
+        model.add(load <= sum(limits[t] * z[p][t] for t in range(len(kinds))))
+    for t, kind in enumerate(kinds):
+        model.add(sum(z[p][t] for p in range(k)) <= len(kind.names))
+    model.minimize(bottleneck)
+    if hint is not None:
+        parts, names = hint
+        kind_of = {name: t for t, kind in enumerate(kinds) for name in kind.names}
+        where = {i: p for p, part in enumerate(parts) for i in part}
+        for i in range(n):
+            for p, var in x[i].items():
+                model.add_hint(var, where[i] == p)
+        for p in range(k):
+            for t in range(len(kinds)):
+                model.add_hint(z[p][t], kind_of[names[p]] == t)
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = num_workers
+    solver.parameters.random_seed = seed
+    status = solve_with_deadline(solver, model, time_limit)
+    name = solver.status_name(status)
+    if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        partition_of = [next(p for p, var in x[i].items() if solver.boolean_value(var)) for i in range(n)]
+        partitions = partitions_from_assignment(partition_of, k)
+        order = [next(t for t in range(len(kinds)) if solver.boolean_value(z[p][t])) for p in range(k)]
+        bound = math.ceil(solver.best_objective_bound - 1e-6)
+        if partitions is None:
+            return f"{name} (solution rejected)", None, None, 0, False, False
+        return name, partitions, _assign(instance, order), bound, status == cp_model.OPTIMAL, False
+    return name, None, None, 0, False, status == cp_model.INFEASIBLE
+
+
+def solve_free_pool(instance: Instance, method: str, objective: str, k: int | None, finish, *,  # type: ignore[no-untyped-def]
+                    time_limit: float | None, seed: int, num_workers: int, warm_start: str | None):
+    """solve() on a free pool: greedy (the pool in its listed order, as accelerate fills it),
+    the count-vector DP, or CP-SAT warm-started by the DP (or greedy)."""
+    import dataclasses
+    import time
+
+    from .plan import Status
+    from .stages import greedy_walk
+
+    ordered = dataclasses.replace(instance, device_order="ordered", model=None)
+    if method == "greedy":
+        parts = greedy_walk(ordered)
+        if parts is None:
+            return finish(Status.UNKNOWN, objective=None, bound=None,
+                          explanation="greedy (filling the pool's devices in their listed order) found no plan")
+        names = [d.name for d in instance.devices[: len(parts)]]  # type: ignore[index]
+        largest = max(instance.partition_bytes(p, j, len(parts)) for j, p in enumerate(parts))
+        return finish(Status.FEASIBLE, parts, objective=len(parts), bound=1, secondary_objective=largest,
+                      secondary_bound=0, devices=names)
+    exact = None  # the DP's answer: (count or value, partitions, devices)
+    dp_applies = mixes(instance) <= MAX_MIXES
+    if method == "dp" or (method == "cpsat" and warm_start in (None, "dp") and dp_applies):
+        exact = min_free_devices(instance) if objective == "min_partitions" else min_free_bottleneck(instance, k)  # type: ignore[arg-type]
+        if exact is None:
+            pool = ", ".join(f"{d.name} {d.capacity:,} B" for d in instance.devices or ())
+            why = (f"no {'set' if k is None else f'{k}'} of the pool's devices ({pool}) holds the model, in any order"
+                   if objective == "min_partitions" or k is None else
+                   f"{k} of the pool's devices ({pool}) cannot hold the model, in any order")
+            return finish(Status.INFEASIBLE, objective=None, bound=None, explanation=why)
+    if method == "dp":
+        if objective == "min_partitions":
+            count, parts, names = exact  # type: ignore[misc]
+            value = min_free_bottleneck(instance, count)
+            assert value is not None  # count devices hold it
+            largest, parts, names = value
+            return finish(Status.OPTIMAL, parts, objective=count, bound=count, secondary_objective=largest,
+                          secondary_bound=largest, devices=names)
+        value, parts, names = exact  # type: ignore[misc]
+        return finish(Status.OPTIMAL, parts, objective=value, bound=value, devices=names)
+
+    # CP-SAT: prove the count (min_partitions), then minimise the largest partition.
+    started = time.perf_counter()
+
+    def left() -> float | None:
+        return None if time_limit is None else max(0.01, time_limit - (time.perf_counter() - started))
+
+    hint = None
+    if exact is not None:
+        if objective == "min_partitions":
+            count = exact[0]
+            best = min_free_bottleneck(instance, count)
+            hint = (best[1], best[2]) if best else None
+        else:
+            hint = (exact[1], exact[2])
+    elif warm_start in (None, "dp", "greedy"):
+        parts = greedy_walk(ordered)
+        if parts is not None and (objective == "min_partitions" or len(parts) == k):
+            hint = (parts, [d.name for d in instance.devices[: len(parts)]])  # type: ignore[index]
+    if objective == "min_bottleneck":
+        counts = [k]
+        lowest = k
+    else:
+        most = min(instance.num_layers, len(instance.devices or ()))
+        biggest = max(instance.device_capacity(d.name) for d in instance.devices or ())
+        lowest = max(1, math.ceil(sum(instance.partition_bytes([i], 0, 1) for i in range(instance.num_layers))
+                                  / max(1, biggest)) if instance.schedule == "none" else 1)
+        counts = list(range(lowest, (len(hint[0]) if hint else most) + 1))
+    proven_count = lowest
+    for count in counts:  # the first count with a plan; every smaller one proven infeasible
+        is_last = count == counts[-1]
+        status, parts, names, bound, optimal, infeasible = cpsat_free(
+            instance, count, hint=hint if hint and len(hint[0]) == count else None, time_limit=left(), seed=seed,
+            num_workers=num_workers)
+        if parts is None and infeasible:
+            proven_count = count + 1
+            continue
+        if parts is None and not is_last:
+            continue  # the time ran out on this count: it is not proven, a larger one may still be found
+        if parts is None:
+            if hint is not None:
+                parts, names = hint
+            else:
+                return finish(Status.UNKNOWN, objective=None, bound=None, backend_status=status,
+                              explanation="no plan found within the time limit")
+        largest = max(instance.partition_bytes(p, j, count) for j, p in enumerate(parts))
+        bound = min(bound, largest)
+        if objective == "min_bottleneck":
+            done = Status.OPTIMAL if optimal and bound == largest else Status.FEASIBLE
+            return finish(done, parts, objective=largest, bound=bound, backend_status=status, devices=names)
+        done = Status.OPTIMAL if proven_count == count and bound == largest else Status.FEASIBLE
+        return finish(done, parts, objective=count, bound=proven_count, secondary_objective=largest,
+                      secondary_bound=bound, backend_status=status, devices=names)
+    pool = ", ".join(d.name for d in instance.devices or ())
+    return finish(Status.INFEASIBLE, objective=None, bound=None, backend_status="INFEASIBLE",
+                  explanation=f"no number of the pool's devices ({pool}) holds the model (CP-SAT proved every count)")
