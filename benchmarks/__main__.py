@@ -20,6 +20,7 @@ SCRIPTS = [  # (script, takes --quick)
     ("bench_compare.py", False),
     ("bench_quality.py", True),
     ("bench_mapping.py", False),
+    ("bench_free_pool.py", True),
     ("bench_solver.py", True),
     ("bench_runtime.py", True),
 ]

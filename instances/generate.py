@@ -166,6 +166,36 @@ def real_models() -> None:
     real("llama-2-7b-train-timed-h100-hbm", "Llama-2-7B training (mixed-precision Adam), batch 4 × seq 4096, on 80 GB "
          "H100s, with forward + backward times from FLOPs at 40 % of 989 TFLOP/s.", "llama-2-7b", capacity="80GB",
          batch=4, seq=4096, dtype="bf16", mode="training", flops_per_s=h100)
+    # Free pools: the planner picks the devices and their order; greedy fills them as listed.
+    pool = hf("llama-3.1-70b", batch=4, seq=8192, dtype="fp8", capacity="80GB")
+    write("llama-3.1-70b-fp8-free-pool", {
+        "description": "Llama-3.1-70B with FP8 weights, batch 4 × seq 8192, on a free pool of two A100 40 GB, two "
+        "L40S 48 GB and two H100 80 GB (vendor capacities, listed in that order): the planner chooses which "
+        "devices and in which order.",
+        **{k: v for k, v in pool.items() if k not in ("name", "description")},
+        "device_order": "free",
+        "devices": [{"name": "a100-0", "capacity": "40GB"}, {"name": "a100-1", "capacity": "40GB"},
+                    {"name": "l40s-0", "capacity": "48GB"}, {"name": "l40s-1", "capacity": "48GB"},
+                    {"name": "h100-0", "capacity": "80GB"}, {"name": "h100-1", "capacity": "80GB"}],
+    })
+    moe = hf("mixtral-8x7b-v0.1", batch=8, seq=4096, capacity="80GB", kv_cache=True)
+    write("mixtral-8x7b-kv-free-pool", {
+        "description": "Mixtral-8x7B serving in BF16 with its KV cache, batch 8 × seq 4096, on a free pool of four "
+        "RTX 4090 24 GB, two A100 40 GB and two H100 80 GB (vendor capacities).",
+        **{k: v for k, v in moe.items() if k not in ("name", "description")},
+        "device_order": "free",
+        "devices": [*({"name": f"rtx4090-{i}", "capacity": "24GB"} for i in range(4)),
+                    {"name": "a100-0", "capacity": "40GB"}, {"name": "a100-1", "capacity": "40GB"},
+                    {"name": "h100-0", "capacity": "80GB"}, {"name": "h100-1", "capacity": "80GB"}],
+    })
+    ordered = hf("llama-3-8b", batch=16, seq=4096, capacity="48GB", kv_cache=True)
+    write("llama-3-8b-kv-ordered-pool", {
+        "description": "Llama-3-8B serving in BF16 with its KV cache, batch 16 × seq 4096, on an ordered pool (partition "
+        "j on device j) of an L40S 48 GB and two RTX 4090 24 GB: greedy fills the L40S first, the optimum balances.",
+        **{k: v for k, v in ordered.items() if k not in ("name", "description")},
+        "devices": [{"name": "l40s-0", "capacity": "48GB"}, {"name": "rtx4090-0", "capacity": "24GB"},
+                    {"name": "rtx4090-1", "capacity": "24GB"}],
+    })
     # Against L2: small batches, and the finer split (attention and MLP apart) that can make it fit.
     real("gpt2-int8-rtx4090-l2", "GPT-2 small with INT8 weights and BF16 activations (batch 1, seq 256) against "
          "the RTX 4090's 72 MiB L2 (75,497,472 B, vendor spec). lm_head is tied to the token embedding: a "

@@ -550,8 +550,9 @@ def render_compare(summaries: Sequence[dict], methods: Sequence[str]) -> str:
     if fewer:
         lines.append(
             f"The exact plan needs fewer partitions than greedy (or greedy finds none) on {len(fewer)}: "
-            f"{', '.join(fewer)} — memory that depends on the stage's place in the pipeline schedule, or rules "
-            f"(pins, layer counts, cut rules) greedy does not plan for."
+            f"{', '.join(fewer)} — memory that depends on the stage's place in the pipeline schedule, free device "
+            f"pools greedy fills in their listed order, or rules (pins, layer counts, cut rules) greedy does not "
+            f"plan for."
         )
     better = [s for s in feasible if s["greedy_partitions"] == s["optimal_partitions"]
               and s["optimal_largest_bytes"] < s["greedy_largest_bytes"]]
