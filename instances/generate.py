@@ -219,6 +219,87 @@ def real_models() -> None:
          dtype="int4", split="sublayer")
 
 
+# -- DAG models ---------------------------------------------------------------------------
+
+
+def unet_layers(*, batch: int, size: int, act_bytes: int = 2) -> tuple[list[dict], list[list[str]]]:
+    """The U-Net of Ronneberger et al. 2015 (channels 64 … 1024, two 3×3 convolutions a level,
+    2×2 up-convolutions, a 1×1 head to 2 classes), with same-padding on a size × size image:
+    params exact from its shapes, activations batch × channels × side² elements."""
+    def conv(cin, cout, k=3):
+        return k * k * cin * cout + cout
+
+    widths = [64, 128, 256, 512]
+    layers, edges = [], []
+    channels = 1
+    for level, width in enumerate(widths):
+        side = size >> level
+        layers.append({"name": f"enc{level}", "params": conv(channels, width) + conv(width, width),
+                       "activation_bytes": batch * width * side * side * act_bytes})
+        channels = width
+    side = size >> len(widths)
+    layers.append({"name": "bottom", "params": conv(512, 1024) + conv(1024, 1024),
+                   "activation_bytes": batch * 1024 * side * side * act_bytes})
+    channels = 1024
+    for level in reversed(range(len(widths))):
+        width, side = widths[level], size >> level
+        # up-convolution 2×2 (channels → width), then two 3×3 over the concatenation (2·width)
+        layers.append({"name": f"dec{level}", "params": conv(channels, width, 2) + conv(2 * width, width)
+                       + conv(width, width), "activation_bytes": batch * width * side * side * act_bytes})
+        edges.append([f"enc{level}", f"dec{level}"])  # the skip: the encoder's output, concatenated
+        channels = width
+    layers.append({"name": "head", "params": conv(64, 2, 1), "activation_bytes": batch * 2 * size * size * act_bytes})
+    names = [layer["name"] for layer in layers]
+    edges += [[a, b] for a, b in zip(names, names[1:])]
+    return layers, edges
+
+
+def encoder_decoder_layers(*, batch: int, seq: int, act_bytes: int = 2) -> tuple[list[dict], list[list[str]]]:
+    """T5-base's shapes (d_model 768, 12 encoder and 12 decoder blocks, d_ff 3072, 12 heads,
+    vocab 32128, no biases): every decoder block's cross-attention reads the encoder's output."""
+    d, ff, vocab, blocks = 768, 3072, 32128, 12
+    hidden = batch * seq * d * act_bytes
+    encoder_block = 4 * d * d + 2 * d * ff + 2 * d  # self-attention, feed-forward, two RMS norms
+    decoder_block = encoder_block + 4 * d * d + d  # and cross-attention with its norm
+    layers = [{"name": "shared", "params": vocab * d, "activation_bytes": hidden}]
+    layers += [{"name": f"encoder.{i}", "params": encoder_block + (384 if i == 0 else 0), "activation_bytes": hidden}
+               for i in range(blocks)]
+    layers.append({"name": "encoder.final_norm", "params": d, "activation_bytes": hidden})
+    layers += [{"name": f"decoder.{i}", "params": decoder_block + (384 if i == 0 else 0), "activation_bytes": hidden}
+               for i in range(blocks)]
+    layers.append({"name": "decoder.final_norm", "params": d, "activation_bytes": hidden})
+    layers.append({"name": "lm_head", "params": vocab * d, "activation_bytes": batch * seq * vocab * act_bytes})
+    edges = [["shared", "encoder.0"], ["shared", "decoder.0"]]
+    edges += [[f"encoder.{i}", f"encoder.{i + 1}"] for i in range(blocks - 1)]
+    edges += [[f"encoder.{blocks - 1}", "encoder.final_norm"]]
+    edges += [["encoder.final_norm", f"decoder.{i}"] for i in range(blocks)]  # cross-attention
+    edges += [[f"decoder.{i}", f"decoder.{i + 1}"] for i in range(blocks - 1)]
+    edges += [[f"decoder.{blocks - 1}", "decoder.final_norm"], ["decoder.final_norm", "lm_head"]]
+    return layers, edges
+
+
+def dag_models() -> None:
+    layers, edges = unet_layers(batch=192, size=512)
+    write("unet-skips-rtx4090-hbm", {
+        "description": "The U-Net of Ronneberger et al. 2015 (31M params, shapes from the paper) in BF16 on a batch "
+        "of 192 images of 512 × 512, as a DAG with its four skip connections, on 24 GB RTX 4090s (vendor spec): a skip "
+        "crossing a stage is held by every stage it passes, so where to cut is not where greedy cuts.",
+        "capacity": "24GB", "dtype": "bf16", "layers": layers, "edges": edges,
+    })
+    layers, edges = unet_layers(batch=2, size=128)
+    write("unet-skips-fp8-a100-l2", {
+        "description": "The same U-Net with FP8 weights, batch 2 × 128 × 128 BF16 activations, against the A100's "
+        "40 MiB L2 (vendor spec).", "capacity": "40MiB", "dtype": "fp8", "layers": layers, "edges": edges,
+    })
+    layers, edges = encoder_decoder_layers(batch=1, seq=512)
+    write("t5-base-fp8-rtx4090-l2", {
+        "description": "An encoder–decoder with T5-base's shapes (12 + 12 blocks, d_model 768, vocab 32128) with FP8 "
+        "weights, batch 1 × seq 512 BF16 activations, as a DAG: the encoder's output feeds every decoder block's "
+        "cross-attention, so each split inside the decoder relays it; against the RTX 4090's 72 MiB L2.",
+        "capacity": "72MiB", "dtype": "fp8", "layers": layers, "edges": edges,
+    })
+
+
 # -- seeded random families -----------------------------------------------------------
 
 
@@ -306,5 +387,6 @@ def write_readme() -> None:
 if __name__ == "__main__":
     seed_family()
     real_models()
+    dag_models()
     random_families()
     write_readme()

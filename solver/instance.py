@@ -45,9 +45,7 @@ SCHEDULES = ("none", "gpipe", "1f1b")
 _TRAINING_KEYS = ("optimizer", "master_weights", "bytes_per_param")
 OPTIMIZERS = {"none": 0, "sgd": 4, "adam": 8}  # optimizer state bytes per parameter (fp32)
 # Keys of the v1 format that later versions of layerfit honour; refused rather than ignored.
-_NOT_YET_SUPPORTED = {
-    "edges": "DAG instances are not supported yet (layers form a chain in execution order)",
-}
+_NOT_YET_SUPPORTED: dict[str, str] = {}
 _CONSTRAINT_KEYS = ("pinned", "max_layers_per_partition", "min_layers_per_partition", "no_cut_after",
                     "must_cut_after", "reserve", "tied")
 _TIED_KEYS = ("layers", "params", "mode")
@@ -494,6 +492,11 @@ class Instance:
         Gradients and optimizer state per parameter (:class:`Training`); None: inference.
     constraints:
         :class:`Constraints` (pinned layers, layer counts, cut rules, a reserve).
+    edges:
+        A DAG instead of the chain: (producer, consumer) layer names, every data dependency
+        (the chain's too). Partitions are then ordered convex sets (no edge runs backwards);
+        a tensor crossing a cut is held by every partition it passes through and sent over
+        every boundary it crosses (:mod:`solver.dag`).
     activation_recompute:
         Recompute activations in the backward pass: a stage holds, per micro-batch in flight,
         only its input (what the layer before it sends; nothing for the first stage), and
@@ -530,6 +533,7 @@ class Instance:
     buffer_reuse: bool = False
     activation_recompute: bool = False
     device_order: str = "ordered"
+    edges: tuple[tuple[str, str], ...] | None = None
     _sizes: tuple[int, ...] = field(init=False, repr=False, compare=False, default=())
     # Per tied group: its members' indices and the shared weight's footprint, paid once per partition.
     _tied: tuple[tuple[tuple[int, ...], Footprint], ...] = field(init=False, repr=False, compare=False, default=())
@@ -587,6 +591,14 @@ class Instance:
                     raise InstanceError(f"devices[{i}].name: duplicate device name {name!r}")
             object.__setattr__(self, "devices", devices)
         object.__setattr__(self, "_sizes", tuple(self._footprint(i).total for i in range(len(layers))))
+        if self.edges is not None:
+            object.__setattr__(self, "edges", _check_edges(self.edges, [layer.name for layer in layers]))
+            others = [name for name, on in (("schedule", self.schedule != "none"), ("devices", self.devices is not None),
+                                            ("buffer_reuse", self.buffer_reuse),
+                                            ("activation_recompute", self.activation_recompute),
+                                            ("constraints", self.constraints != Constraints())) if on]
+            if others:
+                raise InstanceError(f"edges: a DAG instance does not combine with {others[0]} in this version")
         if not isinstance(self.constraints, Constraints):
             raise InstanceError(f"constraints: expected a Constraints, got {self.constraints!r}")
         if self.constraints.tied:
@@ -682,6 +694,16 @@ class Instance:
             buffers = [self.layers[i].buffer_bytes for i in layers]
             total += max(buffers) - sum(buffers)
         return total - self.tied_savings(layers).total
+
+    def plan_loads(self, partitions: Sequence[Sequence[int]]) -> list[int]:
+        """S(P) of every partition of a plan: partition_bytes on a chain; on a DAG, with the
+        tensors each partition holds on their way to a later one (:func:`solver.dag.dag_loads`)."""
+        if self.edges is not None:
+            from .dag import dag_loads
+
+            return dag_loads(self, partitions)
+        k = len(partitions)
+        return [self.partition_bytes(p, j, k) for j, p in enumerate(partitions)]
 
     def boundary_bytes(self, first: int) -> int:
         """What a stage starting at layer ``first`` receives: the previous layer's output."""
@@ -815,6 +837,8 @@ class Instance:
             buffer_reuse=data.get("buffer_reuse", False),
             activation_recompute=data.get("activation_recompute", False),
             device_order=data.get("device_order", "ordered"),
+            edges=None if "edges" not in data else _check_edges(data["edges"], [
+                layer.name for layer in (model.expand() if model else layers)]),
             constraints=_parse_constraints(
                 data["constraints"], model.expand() if model else layers,
                 parse_size(data["capacity"], "capacity"), devices,
@@ -848,7 +872,54 @@ class Instance:
             out["activation_recompute"] = True
         if self.device_order != "ordered":
             out["device_order"] = self.device_order
+        if self.edges is not None:
+            out["edges"] = [list(edge) for edge in self.edges]
         return out
+
+
+def _check_edges(raw: object, names: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """(producer, consumer) pairs of known, distinct layers with no cycle; duplicates dropped."""
+    if not isinstance(raw, (list, tuple)):
+        raise InstanceError(f"edges: expected a list of [producer, consumer] layer names, got {raw!r}")
+    known = set(names)
+    edges: dict[tuple[str, str], None] = {}
+    for i, edge in enumerate(raw):
+        if not isinstance(edge, (list, tuple)) or len(edge) != 2 or not all(isinstance(e, str) for e in edge):
+            raise InstanceError(f"edges[{i}]: expected [producer, consumer] layer names, got {edge!r}")
+        for name in edge:
+            if name not in known:
+                raise InstanceError(f"edges[{i}]: unknown layer {name!r}")
+        if edge[0] == edge[1]:
+            raise InstanceError(f"edges[{i}]: layer {edge[0]!r} feeds itself")
+        edges[(edge[0], edge[1])] = None
+    consumers: dict[str, list[str]] = {name: [] for name in names}
+    for a, b in edges:
+        consumers[a].append(b)
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(start: str) -> None:  # iterative DFS: a cycle names its layers
+        stack = [(start, iter(consumers[start]))]
+        path = [start]
+        state[start] = 1
+        while stack:
+            node, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                path.pop()
+                state[node] = 2
+            elif state.get(child) == 1:
+                cycle = path[path.index(child):] + [child]
+                raise InstanceError(f"edges: the edges form a cycle ({' → '.join(cycle)})")
+            elif child not in state:
+                state[child] = 1
+                path.append(child)
+                stack.append((child, iter(consumers[child])))
+
+    for name in names:
+        if name not in state:
+            visit(name)
+    return tuple(edges)
 
 
 def _parse_training(raw: object) -> Training:

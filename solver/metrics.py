@@ -46,8 +46,13 @@ def plan_metrics(instance: Instance, partitions: Sequence[Sequence[int]],
         return {}
     capacity = instance.capacity
     rows = []
+    relayed = [0] * len(partitions)  # a DAG's tensors held on their way to a later partition
+    if instance.edges is not None:
+        relayed = [load - partition_footprint(instance, p, j, len(partitions)).total
+                   for j, (p, load) in enumerate(zip(partitions, instance.plan_loads(partitions)))]
     for j, part in enumerate(partitions):
         fp = partition_footprint(instance, part, j, len(partitions))
+        fp = Footprint(fp.weight, fp.activation + relayed[j], fp.buffer, fp.training_state, fp.kv_cache)
         row: dict[str, Any] = {
             "index": j,
             "first_layer": instance.layers[part[0]].name,
@@ -70,10 +75,16 @@ def plan_metrics(instance: Instance, partitions: Sequence[Sequence[int]],
         if instance.has_times:
             row["time"] = instance.stage_time(part, j)  # on its device's speed, whole picoseconds
         rows.append(row)
-    cuts = [
-        {"after_layer": instance.layers[part[-1]].name, "bytes": instance.layers[part[-1]].sent_bytes}
-        for part in partitions[:-1]
-    ]
+    if instance.edges is not None:
+        from .dag import dag_cuts
+
+        cuts = [{"after_layer": instance.layers[part[-1]].name, "bytes": sent}
+                for part, sent in zip(partitions, dag_cuts(instance, partitions))]
+    else:
+        cuts = [
+            {"after_layer": instance.layers[part[-1]].name, "bytes": instance.layers[part[-1]].sent_bytes}
+            for part in partitions[:-1]
+        ]
     sizes = [row["bytes"] for row in rows]
     k = len(sizes)
     mean = sum(sizes) / k

@@ -114,6 +114,9 @@ def remedies(instance: Instance, k: int | None = None) -> list[str]:
             f"layers would need at least {pieces} pieces each (a transformer block's attention and MLP apart: "
             f"split='sublayer' in from_hf_config; past that, tensor parallelism within the layer)."
         )
+    if instance.edges is not None:
+        lines.append("(Capacity and batch remedies are not computed for DAG instances in this version.)")
+        return lines
     if instance.num_layers > MAX_LAYERS:
         lines.append(f"(Capacity and batch remedies are computed for instances of up to {MAX_LAYERS} layers.)")
         return lines

@@ -147,6 +147,12 @@ def _check_options(
             f"devices: ordered device pools are planned by methods 'dp' (exact) and 'greedy' in this version, "
             f"not {method!r}"
         )
+    if instance.edges is not None:
+        if method in ("dp", "mip"):
+            raise OptionError(f"edges: DAG instances are planned by methods 'cpsat' (exact) and 'greedy' in this "
+                              f"version, not {method!r}")
+        if objective == "min_stage_time":
+            raise OptionError("objective: 'min_stage_time' is not planned on a DAG instance in this version")
     if instance.free_pool:
         if instance.constraints.structural:
             raise OptionError("constraints: pinned layers, layer counts, cut rules and tied groups kept together are "
@@ -255,7 +261,7 @@ def solve(
     objective = objective or "min_partitions"
     _check_options(instance, method, objective, num_partitions, time_limit, seed, num_workers, backend, warm_start)
     if method == "auto":
-        method = "dp"
+        method = "cpsat" if instance.edges is not None else "dp"
         if instance.free_pool:
             from .pools import MAX_MIXES, mixes
 
@@ -297,6 +303,11 @@ def solve(
     oversized = explain_oversized(instance)
     if oversized is not None:
         return finish(Status.INFEASIBLE, objective=None, bound=None, explanation=oversized)
+    if instance.edges is not None:
+        from .dag import solve_dag
+
+        return solve_dag(instance, method, objective, num_partitions, finish, time_limit=time_limit, seed=seed,
+                         num_workers=num_workers or DEFAULT_CPSAT_WORKERS)
     if instance.free_pool:
         from .pools import solve_free_pool
 

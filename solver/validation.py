@@ -63,20 +63,25 @@ def validate_plan(instance: Instance, plan: Plan) -> None:
         if plan.status is Status.INFEASIBLE and not plan.explanation:
             raise PlanError("an infeasible plan must carry an explanation")
         return
-    expected = 0
-    for j, part in enumerate(plan.partitions):
-        if not part:
-            raise PlanError(f"partition {j} is empty")
-        for index in part:
-            if index != expected:
-                raise PlanError(
-                    f"partition {j}: expected layer {expected} next (contiguous, in order), got layer {index}"
-                )
-            expected += 1
-    if expected != instance.num_layers:
-        raise PlanError(f"the partitions cover layers 0..{expected - 1}, the instance has {instance.num_layers}")
+    if instance.edges is not None:  # a DAG: ordered convex sets, not runs of the listed order
+        from .dag import check_dag_plan
+
+        check_dag_plan(instance, plan.partitions)
+    else:
+        expected = 0
+        for j, part in enumerate(plan.partitions):
+            if not part:
+                raise PlanError(f"partition {j} is empty")
+            for index in part:
+                if index != expected:
+                    raise PlanError(
+                        f"partition {j}: expected layer {expected} next (contiguous, in order), got layer {index}"
+                    )
+                expected += 1
+        if expected != instance.num_layers:
+            raise PlanError(f"the partitions cover layers 0..{expected - 1}, the instance has {instance.num_layers}")
     count = len(plan.partitions)
-    loads = [instance.partition_bytes(part, j, count) for j, part in enumerate(plan.partitions)]
+    loads = instance.plan_loads(plan.partitions)
     if count > instance.max_partitions:
         raise PlanError(f"the plan has {count} partitions, the device pool {instance.max_partitions} devices")
     if instance.free_pool:

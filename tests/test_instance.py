@@ -116,7 +116,7 @@ def _raw(**changes):
         (_raw(layers=[{"name": "a", "tim": 1}]), r"^layers\[0\]: unknown key 'tim' \(allowed: name, params, weight_bytes, activation_bytes, buffer_bytes, kv_cache_bytes, output_bytes, dtype, time\)$"),
         (_raw(layers=[{"params": 1}]), r"^layers\[0\]\.name: expected a non-empty string, got None$"),
         (_raw(layers=["a"]), r"^layers\[0\]: expected an object, got 'a'$"),
-        (_raw(edges=[[0, 1]]), r"^edges: DAG instances are not supported yet"),
+        (_raw(edges=[[0, 1]]), r"^edges\[0\]: expected \[producer, consumer\] layer names, got \[0, 1\]$"),
         (_raw(layers=None, model={**SEED, "hidden": 1}), r"^model: unknown key 'hidden'"),
         (_raw(layers=None, model={k: v for k, v in SEED.items() if k != "seq_len"}), r"^model\.seq_len: missing$"),
         (_raw(layers=None, model={**SEED, "num_layers": 0}), r"^model\.num_layers: must be at least 1, got 0$"),

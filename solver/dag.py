@@ -1,0 +1,272 @@
+"""DAG models (an instance with ``edges``): residual and skip connections, encoder–decoder
+cross-attention, U-Net skips.
+
+A plan is k ordered partitions, each a set of layers, such that no edge runs backwards
+(x[u] ≤ x[v] for every edge u → v, x the partition of a layer): each partition is convex
+in the graph. A tensor (a layer's ``sent_bytes``) whose last consumer is in a later
+partition than its producer crosses every boundary in between and is held by every
+partition it passes through on the way:
+
+    S(P_j) = Σ_{v ∈ P_j} size(v) + Σ_{u : x[u] < j < last(u)} out(u)
+
+As in the seed's chain, a partition's inputs are not counted in its own footprint (the
+producer's activation is); a tensor relayed through a partition is. On a chain (edges
+i → i+1) this is the seed's S(P) exactly.
+
+Methods: ``greedy`` — the seed's algorithm over a topological order (the listed order
+when it is one); ``cpsat`` — exact: with cumulative booleans a[v, j] = [x[v] ≤ j],
+
+    a[v, j−1] ≤ a[v, j],   a[v, j] ≤ a[u, j] for u → v,   Σ_v (a[v, j] − a[v, j−1]) ≥ 1,
+    L[u, j] ≥ 1 − a[v, j] for each consumer v   (u is still needed after partition j),
+    h[u, j] ≥ a[u, j−1] + L[u, j] − 1           (u passes through partition j),
+    Σ_v size(v) (a[v, j] − a[v, j−1]) + Σ_u out(u) h[u, j] ≤ M ≤ C,
+
+minimising M; for the fewest partitions every smaller k is proven infeasible first.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+
+from .errors import PlanError
+from .instance import Instance
+
+__all__ = ["topological_order", "dag_loads", "dag_cuts", "check_dag_plan", "greedy_dag", "cpsat_dag", "solve_dag"]
+
+
+def _consumers(instance: Instance) -> list[list[int]]:
+    index = {layer.name: i for i, layer in enumerate(instance.layers)}
+    out: list[list[int]] = [[] for _ in instance.layers]
+    for a, b in instance.edges or ():
+        out[index[a]].append(index[b])
+    return out
+
+
+def topological_order(instance: Instance) -> list[int]:
+    """The listed order when no edge runs backwards in it, else Kahn's order (ties by index)."""
+    consumers = _consumers(instance)
+    n = instance.num_layers
+    if all(v > u for u in range(n) for v in consumers[u]):
+        return list(range(n))
+    import heapq
+
+    indegree = [0] * n
+    for u in range(n):
+        for v in consumers[u]:
+            indegree[v] += 1
+    ready = [i for i in range(n) if indegree[i] == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        u = heapq.heappop(ready)
+        order.append(u)
+        for v in consumers[u]:
+            indegree[v] -= 1
+            if indegree[v] == 0:
+                heapq.heappush(ready, v)
+    return order
+
+
+def _where(partitions: Sequence[Sequence[int]], n: int) -> list[int]:
+    where = [-1] * n
+    for j, part in enumerate(partitions):
+        for i in part:
+            where[i] = j
+    return where
+
+
+def dag_loads(instance: Instance, partitions: Sequence[Sequence[int]]) -> list[int]:
+    """S(P_j) of every partition (the module's formula)."""
+    consumers = _consumers(instance)
+    where = _where(partitions, instance.num_layers)
+    loads = [sum(instance.sizes[i] for i in part) for part in partitions]
+    for u, users in enumerate(consumers):
+        last = max((where[v] for v in users), default=where[u])
+        for j in range(where[u] + 1, last):
+            loads[j] += instance.layers[u].sent_bytes
+    return loads
+
+
+def dag_cuts(instance: Instance, partitions: Sequence[Sequence[int]]) -> list[int]:
+    """Bytes crossing each boundary j → j+1: every tensor produced at or before j and needed after it."""
+    consumers = _consumers(instance)
+    where = _where(partitions, instance.num_layers)
+    cuts = [0] * max(0, len(partitions) - 1)
+    for u, users in enumerate(consumers):
+        last = max((where[v] for v in users), default=where[u])
+        for j in range(where[u], last):
+            cuts[j] += instance.layers[u].sent_bytes
+    return cuts
+
+
+def check_dag_plan(instance: Instance, partitions: Sequence[Sequence[int]]) -> None:
+    """Raise PlanError unless every layer is in one non-empty partition and no edge runs backwards."""
+    n = instance.num_layers
+    seen = [0] * n
+    for j, part in enumerate(partitions):
+        if not part:
+            raise PlanError(f"partition {j} is empty")
+        for i in part:
+            if not 0 <= i < n:
+                raise PlanError(f"partition {j}: layer index {i} is not in the instance")
+            seen[i] += 1
+    missing = [i for i in range(n) if seen[i] != 1]
+    if missing:
+        raise PlanError(f"layer {instance.layers[missing[0]].name!r} is in {seen[missing[0]]} partitions, not one")
+    where = _where(partitions, n)
+    for a, b in instance.edges or ():
+        ia = next(i for i, layer in enumerate(instance.layers) if layer.name == a)
+        ib = next(i for i, layer in enumerate(instance.layers) if layer.name == b)
+        if where[ia] > where[ib]:
+            raise PlanError(f"edge {a} → {b} runs backwards: partition {where[ia]} feeds partition {where[ib]}")
+
+
+def greedy_dag(instance: Instance) -> list[list[int]] | None:
+    """The seed's greedy over a topological order: each partition filled while its footprint
+    (with the tensors passing through it) fits; None when one layer alone does not fit."""
+    order = topological_order(instance)
+    position = {v: p for p, v in enumerate(order)}
+    consumers = _consumers(instance)
+    reach = [max((position[v] for v in consumers[u]), default=position[u]) for u in range(instance.num_layers)]
+    capacity = instance.usable_capacity
+
+    def run_cost(a: int, b: int) -> int:  # the run order[a:b], every later layer in a later partition
+        held = sum(instance.layers[u].sent_bytes for u in order[:a] if reach[u] >= b)
+        return sum(instance.sizes[v] for v in order[a:b]) + held
+
+    parts: list[list[int]] = []
+    start = 0
+    for b in range(1, len(order) + 1):
+        if run_cost(start, b) <= capacity:
+            continue
+        if b - 1 == start:
+            return None  # the layer alone (with what passes through) does not fit
+        parts.append(order[start:b - 1])
+        start = b - 1
+        if run_cost(start, b) > capacity:
+            return None
+    parts.append(order[start:])
+    return parts
+
+
+def cpsat_dag(instance: Instance, k: int, *, hint: Sequence[Sequence[int]] | None, time_limit: float | None,
+              seed: int, num_workers: int) -> tuple[str, list[list[int]] | None, int, bool, bool]:
+    """The module's model for exactly ``k`` partitions: (status name, partitions or None,
+    bound in bytes, proven optimal, proven infeasible)."""
+    from ortools.sat.python import cp_model
+
+    from .cpsat import solve_with_deadline
+
+    n = instance.num_layers
+    consumers = _consumers(instance)
+    capacity = instance.usable_capacity
+    model = cp_model.CpModel()
+    one = model.new_constant(1)
+    zero = model.new_constant(0)
+    # a[v][j] = [x[v] ≤ j] for j = 0 … k−1 (a[v][k−1] = 1), a[v][−1] = 0
+    a = [[model.new_bool_var(f"a[{v},{j}]") for j in range(k - 1)] + [one] for v in range(n)]
+
+    def at(v: int, j: int):  # type: ignore[no-untyped-def]
+        return zero if j < 0 else a[v][j]
+
+    for v in range(n):
+        for j in range(1, k - 1):
+            model.add_implication(a[v][j - 1], a[v][j])
+    for u in range(n):
+        for v in consumers[u]:
+            for j in range(k - 1):
+                model.add_implication(a[v][j], a[u][j])  # v done by j ⇒ u done by j
+    for j in range(k):
+        model.add(sum(at(v, j) - at(v, j - 1) for v in range(n)) >= 1)
+    bottleneck = model.new_int_var(0, capacity, "M")
+    passing = [[] for _ in range(k)]
+    for u in range(n):
+        if not consumers[u]:
+            continue
+        out = instance.layers[u].sent_bytes
+        if not out:
+            continue
+        needed = [model.new_bool_var(f"L[{u},{j}]") for j in range(k - 1)]  # a consumer after j
+        for j in range(k - 1):
+            for v in consumers[u]:
+                model.add_bool_or([needed[j], a[v][j]])
+        for j in range(1, k - 1):
+            held = model.new_bool_var(f"h[{u},{j}]")
+            model.add_bool_or([held, ~a[u][j - 1], ~needed[j]])  # produced before j, needed after j
+            passing[j].append((out, held))
+    for j in range(k):
+        load = sum(instance.sizes[v] * (at(v, j) - at(v, j - 1)) for v in range(n))
+        load += sum(out * held for out, held in passing[j])
+        model.add(load <= bottleneck)
+    model.minimize(bottleneck)
+    if hint is not None:
+        where = _where(hint, n)
+        for v in range(n):
+            for j in range(k - 1):
+                model.add_hint(a[v][j], where[v] <= j)
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = num_workers
+    solver.parameters.random_seed = seed
+    status = solve_with_deadline(solver, model, time_limit)
+    name = solver.status_name(status)
+    if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        where = [next(j for j in range(k) if solver.boolean_value(a[v][j]) or j == k - 1) for v in range(n)]
+        parts = [[v for v in topological_order(instance) if where[v] == j] for j in range(k)]
+        bound = math.ceil(solver.best_objective_bound - 1e-6)
+        return name, parts, bound, status == cp_model.OPTIMAL, False
+    return name, None, 0, False, status == cp_model.INFEASIBLE
+
+
+def solve_dag(instance: Instance, method: str, objective: str, k: int | None, finish, *,  # type: ignore[no-untyped-def]
+              time_limit: float | None, seed: int, num_workers: int):
+    """solve() on a DAG instance: greedy over a topological order, or the CP-SAT model."""
+    from .plan import Status
+
+    greedy = greedy_dag(instance)
+    if method == "greedy":
+        if greedy is None:
+            return finish(Status.UNKNOWN, objective=None, bound=None,
+                          explanation="greedy (over a topological order) found no plan")
+        loads = dag_loads(instance, greedy)
+        return finish(Status.FEASIBLE, greedy, objective=len(greedy), bound=1, secondary_objective=max(loads),
+                      secondary_bound=0)
+    started = time.perf_counter()
+
+    def left() -> float | None:
+        return None if time_limit is None else max(0.01, time_limit - (time.perf_counter() - started))
+
+    if objective == "min_bottleneck":
+        counts = [int(k)]  # type: ignore[arg-type]
+    else:
+        lowest = max(1, math.ceil(sum(instance.sizes) / instance.usable_capacity))
+        counts = list(range(lowest, (len(greedy) if greedy else instance.num_layers) + 1))
+    proven = counts[0]
+    for count in counts:
+        hint = greedy if greedy is not None and len(greedy) == count else None
+        status, parts, bound, optimal, infeasible = cpsat_dag(instance, count, hint=hint, time_limit=left(),
+                                                              seed=seed, num_workers=num_workers)
+        if parts is None and infeasible:
+            proven = count + 1
+            continue
+        if parts is None and count != counts[-1]:
+            continue  # not proven either way within the time: a larger count may still be found
+        if parts is None:
+            if hint is None:
+                return finish(Status.UNKNOWN, objective=None, bound=None, backend_status=status,
+                              explanation="no plan found within the time limit")
+            parts = [list(p) for p in hint]
+        largest = max(dag_loads(instance, parts))
+        bound = min(bound, largest)
+        if objective == "min_bottleneck":
+            done = Status.OPTIMAL if optimal and bound == largest else Status.FEASIBLE
+            return finish(done, parts, objective=largest, bound=bound, backend_status=status)
+        done = Status.OPTIMAL if proven == count and bound == largest else Status.FEASIBLE
+        return finish(done, parts, objective=count, bound=proven, secondary_objective=largest, secondary_bound=bound,
+                      backend_status=status)
+    what = f"{k} partitions" if objective == "min_bottleneck" else "any number of partitions"
+    return finish(Status.INFEASIBLE, objective=None, bound=None, backend_status="INFEASIBLE",
+                  explanation=f"no ordered convex split of the DAG into {what} fits the capacity of "
+                              f"{instance.usable_capacity:,} B (CP-SAT proved it), counting the tensors each "
+                              f"partition relays")

@@ -1,0 +1,134 @@
+"""DAG instances: ordered convex partitions, relayed tensors counted — CP-SAT against
+exhaustive search over every monotone assignment; greedy over a topological order."""
+
+from itertools import product
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from solver import Instance, InstanceError, Layer, OptionError, PlanError, Status, solve, validate_plan
+from solver.dag import dag_cuts, dag_loads, greedy_dag, topological_order
+
+
+def dag_oracle(instance):
+    """Per k: the smallest largest partition over every assignment with no edge backwards."""
+    n = instance.num_layers
+    index = {layer.name: i for i, layer in enumerate(instance.layers)}
+    edges = [(index[a], index[b]) for a, b in instance.edges]
+    per_k = {}
+    for k in range(1, n + 1):
+        for x in product(range(k), repeat=n):
+            if len(set(x)) != k or any(x[a] > x[b] for a, b in edges):
+                continue
+            parts = [[v for v in range(n) if x[v] == j] for j in range(k)]
+            largest = max(dag_loads(instance, parts))
+            if largest <= instance.usable_capacity:
+                per_k[k] = min(per_k.get(k, largest), largest)
+    return per_k
+
+
+@st.composite
+def dags(draw):
+    n = draw(st.integers(1, 6))
+    order = draw(st.permutations(range(n)))  # listed order need not be topological
+    layers = [Layer(f"l{i}", weight_bytes=draw(st.integers(1, 20)), activation_bytes=draw(st.integers(0, 8)))
+              for i in range(n)]
+    edges = [(f"l{order[a]}", f"l{order[b]}") for a in range(n) for b in range(a + 1, n)
+             if draw(st.booleans()) or b == a + 1 and draw(st.booleans())]
+    capacity = draw(st.integers(20, 70))
+    return Instance(name="g", capacity=capacity, layers=layers, edges=tuple(edges))
+
+
+@settings(max_examples=150, deadline=None)
+@given(inst=dags())
+def test_cpsat_matches_the_oracle(inst):
+    per_k = dag_oracle(inst)
+    plan = solve(inst)
+    validate_plan(inst, plan)
+    if not per_k:
+        assert plan.status is Status.INFEASIBLE and plan.explanation
+        return
+    fewest = min(per_k)
+    assert plan.status is Status.OPTIMAL and (plan.objective, plan.secondary_objective) == (fewest, per_k[fewest])
+    k = max(per_k)
+    bottleneck = solve(inst, objective="min_bottleneck", num_partitions=k)
+    validate_plan(inst, bottleneck)
+    assert bottleneck.objective == per_k[k]
+
+
+@settings(max_examples=150, deadline=None)
+@given(inst=dags())
+def test_greedy_over_a_topological_order_is_valid(inst):
+    plan = solve(inst, "greedy")
+    validate_plan(inst, plan)
+    if plan.status.has_plan:
+        per_k = dag_oracle(inst)
+        assert per_k and plan.num_partitions >= min(per_k)
+
+
+def unet(skip_bytes=50):
+    """A U-Net-like chain of 6 with two long skips (enc0 → dec0 … as real skips cross stages)."""
+    names = ["enc0", "enc1", "mid", "dec1", "dec0", "head"]
+    layers = [Layer(name, weight_bytes=30, activation_bytes=skip_bytes if name.startswith("enc") else 5)
+              for name in names]
+    edges = [(a, b) for a, b in zip(names, names[1:])] + [("enc0", "dec0"), ("enc1", "dec1")]
+    return Instance(name="unet", capacity=200, layers=layers, edges=tuple(edges))
+
+
+def test_relayed_skips_are_held_and_sent():
+    inst = unet()
+    parts = [[0, 1], [2, 3], [4, 5]]
+    # partition 1 relays enc0's 50 B to dec0; enc1's skip ends in partition 1 (an input, not counted)
+    assert dag_loads(inst, parts) == [30 + 50 + 30 + 50, 30 + 5 + 30 + 5 + 50, 30 + 5 + 30 + 5]
+    assert dag_cuts(inst, parts) == [50 + 50, 5 + 50]  # enc1→mid and enc1's skip, enc0's skip; dec1→dec0 and enc0's
+    plan = solve(inst, objective="min_bottleneck", num_partitions=3)
+    validate_plan(inst, plan)
+    assert plan.status is Status.OPTIMAL
+    assert plan.metrics["communication"]["total_bytes"] == sum(dag_cuts(inst, plan.partitions))
+    import dataclasses
+
+    backwards = dataclasses.replace(plan, partitions=[[0, 4], [1, 2, 3], [5]])
+    with pytest.raises(PlanError, match=r"^edge enc1 → dec1 runs backwards|^edge dec1 → dec0 runs backwards"):
+        validate_plan(inst, backwards)
+
+
+def test_encoder_decoder_and_a_non_topological_listing():
+    layers = [Layer(n, weight_bytes=10, activation_bytes=4) for n in ("dec0", "enc0", "enc1", "dec1")]
+    edges = (("enc0", "enc1"), ("enc1", "dec0"), ("enc1", "dec1"), ("dec0", "dec1"))
+    inst = Instance(name="ed", capacity=30, layers=layers, edges=edges)
+    assert topological_order(inst) == [1, 2, 0, 3]
+    assert greedy_dag(inst) == [[1, 2], [0, 3]]
+    plan = solve(inst)
+    validate_plan(inst, plan)
+    assert plan.num_partitions == 2
+
+
+@pytest.mark.parametrize(
+    "edges, message",
+    [
+        ([["a", "b"], ["b", "a"]], r"^edges: the edges form a cycle \(a → b → a\)$"),
+        ([["a", "x"]], r"^edges\[0\]: unknown layer 'x'$"),
+        ([["a", "a"]], r"^edges\[0\]: layer 'a' feeds itself$"),
+        ([["a"]], r"^edges\[0\]: expected \[producer, consumer\] layer names, got \['a'\]$"),
+        ("a->b", r"^edges: expected a list of \[producer, consumer\] layer names"),
+    ],
+)
+def test_bad_edges(edges, message):
+    raw = {"capacity": 10, "layers": [{"name": n, "weight_bytes": 1} for n in "abc"], "edges": edges}
+    with pytest.raises(InstanceError, match=message):
+        Instance.from_dict(raw)
+
+
+def test_dag_options_and_methods():
+    raw = {"capacity": 10, "layers": [{"name": n, "weight_bytes": 1} for n in "abc"], "edges": [["a", "b"]],
+           "schedule": "gpipe", "micro_batches": 2}
+    with pytest.raises(InstanceError, match=r"^edges: a DAG instance does not combine with schedule in this version$"):
+        Instance.from_dict(raw)
+    inst = unet()
+    for method in ("dp", "mip"):
+        with pytest.raises(OptionError, match=rf"^edges: DAG instances are planned by methods 'cpsat' \(exact\) and "
+                                              rf"'greedy' in this version, not '{method}'$"):
+            solve(inst, method)
+    assert solve(inst).method == "cpsat"
+    assert Instance.from_dict(inst.to_dict()) == inst
