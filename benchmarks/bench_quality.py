@@ -76,7 +76,7 @@ def evaluate(inst: Instance, k: int) -> dict:
     rows = {}
     for method, (parts, left) in plans(inst, k).items():
         used = [p for p in parts if p]
-        loads = [inst.partition_bytes(p, j, len(used)) for j, p in enumerate(used)]  # at its place in the schedule
+        loads = inst.plan_loads(used)  # at its place in the schedule, with a DAG's relayed tensors
         row = {
             "partitions": len(used),
             "largest_bytes": max(loads),

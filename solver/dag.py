@@ -14,7 +14,8 @@ producer's activation is); a tensor relayed through a partition is. On a chain (
 i → i+1) this is the seed's S(P) exactly.
 
 Methods: ``greedy`` — the seed's algorithm over a topological order (the listed order
-when it is one); ``cpsat`` — exact: with cumulative booleans a[v, j] = [x[v] ≤ j],
+when it is one); ``cpsat`` and ``mip`` (CBC or HiGHS) — exact, the same linear model:
+with cumulative booleans a[v, j] = [x[v] ≤ j],
 
     a[v, j−1] ≤ a[v, j],   a[v, j] ≤ a[u, j] for u → v,   Σ_v (a[v, j] − a[v, j−1]) ≥ 1,
     L[u, j] ≥ 1 − a[v, j] for each consumer v   (u is still needed after partition j),
@@ -33,7 +34,8 @@ from collections.abc import Sequence
 from .errors import PlanError
 from .instance import Instance
 
-__all__ = ["topological_order", "dag_loads", "dag_cuts", "check_dag_plan", "greedy_dag", "cpsat_dag", "solve_dag"]
+__all__ = ["topological_order", "dag_loads", "dag_cuts", "check_dag_plan", "greedy_dag", "cpsat_dag", "mip_dag",
+           "solve_dag"]
 
 
 def _consumers(instance: Instance) -> list[list[int]]:
@@ -219,9 +221,74 @@ def cpsat_dag(instance: Instance, k: int, *, hint: Sequence[Sequence[int]] | Non
     return name, None, 0, False, status == cp_model.INFEASIBLE
 
 
+def mip_dag(instance: Instance, k: int, *, hint: Sequence[Sequence[int]] | None, backend: str,
+            time_limit: float | None, seed: int) -> tuple[str, list[list[int]] | None, int, bool, bool]:
+    """The same model as a MIP in PuLP (CBC or HiGHS): a[v, j] binary, L and h continuous in
+    [0, 1] (integral at the optimum: they only bound loads from below). Returns what
+    :func:`cpsat_dag` returns; a solution whose binaries are not 0/1 is rejected."""
+    import pulp
+
+    from .mip import run_backend
+
+    n = instance.num_layers
+    consumers = _consumers(instance)
+    prob = pulp.LpProblem("dag", pulp.LpMinimize)
+    a = [[prob.add_variable(f"a_{v}_{j}", 0, 1, cat=pulp.LpBinary) for j in range(k - 1)] for v in range(n)]
+
+    def at(v: int, j: int):  # type: ignore[no-untyped-def]
+        return 0 if j < 0 else (1 if j == k - 1 else a[v][j])
+
+    for v in range(n):
+        for j in range(1, k - 1):
+            prob += a[v][j - 1] <= a[v][j], f"cumulative_{v}_{j}"
+    for u in range(n):
+        for v in consumers[u]:
+            for j in range(k - 1):
+                prob += a[v][j] <= a[u][j], f"edge_{u}_{v}_{j}"
+    for j in range(k):
+        prob += pulp.lpSum(at(v, j) - at(v, j - 1) for v in range(n)) >= 1, f"nonempty_{j}"
+    bottleneck = prob.add_variable("M", 0, instance.usable_capacity, cat=pulp.LpInteger)
+    prob += bottleneck
+    passing: list[list] = [[] for _ in range(k)]
+    for u in range(n):
+        out = instance.layers[u].sent_bytes
+        if not consumers[u] or not out:
+            continue
+        needed = [prob.add_variable(f"L_{u}_{j}", 0, 1) for j in range(k - 1)]
+        for j in range(k - 1):
+            for v in consumers[u]:
+                prob += needed[j] >= 1 - a[v][j], f"needed_{u}_{v}_{j}"
+        for j in range(1, k - 1):
+            held = prob.add_variable(f"h_{u}_{j}", 0, 1)
+            prob += held >= a[u][j - 1] + needed[j] - 1, f"held_{u}_{j}"
+            passing[j].append((out, held))
+    for j in range(k):
+        load = pulp.lpSum(instance.sizes[v] * (at(v, j) - at(v, j - 1)) for v in range(n))
+        prob += load + pulp.lpSum(out * held for out, held in passing[j]) <= bottleneck, f"load_{j}"
+    start: dict[str, float] = {}
+    if hint is not None:
+        where = _where(hint, n)
+        for v in range(n):
+            for j in range(k - 1):
+                start[a[v][j].name] = 1.0 if where[v] <= j else 0.0
+    raw, bound = run_backend(prob, start, backend, time_limit, seed)
+    if prob.sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
+        values = [[var.value() or 0.0 for var in row] for row in a]
+        if any(min(abs(x), abs(x - 1)) > 1e-6 for row in values for x in row):
+            return f"{raw} (solution rejected)", None, 0, False, False
+        where = [next((j for j in range(k - 1) if values[v][j] > 0.5), k - 1) for v in range(n)]
+        parts = [[v for v in topological_order(instance) if where[v] == j] for j in range(k)]
+        if any(not p for p in parts):
+            return f"{raw} (solution rejected)", None, 0, False, False
+        proven = prob.sol_status == pulp.LpSolutionOptimal and raw.lower().startswith("optimal")
+        value = max(dag_loads(instance, parts))
+        return raw, parts, value if proven else bound, proven, False
+    return raw, None, 0, False, prob.sol_status == pulp.LpSolutionInfeasible
+
+
 def solve_dag(instance: Instance, method: str, objective: str, k: int | None, finish, *,  # type: ignore[no-untyped-def]
-              time_limit: float | None, seed: int, num_workers: int):
-    """solve() on a DAG instance: greedy over a topological order, or the CP-SAT model."""
+              time_limit: float | None, seed: int, num_workers: int, backend: str | None = None):
+    """solve() on a DAG instance: greedy over a topological order, the CP-SAT model or the MIP."""
     from .plan import Status
 
     greedy = greedy_dag(instance)
@@ -245,8 +312,12 @@ def solve_dag(instance: Instance, method: str, objective: str, k: int | None, fi
     proven = counts[0]
     for count in counts:
         hint = greedy if greedy is not None and len(greedy) == count else None
-        status, parts, bound, optimal, infeasible = cpsat_dag(instance, count, hint=hint, time_limit=left(),
-                                                              seed=seed, num_workers=num_workers)
+        if method == "mip":
+            status, parts, bound, optimal, infeasible = mip_dag(instance, count, hint=hint, backend=backend or "cbc",
+                                                                time_limit=left(), seed=seed)
+        else:
+            status, parts, bound, optimal, infeasible = cpsat_dag(instance, count, hint=hint, time_limit=left(),
+                                                                  seed=seed, num_workers=num_workers)
         if parts is None and infeasible:
             proven = count + 1
             continue
@@ -268,5 +339,5 @@ def solve_dag(instance: Instance, method: str, objective: str, k: int | None, fi
     what = f"{k} partitions" if objective == "min_bottleneck" else "any number of partitions"
     return finish(Status.INFEASIBLE, objective=None, bound=None, backend_status="INFEASIBLE",
                   explanation=f"no ordered convex split of the DAG into {what} fits the capacity of "
-                              f"{instance.usable_capacity:,} B (CP-SAT proved it), counting the tensors each "
-                              f"partition relays")
+                              f"{instance.usable_capacity:,} B ({'the MIP' if method == 'mip' else 'CP-SAT'} proved "
+                              f"it), counting the tensors each partition relays")

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 
 from .formulation import BackendResult, Formulation, partitions_from_assignment
 
-__all__ = ["BACKENDS", "solve_bottleneck"]
+__all__ = ["BACKENDS", "solve_bottleneck", "run_backend"]
 
 BACKENDS = ("cbc", "highs")
 _INTEGRALITY_TOL = 1e-6
@@ -92,10 +92,7 @@ def solve_bottleneck(
                 start[var.name] = 1.0 if hinted[i] == p else 0.0
         start[bottleneck.name] = float(max(sum(form.sizes[i] for i in part) for part in form.hint))
 
-    if backend == "cbc":
-        raw_status, bound = _run_cbc(prob, start, time_limit, seed)
-    else:
-        raw_status, bound = _run_highs(prob, start, time_limit, seed)
+    raw_status, bound = run_backend(prob, start, backend, time_limit, seed)
     bound = max(form.lower, bound)
 
     if prob.sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
@@ -113,6 +110,14 @@ def solve_bottleneck(
     if prob.sol_status == pulp.LpSolutionInfeasible:
         return BackendResult(None, form.lower * form.scale, False, True, raw_status)
     return BackendResult(None, bound * form.scale, False, False, raw_status)
+
+
+def run_backend(prob, start: dict[str, float], backend: str, time_limit: float | None, seed: int) -> tuple[str, int]:
+    """Run ``prob`` on CBC or HiGHS from ``start`` (variable name → value): the backend's
+    status word and its proven integral lower bound (0 when the backend gives none)."""
+    if backend == "cbc":
+        return _run_cbc(prob, start, time_limit, seed)
+    return _run_highs(prob, start, time_limit, seed)
 
 
 def _assignment(x: list[dict]) -> list[int] | None:

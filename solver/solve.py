@@ -148,9 +148,9 @@ def _check_options(
             f"not {method!r}"
         )
     if instance.edges is not None:
-        if method in ("dp", "mip"):
-            raise OptionError(f"edges: DAG instances are planned by methods 'cpsat' (exact) and 'greedy' in this "
-                              f"version, not {method!r}")
+        if method == "dp":
+            raise OptionError("edges: DAG instances are planned by methods 'cpsat' and 'mip' (exact) and 'greedy' in "
+                              "this version, not 'dp'")
         if objective == "min_stage_time":
             raise OptionError("objective: 'min_stage_time' is not planned on a DAG instance in this version")
     if instance.free_pool:
@@ -307,7 +307,7 @@ def solve(
         from .dag import solve_dag
 
         return solve_dag(instance, method, objective, num_partitions, finish, time_limit=time_limit, seed=seed,
-                         num_workers=num_workers or DEFAULT_CPSAT_WORKERS)
+                         num_workers=num_workers or DEFAULT_CPSAT_WORKERS, backend=backend)
     if instance.free_pool:
         from .pools import solve_free_pool
 
