@@ -273,17 +273,22 @@ def _plan_of(args: argparse.Namespace, *, placements: bool = False):  # type: ig
     return instance, solve(instance)
 
 
+def _no_plan(args: argparse.Namespace, instance: Instance, plan: Plan) -> int:
+    """Print a plan without partitions (its status and why) and return exit code 1."""
+    if args.json:
+        print(json.dumps(plan.to_dict(), indent=2))
+    else:
+        print(render_plan(instance, plan))
+    return EXIT_NO_PLAN
+
+
 def _map(args: argparse.Namespace) -> int:
     from .mapper import map_plan
     from .topology_files import load_topology
 
     instance, plan = _plan_of(args)
     if not plan.status.has_plan:
-        if args.json:
-            print(json.dumps(plan.to_dict(), indent=2))
-        else:
-            print(render_plan(instance, plan))
-        return EXIT_NO_PLAN
+        return _no_plan(args, instance, plan)
     topology = load_topology(args.topology, bandwidth_matrix=args.bandwidth_matrix)
     placement = map_plan(instance, plan, topology, args.objective)
     if args.plot and placement.status.has_plan:
@@ -321,11 +326,7 @@ def _export(args: argparse.Namespace) -> int:
 
     instance, plan = _plan_of(args, placements=True)
     if not plan.status.has_plan:
-        if args.json:
-            print(json.dumps(plan.to_dict(), indent=2))
-        else:
-            print(render_plan(instance, plan))
-        return EXIT_NO_PLAN
+        return _no_plan(args, instance, plan)
     exported = export_plan(instance, plan, args.target)
     if args.json:
         print(json.dumps(exported, indent=2))

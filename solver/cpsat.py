@@ -18,7 +18,7 @@ import threading
 
 from .formulation import BackendResult, Formulation, partitions_from_assignment
 
-__all__ = ["solve_bottleneck", "solve_with_deadline"]
+__all__ = ["solve_bottleneck", "solve_with_deadline", "chain_assignment", "run_model"]
 
 # CP-SAT has been seen to overrun its own time limit (60 s answered after 130 s): stop it
 # from outside once the limit and this grace have passed.
@@ -40,6 +40,35 @@ def solve_with_deadline(solver, model, time_limit: float | None) -> int:  # type
             timer.cancel()
 
 
+def chain_assignment(model, ranges, k: int) -> list[dict]:  # type: ignore[no-untyped-def]
+    """x[i][p] = layer i in partition p, for p in its range; k contiguous partitions in order.
+
+    The contiguity clause x[i, p] ⇒ x[i−1, p] ∨ x[i−1, p−1] is what makes the bounds
+    propagate along the chain."""
+    n = len(ranges)
+    x = [{p: model.new_bool_var(f"x[{i},{p}]") for p in range(first, last + 1)} for i, (first, last) in enumerate(ranges)]
+    for i in range(n):
+        model.add_exactly_one(x[i].values())
+    for i in range(1, n):
+        for p, var in x[i].items():
+            before = [x[i - 1][q] for q in (p, p - 1) if q in x[i - 1]]
+            model.add_bool_or([*before, ~var])
+    model.add(x[0][0] == 1)
+    model.add(x[n - 1][k - 1] == 1)
+    return x
+
+
+def run_model(model, *, time_limit: float | None, seed: int, num_workers: int):  # type: ignore[no-untyped-def]
+    """Solve ``model`` (under an outer deadline); returns the solver, its status and the status's name."""
+    from ortools.sat.python import cp_model
+
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = num_workers
+    solver.parameters.random_seed = seed
+    status = solve_with_deadline(solver, model, time_limit)
+    return solver, status, solver.status_name(status)
+
+
 def solve_bottleneck(form: Formulation, *, time_limit: float | None, seed: int, num_workers: int) -> BackendResult:
     """Solve ``form`` with CP-SAT; the incumbent and bound are kept on a time limit."""
     from ortools.sat.python import cp_model
@@ -48,23 +77,10 @@ def solve_bottleneck(form: Formulation, *, time_limit: float | None, seed: int, 
     model = cp_model.CpModel()
 
     # x[i, p] = 1 if layer i is in partition p (only inside the greedy bounds).
-    x: list[dict[int, cp_model.IntVar]] = []
-    for i, (first, last) in enumerate(form.ranges):
-        x.append({p: model.new_bool_var(f"x[{i},{p}]") for p in range(first, last + 1)})
+    x = chain_assignment(model, form.ranges, k)
     # M: the bottleneck, S_max. Its domain starts at L = max(max s, ⌈Σ s / k⌉), a bound
     # the LP relaxation would not find by itself.
     bottleneck = model.new_int_var(form.lower, form.cap, "M")
-
-    for i in range(n):
-        model.add_exactly_one(x[i].values())
-    for i in range(1, n):
-        for p, var in x[i].items():
-            # Force partitions to be contiguous and in order: this clause is what makes
-            # the bounds propagate along the chain.
-            before = [x[i - 1][q] for q in (p, p - 1) if q in x[i - 1]]
-            model.add_bool_or([*before, ~var])
-    model.add(x[0][0] == 1)
-    model.add(x[n - 1][k - 1] == 1)
     members: list[list[tuple[int, cp_model.IntVar]]] = [[] for _ in range(k)]
     for i in range(n):
         for p, var in x[i].items():
@@ -80,12 +96,7 @@ def solve_bottleneck(form: Formulation, *, time_limit: float | None, seed: int, 
                 model.add_hint(var, p == hinted[i])
         model.add_hint(bottleneck, max(sum(form.sizes[i] for i in part) for part in form.hint))
 
-    solver = cp_model.CpSolver()
-    solver.parameters.num_workers = num_workers
-    solver.parameters.random_seed = seed
-    status = solve_with_deadline(solver, model, time_limit)
-
-    name = solver.status_name(status)
+    solver, status, name = run_model(model, time_limit=time_limit, seed=seed, num_workers=num_workers)
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         partition_of = [next(p for p, var in x[i].items() if solver.boolean_value(var)) for i in range(n)]
         partitions = partitions_from_assignment(partition_of, k)

@@ -159,7 +159,7 @@ def cpsat_dag(instance: Instance, k: int, *, hint: Sequence[Sequence[int]] | Non
     bound in bytes, proven optimal, proven infeasible)."""
     from ortools.sat.python import cp_model
 
-    from .cpsat import solve_with_deadline
+    from .cpsat import run_model
 
     n = instance.num_layers
     consumers = _consumers(instance)
@@ -208,11 +208,7 @@ def cpsat_dag(instance: Instance, k: int, *, hint: Sequence[Sequence[int]] | Non
         for v in range(n):
             for j in range(k - 1):
                 model.add_hint(a[v][j], where[v] <= j)
-    solver = cp_model.CpSolver()
-    solver.parameters.num_workers = num_workers
-    solver.parameters.random_seed = seed
-    status = solve_with_deadline(solver, model, time_limit)
-    name = solver.status_name(status)
+    solver, status, name = run_model(model, time_limit=time_limit, seed=seed, num_workers=num_workers)
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         where = [next(j for j in range(k) if solver.boolean_value(a[v][j]) or j == k - 1) for v in range(n)]
         parts = [[v for v in topological_order(instance) if where[v] == j] for j in range(k)]
@@ -283,7 +279,8 @@ def mip_dag(instance: Instance, k: int, *, hint: Sequence[Sequence[int]] | None,
         proven = prob.sol_status == pulp.LpSolutionOptimal and raw.lower().startswith("optimal")
         value = max(dag_loads(instance, parts))
         return raw, parts, value if proven else bound, proven, False
-    return raw, None, 0, False, prob.sol_status == pulp.LpSolutionInfeasible
+    infeasible = prob.sol_status == pulp.LpSolutionInfeasible or prob.status == pulp.LpStatusInfeasible
+    return raw, None, 0, False, infeasible
 
 
 def solve_dag(instance: Instance, method: str, objective: str, k: int | None, finish, *,  # type: ignore[no-untyped-def]

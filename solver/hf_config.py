@@ -137,7 +137,7 @@ def from_hf_config(
     Examples
     --------
     >>> inst = from_hf_config({"model_type": "gpt2", "n_layer": 12, "n_embd": 768, "n_head": 12,
-    ...                        "n_positions": 1024, "vocab_size": 50257}, batch_size=1, seq_len=1024)
+    ...                        "n_positions": 1024, "vocab_size": 50257}, batch_size=1, seq_len=1024, dtype="fp32")
     >>> inst.total_params  # GPT-2 small, the published total
     124439808
     """

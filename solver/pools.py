@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .instance import Instance
-from .stages import RunCosts, time_limit_at
+from .stages import RunCosts, least_bound
 
 __all__ = ["DeviceKind", "device_kinds", "mixes", "MAX_MIXES", "probe_free", "min_free_devices", "min_free_bottleneck",
            "cpsat_free", "solve_free_pool"]
@@ -136,17 +136,9 @@ def min_free_devices(instance: Instance) -> tuple[int, list[list[int]], list[str
 
 def min_free_bottleneck(instance: Instance, k: int) -> tuple[int, list[list[int]], list[str]] | None:
     """The smallest largest partition over exactly ``k`` devices of the pool, or None."""
-    if probe_free(instance, instance.usable_capacity, k) is None:
+    found = least_bound(lambda bound: probe_free(instance, bound, k), instance.usable_capacity)
+    if found is None:
         return None
-    lo, hi = 0, instance.usable_capacity
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if probe_free(instance, mid, k) is None:
-            lo = mid + 1
-        else:
-            hi = mid
-    found = probe_free(instance, hi, k)
-    assert found is not None  # it succeeded at hi above
     parts, names = found
     return max(instance.partition_bytes(p, j, k) for j, p in enumerate(parts)), parts, names
 
@@ -162,7 +154,7 @@ def cpsat_free(instance: Instance, k: int, *, hint: tuple[list[list[int]], list[
     """
     from ortools.sat.python import cp_model
 
-    from .cpsat import solve_with_deadline
+    from .cpsat import chain_assignment, run_model
     from .formulation import partitions_from_assignment
     from .greedy import partition_ranges
 
@@ -180,18 +172,9 @@ def cpsat_free(instance: Instance, k: int, *, hint: tuple[list[list[int]], list[
     if any(first > last for first, last in ranges):
         return "INFEASIBLE (bounds)", None, None, 0, False, True
     model = cp_model.CpModel()
-    x = [{p: model.new_bool_var(f"x[{i},{p}]") for p in range(first, last + 1)} for i, (first, last) in
-         enumerate(ranges)]
+    x = chain_assignment(model, ranges, k)
     z = [[model.new_bool_var(f"z[{p},{t}]") for t in range(len(kinds))] for p in range(k)]
     bottleneck = model.new_int_var(0, biggest, "M")
-    for i in range(n):
-        model.add_exactly_one(x[i].values())
-    for i in range(1, n):
-        for p, var in x[i].items():
-            before = [x[i - 1][q] for q in (p, p - 1) if q in x[i - 1]]
-            model.add_bool_or([*before, ~var])
-    model.add(x[0][0] == 1)
-    model.add(x[n - 1][k - 1] == 1)
     for p in range(k):
         model.add_exactly_one(z[p])
         load = sum((fixed[i] + flights[p] * acts[i]) * var for i in range(n) for q, var in x[i].items() if q == p)
@@ -210,11 +193,7 @@ def cpsat_free(instance: Instance, k: int, *, hint: tuple[list[list[int]], list[
         for p in range(k):
             for t in range(len(kinds)):
                 model.add_hint(z[p][t], kind_of[names[p]] == t)
-    solver = cp_model.CpSolver()
-    solver.parameters.num_workers = num_workers
-    solver.parameters.random_seed = seed
-    status = solve_with_deadline(solver, model, time_limit)
-    name = solver.status_name(status)
+    solver, status, name = run_model(model, time_limit=time_limit, seed=seed, num_workers=num_workers)
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         partition_of = [next(p for p, var in x[i].items() if solver.boolean_value(var)) for i in range(n)]
         partitions = partitions_from_assignment(partition_of, k)

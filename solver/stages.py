@@ -30,7 +30,7 @@ from itertools import accumulate
 
 from .instance import Instance
 
-__all__ = ["RunCosts", "probe_stages", "min_stages", "min_stage_bottleneck", "min_stage_time", "greedy_walk"]
+__all__ = ["RunCosts", "least_bound", "probe_stages", "min_stages", "min_stage_bottleneck", "min_stage_time", "greedy_walk"]
 
 
 def _parts(instance: Instance) -> tuple[list[int], list[int], list[int]]:
@@ -249,19 +249,26 @@ def min_stages(instance: Instance) -> tuple[int, list[list[int]]] | None:
 
 def min_stage_bottleneck(instance: Instance, k: int) -> tuple[int, list[list[int]]] | None:
     """The smallest largest stage footprint over exactly ``k`` stages (≤ capacity), or None."""
-    if probe_stages(instance, instance.usable_capacity, k) is None:
+    parts = least_bound(lambda bound: probe_stages(instance, bound, k), instance.usable_capacity)
+    if parts is None:
         return None
-    lo, hi = 0, instance.usable_capacity
-    while lo < hi:  # probe_stages(hi) succeeds; find the least such bound
+    value = max(instance.partition_bytes(p, j, k) for j, p in enumerate(parts))
+    return value, parts
+
+
+def least_bound(probe, high: int):  # type: ignore[no-untyped-def]
+    """The answer of ``probe`` at the least bound in [0, high] where it has one (it is monotone:
+    a plan within a bound is within every larger one), by bisection; None if not even at high."""
+    if probe(high) is None:
+        return None
+    lo, hi = 0, high
+    while lo < hi:
         mid = (lo + hi) // 2
-        if probe_stages(instance, mid, k) is None:
+        if probe(mid) is None:
             lo = mid + 1
         else:
             hi = mid
-    parts = probe_stages(instance, hi, k)
-    assert parts is not None  # it succeeded at hi above
-    value = max(instance.partition_bytes(p, j, k) for j, p in enumerate(parts))
-    return value, parts
+    return probe(hi)
 
 
 def min_stage_time(instance: Instance, k: int) -> tuple[int, list[list[int]]] | None:
@@ -271,15 +278,9 @@ def min_stage_time(instance: Instance, k: int) -> tuple[int, list[list[int]]] | 
     if probe_stages(instance, capacity, k) is None:
         return None
     whole = list(range(instance.num_layers))
-    lo, hi = 0, max(instance.stage_picoseconds(whole, j) for j in range(k))  # any stage may take it all
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if probe_stages(instance, capacity, k, mid) is None:
-            lo = mid + 1
-        else:
-            hi = mid
-    parts = probe_stages(instance, capacity, k, hi)
-    assert parts is not None  # it succeeded at hi above
+    slowest = max(instance.stage_picoseconds(whole, j) for j in range(k))  # any stage may take it all
+    parts = least_bound(lambda bound: probe_stages(instance, capacity, k, bound), slowest)
+    assert parts is not None  # k stages hold it: at the largest bound time does not bind
     return max(instance.stage_picoseconds(p, j) for j, p in enumerate(parts)), parts
 
 

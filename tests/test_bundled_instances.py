@@ -29,7 +29,7 @@ def test_loads_and_round_trips(path):
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
 def test_exact_methods_agree_and_never_lose_to_greedy(path, method, options):
     inst = load_instance(path)
-    if inst.edges is not None and method != "cpsat":  # a DAG: CP-SAT is the exact method
+    if inst.edges is not None and method == "dp":  # a DAG: CP-SAT and the MIP are the exact methods
         with pytest.raises(OptionError, match=r"^edges: "):
             solve(inst, method, **options)
         return
@@ -38,7 +38,7 @@ def test_exact_methods_agree_and_never_lose_to_greedy(path, method, options):
             solve(inst, method, **options)
         return
     if (inst.schedule != "none" or (inst.devices is not None and not (inst.free_pool and method == "cpsat"))
-            or inst.constraints.tied) and method in ("cpsat", "mip"):
+            or inst.constraints.tied) and method in ("cpsat", "mip") and inst.edges is None:
         with pytest.raises(OptionError, match=r"^(schedule|devices|constraints\.tied): "):
             solve(inst, method, **options)
         return
