@@ -178,6 +178,11 @@ def render_plan(instance: Instance, plan: Plan) -> str:
             f"{format_size(plan.secondary_objective or 0)} (lower bound {format_size(plan.secondary_bound or 0)}, "
             f"gap {_percent(plan.gap or 0.0)})"
         )
+    elif plan.objective_name == "min_utilization":
+        out.append(
+            f"partitions: {plan.num_partitions} (requested); largest utilization {_percent(plan.objective or 0.0)} "
+            f"of its device (lower bound {_percent(plan.bound or 0.0)}); largest partition {format_size(m['max_bytes'])}"
+        )
     elif plan.objective_name == "min_stage_time":
         out.append(
             f"partitions: {plan.num_partitions} (requested); slowest stage {_seconds(plan.objective or 0.0)} "

@@ -735,19 +735,25 @@ class Instance:
         """Per tied group: its members' layer indices (sorted) and the shared weight's footprint."""
         return self._tied
 
-    def stage_picoseconds(self, layers: Sequence[int], position: int) -> int:
+    def stage_picoseconds(self, layers: Sequence[int], position: int, device: str | None = None) -> int:
         """A stage's time in whole picoseconds: its layers' ``time`` (each rounded to 1 ps)
-        divided by the speed of its device (partition ``position`` of an ordered pool),
-        rounded up. Integers keep the time objective exact."""
+        divided by the speed of its device (``device`` by name, on a free pool; else partition
+        ``position`` of an ordered pool), rounded up. Integers keep the time objective exact."""
         total = sum(self.layer_picoseconds[i] for i in layers)
         if self.devices is None:
             return total
-        speed = Fraction(self.devices[position].speed)
-        return math.ceil(total / speed)
+        chosen = next(d for d in self.devices if d.name == device) if device is not None else self.devices[position]
+        return math.ceil(total / Fraction(chosen.speed))
 
-    def stage_time(self, layers: Sequence[int], position: int) -> float:
+    def stage_time(self, layers: Sequence[int], position: int, device: str | None = None) -> float:
         """A stage's time in seconds (see :meth:`stage_picoseconds`)."""
-        return self.stage_picoseconds(layers, position) * 1e-12
+        return self.stage_picoseconds(layers, position, device) * 1e-12
+
+    @staticmethod
+    def utilization_ppb(load: int, capacity: int) -> int:
+        """load / capacity in whole parts per billion, rounded up: the exact integer that the
+        ``min_utilization`` objective minimises."""
+        return -(-load * 10**9 // capacity)
 
     @cached_property
     def layer_picoseconds(self) -> tuple[int, ...]:

@@ -73,7 +73,7 @@ def plan_metrics(instance: Instance, partitions: Sequence[Sequence[int]],
         if instance.schedule != "none":
             row["micro_batches_in_flight"] = instance.in_flight(j, len(partitions))
         if instance.has_times:
-            row["time"] = instance.stage_time(part, j)  # on its device's speed, whole picoseconds
+            row["time"] = instance.stage_time(part, j, devices[j] if devices else None)  # on its device, whole ps
         rows.append(row)
     if instance.edges is not None:
         from .dag import dag_cuts

@@ -11,7 +11,7 @@ from .errors import PlanError
 
 __all__ = ["Status", "Plan", "OBJECTIVES", "PLAN_FORMAT_VERSION"]
 
-OBJECTIVES = ("min_partitions", "min_bottleneck", "min_stage_time")
+OBJECTIVES = ("min_partitions", "min_bottleneck", "min_stage_time", "min_utilization")
 PLAN_FORMAT_VERSION = 1
 
 
@@ -60,7 +60,8 @@ class Plan:
         The plan's objective value and a proven lower bound on the optimum.
         ``min_partitions``: the number of partitions. ``min_bottleneck``: the largest
         partition's bytes, S_max = max_j S(P_j). ``min_stage_time``: the slowest stage's
-        time in seconds (:meth:`solver.Instance.stage_time`).
+        time in seconds (:meth:`solver.Instance.stage_time`). ``min_utilization``: the largest
+        partition's share of its own device's capacity (whole parts per billion, as a fraction).
     secondary_objective, secondary_bound:
         ``min_partitions`` is lexicographic: among plans with the fewest partitions, the
         smallest S_max. These hold S_max and its proven lower bound (given the count);

@@ -20,12 +20,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 from .instance import Instance
 from .stages import RunCosts, least_bound
 
 __all__ = ["DeviceKind", "device_kinds", "mixes", "MAX_MIXES", "probe_free", "min_free_devices", "min_free_bottleneck",
-           "cpsat_free", "solve_free_pool"]
+           "min_free_objective", "cpsat_free", "solve_free_pool"]
 
 MAX_MIXES = 20_000  # count vectors the DP tracks at most
 
@@ -63,9 +64,12 @@ def _assign(instance: Instance, kinds_used: Sequence[int]) -> list[str]:
     return names
 
 
-def probe_free(instance: Instance, bound: int, count: int) -> tuple[list[list[int]], list[str]] | None:
+def probe_free(instance: Instance, bound: int, count: int, time_bound: int | None = None,
+               utilization: int | None = None) -> tuple[list[list[int]], list[str]] | None:
     """``count`` contiguous stages on distinct devices of the pool, each within ``bound``
-    bytes and its device's capacity; the partitions and the devices, or None."""
+    bytes and its device's capacity (and, when given, ``time_bound`` picoseconds on its
+    device and ``utilization`` parts per billion of its capacity); the partitions and the
+    devices, or None."""
     kinds = device_kinds(instance)
     if count > min(instance.num_layers, sum(len(k.names) for k in kinds)):
         return None
@@ -76,10 +80,14 @@ def probe_free(instance: Instance, bound: int, count: int) -> tuple[list[list[in
 
     def ends(position: int, t: int) -> list[int]:
         f = instance.in_flight(position, count)
-        limit = min(bound, instance.usable_capacity, kinds[t].capacity - reserve)
-        key = (f, limit, None)
+        own = min(instance.usable_capacity, kinds[t].capacity - reserve)
+        limit = min(bound, own)
+        if utilization is not None:
+            limit = min(limit, utilization * own // 10**9)
+        time_limit = None if time_bound is None else math.floor(time_bound * Fraction(kinds[t].speed))
+        key = (f, limit, time_limit)
         if key not in cache:
-            cache[key] = runs.ends(f, limit)
+            cache[key] = runs.ends(f, limit, time_limit)
         return cache[key]
 
     start = tuple(0 for _ in kinds)
@@ -141,6 +149,27 @@ def min_free_bottleneck(instance: Instance, k: int) -> tuple[int, list[list[int]
         return None
     parts, names = found
     return max(instance.partition_bytes(p, j, k) for j, p in enumerate(parts)), parts, names
+
+
+def min_free_objective(instance: Instance, k: int, objective: str) -> tuple[int, list[list[int]], list[str]] | None:
+    """The optimum of ``min_stage_time`` (picoseconds) or ``min_utilization`` (parts per
+    billion) over exactly ``k`` devices of the pool, with the plan and its devices, or None."""
+    capacity = instance.usable_capacity
+    if objective == "min_stage_time":
+        whole = list(range(instance.num_layers))
+        slowest = max(instance.stage_picoseconds(whole, 0, d.name) for d in instance.devices or ())
+        found = least_bound(lambda t: probe_free(instance, capacity, k, time_bound=t), slowest)
+    else:
+        found = least_bound(lambda u: probe_free(instance, capacity, k, utilization=u), 10**9)
+    if found is None:
+        return None
+    parts, names = found
+    if objective == "min_stage_time":
+        value = max(instance.stage_picoseconds(p, j, name) for j, (p, name) in enumerate(zip(parts, names)))
+    else:
+        loads = instance.plan_loads(parts)
+        value = max(instance.utilization_ppb(load, instance.device_capacity(name)) for load, name in zip(loads, names))
+    return value, parts, names
 
 
 def cpsat_free(instance: Instance, k: int, *, hint: tuple[list[list[int]], list[str]] | None,
@@ -228,13 +257,25 @@ def solve_free_pool(instance: Instance, method: str, objective: str, k: int | No
     exact = None  # the DP's answer: (count or value, partitions, devices)
     dp_applies = mixes(instance) <= MAX_MIXES
     if method == "dp" or (method == "cpsat" and warm_start in (None, "dp") and dp_applies):
-        exact = min_free_devices(instance) if objective == "min_partitions" else min_free_bottleneck(instance, k)  # type: ignore[arg-type]
+        if objective == "min_partitions":
+            exact = min_free_devices(instance)
+        elif objective == "min_bottleneck":
+            exact = min_free_bottleneck(instance, k)  # type: ignore[arg-type]
+        else:  # time or utilization: first, whether k devices hold it at all
+            found = probe_free(instance, instance.usable_capacity, k)  # type: ignore[arg-type]
+            exact = None if found is None else (0, *found)
         if exact is None:
             pool = ", ".join(f"{d.name} {d.capacity:,} B" for d in instance.devices or ())
             why = (f"no {'set' if k is None else f'{k}'} of the pool's devices ({pool}) holds the model, in any order"
                    if objective == "min_partitions" or k is None else
                    f"{k} of the pool's devices ({pool}) cannot hold the model, in any order")
             return finish(Status.INFEASIBLE, objective=None, bound=None, explanation=why)
+    if method == "dp" and objective in ("min_stage_time", "min_utilization"):
+        solved = min_free_objective(instance, k, objective)  # type: ignore[arg-type]
+        assert solved is not None  # k devices hold the model: the bound at its largest does not bind
+        value, parts, names = solved
+        seconds_or_share = value * (1e-12 if objective == "min_stage_time" else 1e-9)
+        return finish(Status.OPTIMAL, parts, objective=seconds_or_share, bound=seconds_or_share, devices=names)
     if method == "dp":
         if objective == "min_partitions":
             count, parts, names = exact  # type: ignore[misc]

@@ -15,6 +15,8 @@ min_partitions  Fewest partitions, then the smallest largest partition (lexicogr
 min_bottleneck  With ``num_partitions=k``, the smallest largest partition S_max.
 min_stage_time  With ``num_partitions=k`` and a ``time`` on every layer, the smallest
                 slowest-stage time (on its device's speed), every stage within its memory.
+min_utilization With ``num_partitions=k``, the smallest largest share of a stage's own
+                device capacity (mixed pools: a 24 GB and an 80 GB GPU balanced by share).
 """
 
 from __future__ import annotations
@@ -111,9 +113,9 @@ def _check_options(
             raise OptionError(
                 f"num_partitions: must be an integer between 1 and the number of layers ({n}), got {num_partitions!r}"
             )
+    if objective in ("min_stage_time", "min_utilization") and method not in ("dp", "auto"):
+        raise OptionError(f"objective: {objective!r} is planned by method 'dp' (exact) in this version, not {method!r}")
     if objective == "min_stage_time":
-        if method not in ("dp", "auto"):
-            raise OptionError(f"objective: 'min_stage_time' is planned by method 'dp' (exact) in this version, not {method!r}")
         untimed = [layer.name for layer in instance.layers if layer.time is None]
         if untimed:
             raise OptionError(f"objective: 'min_stage_time' needs a time on every layer; layer {untimed[0]!r} has none")
@@ -151,14 +153,12 @@ def _check_options(
         if method == "dp":
             raise OptionError("edges: DAG instances are planned by methods 'cpsat' and 'mip' (exact) and 'greedy' in "
                               "this version, not 'dp'")
-        if objective == "min_stage_time":
-            raise OptionError("objective: 'min_stage_time' is not planned on a DAG instance in this version")
+        if objective in ("min_stage_time", "min_utilization"):
+            raise OptionError(f"objective: {objective!r} is not planned on a DAG instance in this version")
     if instance.free_pool:
         if instance.constraints.structural:
             raise OptionError("constraints: pinned layers, layer counts, cut rules and tied groups kept together are "
                               "not planned on a free device pool in this version")
-        if objective == "min_stage_time":
-            raise OptionError("objective: 'min_stage_time' is not planned on a free device pool in this version")
         if method == "mip":
             raise OptionError("devices: free device pools are planned by methods 'dp', 'cpsat' and 'greedy' in this "
                               "version, not 'mip'")
@@ -315,7 +315,7 @@ def solve(
                                num_workers=num_workers or DEFAULT_CPSAT_WORKERS, warm_start=warm_start)
     if (instance.schedule != "none" or instance.constraints.structural or instance.constraints.tied
             or instance.buffer_reuse or instance.activation_recompute or instance.devices
-            or objective == "min_stage_time"):
+            or objective in ("min_stage_time", "min_utilization")):
         return _solve_by_stages(instance, method, objective, num_partitions, finish)
 
     sizes = instance.sizes
@@ -391,12 +391,14 @@ def _solve_joint(instance, method, objective, num_partitions, time_limit, seed, 
 def _solve_by_stages(instance: Instance, method: str, objective: str, num_partitions: int | None, finish) -> Plan:  # type: ignore[no-untyped-def]
     """Beyond the additive chain (schedule memory, buffer reuse, constraints, an ordered pool):
     exact by the reachable-cut probe of solver.stages; greedy walks the same memory model."""
-    from .stages import greedy_walk, min_stage_bottleneck, min_stage_time, min_stages
+    from .stages import greedy_walk, min_stage_bottleneck, min_stage_time, min_stage_utilization, min_stages
 
     fewest = min_stages(instance)
-    if objective in ("min_bottleneck", "min_stage_time"):
+    if objective in ("min_bottleneck", "min_stage_time", "min_utilization"):
         k = int(num_partitions)  # type: ignore[arg-type]
-        solved = min_stage_bottleneck(instance, k) if objective == "min_bottleneck" else min_stage_time(instance, k)
+        optimum = {"min_bottleneck": min_stage_bottleneck, "min_stage_time": min_stage_time,
+                   "min_utilization": min_stage_utilization}[objective]
+        solved = optimum(instance, k)
         if solved is None:
             why = f"{k} stages cannot hold the model" + (
                 f" under {instance.schedule} with {instance.micro_batches} micro-batches" if instance.schedule != "none" else ""
@@ -405,8 +407,9 @@ def _solve_by_stages(instance: Instance, method: str, objective: str, num_partit
             return finish(Status.INFEASIBLE, objective=None, bound=None, explanation=why)
         value, parts = solved
         if objective == "min_stage_time":
-            seconds = max(instance.stage_time(p, j) for j, p in enumerate(parts))
-            return finish(Status.OPTIMAL, parts, objective=seconds, bound=seconds)
+            value = max(instance.stage_time(p, j) for j, p in enumerate(parts))
+        elif objective == "min_utilization":
+            value = value * 1e-9
         return finish(Status.OPTIMAL, parts, objective=value, bound=value)
     if fewest is None:
         if instance.devices is not None and instance.schedule == "none" and not instance.constraints.structural:

@@ -30,7 +30,8 @@ from itertools import accumulate
 
 from .instance import Instance
 
-__all__ = ["RunCosts", "least_bound", "probe_stages", "min_stages", "min_stage_bottleneck", "min_stage_time", "greedy_walk"]
+__all__ = ["RunCosts", "least_bound", "probe_stages", "min_stages", "min_stage_bottleneck", "min_stage_time",
+           "min_stage_utilization", "greedy_walk"]
 
 
 def _parts(instance: Instance) -> tuple[list[int], list[int], list[int]]:
@@ -150,9 +151,11 @@ def time_limit_at(instance: Instance, time_bound: int | None, position: int) -> 
     return math.floor(time_bound * Fraction(instance.devices[position].speed))
 
 
-def probe_stages(instance: Instance, bound: int, count: int, time_bound: int | None = None) -> list[list[int]] | None:
-    """Exactly ``count`` non-empty contiguous stages, each within ``bound`` bytes (and, with
-    ``time_bound``, taking at most that many picoseconds on its device), or None.
+def probe_stages(instance: Instance, bound: int, count: int, time_bound: int | None = None,
+                 utilization: int | None = None) -> list[list[int]] | None:
+    """Exactly ``count`` non-empty contiguous stages, each within ``bound`` bytes (with
+    ``time_bound``, taking at most that many picoseconds on its device; with ``utilization``,
+    filling at most that many parts per billion of its capacity), or None.
 
     R_j, the cut points reachable after j stages: from a cut a, stage j can end at any b
     in [lo_j(a), hi_j(a)] but the forbidden cuts, where hi_j(a) is the furthest end whose
@@ -183,6 +186,8 @@ def probe_stages(instance: Instance, bound: int, count: int, time_bound: int | N
     for position in range(count):
         f = instance.in_flight(position, count)
         limit = min(bound, instance.capacity_at(position))  # device `position` of an ordered pool
+        if utilization is not None:  # ⌈load · 10⁹ / cap⌉ ≤ U  ⇔  load ≤ ⌊U · cap / 10⁹⌋
+            limit = min(limit, utilization * instance.capacity_at(position) // 10**9)
         ends = runs.ends(f, limit, time_limit_at(instance, time_bound, position))
         parent = [-1] * (n + 1)
         nxt = [False] * (n + 1)
@@ -282,6 +287,16 @@ def min_stage_time(instance: Instance, k: int) -> tuple[int, list[list[int]]] | 
     parts = least_bound(lambda bound: probe_stages(instance, capacity, k, bound), slowest)
     assert parts is not None  # k stages hold it: at the largest bound time does not bind
     return max(instance.stage_picoseconds(p, j) for j, p in enumerate(parts)), parts
+
+
+def min_stage_utilization(instance: Instance, k: int) -> tuple[int, list[list[int]]] | None:
+    """The smallest largest utilization (parts per billion of each stage's own capacity) over
+    exactly ``k`` stages, or None when ``k`` stages cannot hold the model."""
+    parts = least_bound(lambda u: probe_stages(instance, instance.usable_capacity, k, utilization=u), 10**9)
+    if parts is None:
+        return None
+    loads = instance.plan_loads(parts)
+    return max(instance.utilization_ppb(load, instance.capacity_at(j)) for j, load in enumerate(loads)), parts
 
 
 def greedy_walk(instance: Instance) -> list[list[int]] | None:

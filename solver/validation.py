@@ -113,9 +113,16 @@ def validate_plan(instance: Instance, plan: Plan) -> None:
         if plan.secondary_objective != max(loads):
             raise PlanError(f"secondary objective {plan.secondary_objective} is not the largest partition ({max(loads)} B)")
     elif plan.objective_name == "min_stage_time":
-        slowest = max(instance.stage_time(part, j) for j, part in enumerate(plan.partitions))
+        on = plan.devices or [None] * count
+        slowest = max(instance.stage_time(part, j, on[j]) for j, part in enumerate(plan.partitions))
         if plan.objective != slowest:
             raise PlanError(f"objective {plan.objective} is not the slowest stage's time ({slowest} s)")
+    elif plan.objective_name == "min_utilization":
+        caps = [instance.device_capacity(name) for name in plan.devices] if plan.devices else \
+            [instance.capacity_at(j) for j in range(count)]
+        share = max(instance.utilization_ppb(load, cap) for load, cap in zip(loads, caps)) * 1e-9
+        if plan.objective != share:
+            raise PlanError(f"objective {plan.objective} is not the largest utilization ({share})")
     elif plan.objective != max(loads):
         raise PlanError(f"objective {plan.objective} is not the largest partition ({max(loads)} B)")
     for value, bound, what in (
