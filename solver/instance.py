@@ -24,7 +24,7 @@ from .units import DTYPE_BITS, dtype_bytes, parse_count, parse_size
 __all__ = ["Layer", "Device", "SeedModel", "Training", "TiedGroup", "Constraints", "Instance", "load_instance"]
 
 _LAYER_KEYS = ("name", "params", "weight_bytes", "activation_bytes", "buffer_bytes", "kv_cache_bytes", "output_bytes",
-               "dtype", "time")
+               "dtype", "time", "flops")
 _DEVICE_KEYS = ("name", "capacity", "speed")
 _MODEL_KEYS = (
     "num_layers",
@@ -38,7 +38,7 @@ _MODEL_KEYS = (
 )
 _INSTANCE_KEYS = (
     "name", "description", "capacity", "dtype", "layers", "model", "devices", "edges", "constraints", "training",
-    "schedule", "micro_batches", "buffer_reuse", "activation_recompute", "device_order",
+    "schedule", "micro_batches", "buffer_reuse", "activation_recompute", "device_order", "flops_per_s",
 )
 DEVICE_ORDERS = ("ordered", "free")
 SCHEDULES = ("none", "gpipe", "1f1b")
@@ -117,6 +117,7 @@ class Layer:
     output_bytes: int | None = None
     dtype: str | None = None
     time: float | None = None
+    flops: float | None = None
 
     @property
     def sent_bytes(self) -> int:
@@ -151,6 +152,14 @@ def _normalise_layer(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
     out["output_bytes"] = None if output is None else parse_size(output, _join(where, "output_bytes"))
     out["dtype"] = _check_dtype(raw.get("dtype"), _join(where, "dtype"))
     out["time"] = _check_seconds(raw.get("time"), _join(where, "time"))
+    flops = raw.get("flops")
+    if flops is not None:
+        if isinstance(flops, bool) or not isinstance(flops, (int, float)) or not math.isfinite(flops) or flops < 0:
+            raise InstanceError(f"{_join(where, 'flops')}: expected a non-negative finite number, got {flops!r}")
+        if out["time"] is not None:
+            raise InstanceError(f"{_join(where, 'flops')}: give a layer time or its flops, not both")
+        flops = float(flops)
+    out["flops"] = flops
     return out
 
 
@@ -492,6 +501,9 @@ class Instance:
         Gradients and optimizer state per parameter (:class:`Training`); None: inference.
     constraints:
         :class:`Constraints` (pinned layers, layer counts, cut rules, a reserve).
+    flops_per_s:
+        A device's sustained throughput: a layer with ``flops`` (and no ``time``) takes
+        flops / flops_per_s seconds (on a device of speed 1).
     edges:
         A DAG instead of the chain: (producer, consumer) layer names, every data dependency
         (the chain's too). Partitions are then ordered convex sets (no edge runs backwards);
@@ -534,6 +546,7 @@ class Instance:
     activation_recompute: bool = False
     device_order: str = "ordered"
     edges: tuple[tuple[str, str], ...] | None = None
+    flops_per_s: float | None = None
     _sizes: tuple[int, ...] = field(init=False, repr=False, compare=False, default=())
     # Per tied group: its members' indices and the shared weight's footprint, paid once per partition.
     _tied: tuple[tuple[tuple[int, ...], Footprint], ...] = field(init=False, repr=False, compare=False, default=())
@@ -591,6 +604,13 @@ class Instance:
                     raise InstanceError(f"devices[{i}].name: duplicate device name {name!r}")
             object.__setattr__(self, "devices", devices)
         object.__setattr__(self, "_sizes", tuple(self._footprint(i).total for i in range(len(layers))))
+        if self.flops_per_s is not None:
+            value = self.flops_per_s
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise InstanceError(f"flops_per_s: expected a positive finite number, got {value!r}")
+        counted = [layer.name for layer in layers if layer.flops is not None]
+        if counted and self.flops_per_s is None:
+            raise InstanceError(f"flops_per_s: layer {counted[0]!r} gives flops; the instance needs a throughput to time it")
         if self.edges is not None:
             object.__setattr__(self, "edges", _check_edges(self.edges, [layer.name for layer in layers]))
             others = [name for name, on in (("schedule", self.schedule != "none"), ("devices", self.devices is not None),
@@ -755,10 +775,19 @@ class Instance:
         ``min_utilization`` objective minimises."""
         return -(-load * 10**9 // capacity)
 
+    def layer_seconds(self, index: int) -> float | None:
+        """A layer's time: its ``time``, else its ``flops`` / ``flops_per_s``, else None."""
+        layer = self.layers[index]
+        if layer.time is not None:
+            return layer.time
+        if layer.flops is not None and self.flops_per_s:
+            return layer.flops / self.flops_per_s
+        return None
+
     @cached_property
     def layer_picoseconds(self) -> tuple[int, ...]:
         """Each layer's time in whole picoseconds (0 without one), before any device speed."""
-        return tuple(round((layer.time or 0.0) * 1e12) for layer in self.layers)
+        return tuple(round((self.layer_seconds(i) or 0.0) * 1e12) for i in range(self.num_layers))
 
     @property
     def num_layers(self) -> int:
@@ -776,7 +805,7 @@ class Instance:
 
     @cached_property
     def has_times(self) -> bool:
-        return all(layer.time is not None for layer in self.layers)
+        return all(self.layer_seconds(i) is not None for i in range(self.num_layers))
 
     # -- JSON ----------------------------------------------------------------------
 
@@ -843,6 +872,7 @@ class Instance:
             buffer_reuse=data.get("buffer_reuse", False),
             activation_recompute=data.get("activation_recompute", False),
             device_order=data.get("device_order", "ordered"),
+            flops_per_s=data.get("flops_per_s"),
             edges=None if "edges" not in data else _check_edges(data["edges"], [
                 layer.name for layer in (model.expand() if model else layers)]),
             constraints=_parse_constraints(
@@ -880,6 +910,8 @@ class Instance:
             out["device_order"] = self.device_order
         if self.edges is not None:
             out["edges"] = [list(edge) for edge in self.edges]
+        if self.flops_per_s is not None:
+            out["flops_per_s"] = self.flops_per_s
         return out
 
 

@@ -116,9 +116,9 @@ def _check_options(
     if objective in ("min_stage_time", "min_utilization") and method not in ("dp", "auto"):
         raise OptionError(f"objective: {objective!r} is planned by method 'dp' (exact) in this version, not {method!r}")
     if objective == "min_stage_time":
-        untimed = [layer.name for layer in instance.layers if layer.time is None]
+        untimed = [layer.name for i, layer in enumerate(instance.layers) if instance.layer_seconds(i) is None]
         if untimed:
-            raise OptionError(f"objective: 'min_stage_time' needs a time on every layer; layer {untimed[0]!r} has none")
+            raise OptionError(f"objective: 'min_stage_time' needs a time (or flops) on every layer; layer {untimed[0]!r} has none")
     if instance.schedule != "none" and method in ("cpsat", "mip") and not (instance.free_pool and method == "cpsat"):
         raise OptionError(
             f"schedule: stage memory that depends on the schedule ({instance.schedule}) is planned by methods "

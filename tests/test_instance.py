@@ -93,7 +93,7 @@ def _raw(**changes):
 @pytest.mark.parametrize(
     "raw, message",
     [
-        (_raw(capcity=1), r"^instance: unknown key 'capcity' \(allowed: name, description, capacity, dtype, layers, model, devices, edges, constraints, training, schedule, micro_batches, buffer_reuse, activation_recompute, device_order\)$"),
+        (_raw(capcity=1), r"^instance: unknown key 'capcity' \(allowed: name, description, capacity, dtype, layers, model, devices, edges, constraints, training, schedule, micro_batches, buffer_reuse, activation_recompute, device_order, flops_per_s\)$"),
         ({"name": "x", "layers": [{"name": "a"}]}, r"^capacity: missing \(the bytes one partition may hold, e.g. \"50MB\"\)$"),
         (_raw(capacity=-5), r"^capacity: must not be negative, got -5$"),
         (_raw(capacity=0), r"^capacity: must be positive, got 0$"),
@@ -113,7 +113,7 @@ def _raw(**changes):
         (_raw(dtype="float32"), r"^dtype: unknown dtype 'float32'"),
         (_raw(dtype=None), r"^layers\[0\]\.dtype: layer 'a' has params but neither it nor the instance gives a dtype$"),
         (_raw(layers=[{"name": "a", "time": -1}]), r"^layers\[0\]\.time: must not be negative, got -1$"),
-        (_raw(layers=[{"name": "a", "tim": 1}]), r"^layers\[0\]: unknown key 'tim' \(allowed: name, params, weight_bytes, activation_bytes, buffer_bytes, kv_cache_bytes, output_bytes, dtype, time\)$"),
+        (_raw(layers=[{"name": "a", "tim": 1}]), r"^layers\[0\]: unknown key 'tim' \(allowed: name, params, weight_bytes, activation_bytes, buffer_bytes, kv_cache_bytes, output_bytes, dtype, time, flops\)$"),
         (_raw(layers=[{"params": 1}]), r"^layers\[0\]\.name: expected a non-empty string, got None$"),
         (_raw(layers=["a"]), r"^layers\[0\]: expected an object, got 'a'$"),
         (_raw(edges=[[0, 1]]), r"^edges\[0\]: expected \[producer, consumer\] layer names, got \[0, 1\]$"),

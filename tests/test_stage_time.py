@@ -71,9 +71,28 @@ def test_time_and_memory_disagree_and_the_pipeline_estimate():
 
 def test_time_objective_errors():
     inst = Instance(name="t", capacity=100, layers=[Layer("a", weight_bytes=1, time=1.0), Layer("b", weight_bytes=1)])
-    with pytest.raises(OptionError, match=r"^objective: 'min_stage_time' needs a time on every layer; layer 'b' has none$"):
+    with pytest.raises(OptionError, match=r"^objective: 'min_stage_time' needs a time \(or flops\) on every layer; layer 'b' has none$"):
         solve(inst, objective="min_stage_time", num_partitions=1)
     with pytest.raises(OptionError, match=r"^num_partitions: required with objective 'min_stage_time'$"):
         solve(inst, objective="min_stage_time")
     with pytest.raises(OptionError, match=r"^objective: 'min_stage_time' is planned by method 'dp' \(exact\) in this version, not 'cpsat'$"):
         solve(inst, "cpsat", objective="min_stage_time", num_partitions=1)
+
+
+def test_times_from_flops_and_a_throughput():
+    raw = {"capacity": 100, "flops_per_s": 1e12, "layers": [
+        {"name": "a", "weight_bytes": 10, "flops": 4e9}, {"name": "b", "weight_bytes": 10, "time": 0.001},
+        {"name": "c", "weight_bytes": 10, "flops": 2e9}]}
+    inst = Instance.from_dict(raw)
+    assert [inst.layer_seconds(i) for i in range(3)] == [0.004, 0.001, 0.002]
+    plan = solve(inst, objective="min_stage_time", num_partitions=2)
+    validate_plan(inst, plan)
+    assert plan.partitions == [[0], [1, 2]] and plan.objective == pytest.approx(0.004)
+    assert Instance.from_dict(inst.to_dict()) == inst
+    from solver import InstanceError
+
+    with pytest.raises(InstanceError, match=r"^flops_per_s: layer 'a' gives flops; the instance needs a throughput to time it$"):
+        Instance.from_dict({k: v for k, v in raw.items() if k != "flops_per_s"})
+    raw["layers"][0]["time"] = 1.0
+    with pytest.raises(InstanceError, match=r"^layers\[0\]\.flops: give a layer time or its flops, not both$"):
+        Instance.from_dict(raw)
