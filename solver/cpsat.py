@@ -84,9 +84,12 @@ def solve_bottleneck(form: Formulation, *, time_limit: float | None, seed: int, 
     members: list[list[tuple[int, cp_model.IntVar]]] = [[] for _ in range(k)]
     for i in range(n):
         for p, var in x[i].items():
-            members[p].append((form.sizes[i], var))
+            members[p].append((form.weight(i, p), var))
     for p in range(k):
-        model.add(sum(size * var for size, var in members[p]) <= bottleneck)
+        load = sum(size * var for size, var in members[p])
+        model.add(load <= bottleneck)
+        if form.caps:
+            model.add(load <= form.cap_of(p))  # device p of an ordered pool
     model.minimize(bottleneck)
 
     if form.hint is not None:
@@ -94,7 +97,7 @@ def solve_bottleneck(form: Formulation, *, time_limit: float | None, seed: int, 
         for i in range(n):
             for p, var in x[i].items():
                 model.add_hint(var, p == hinted[i])
-        model.add_hint(bottleneck, max(sum(form.sizes[i] for i in part) for part in form.hint))
+        model.add_hint(bottleneck, max(form.load(part, p) for p, part in enumerate(form.hint)))
 
     solver, status, name = run_model(model, time_limit=time_limit, seed=seed, num_workers=num_workers)
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):

@@ -36,10 +36,25 @@ class Formulation:
     lower: int
     ranges: tuple[tuple[int, int], ...]
     hint: tuple[tuple[int, ...], ...] | None
+    # Position-dependent memory (pipeline schedules, ordered pools): layer i in partition p
+    # weighs sizes[i] + flights[p] · acts[i] and partition p holds at most caps[p].
+    acts: tuple[int, ...] = ()
+    flights: tuple[int, ...] = ()
+    caps: tuple[int, ...] = ()
 
     @property
     def num_layers(self) -> int:
         return len(self.sizes)
+
+    def weight(self, i: int, p: int) -> int:
+        """What layer i weighs in partition p (solver units)."""
+        return self.sizes[i] + (self.flights[p] * self.acts[i] if self.acts else 0)
+
+    def load(self, part: Sequence[int], p: int) -> int:
+        return sum(self.weight(i, p) for i in part)
+
+    def cap_of(self, p: int) -> int:
+        return self.caps[p] if self.caps else self.cap
 
     @property
     def num_assignment_vars(self) -> int:
@@ -58,28 +73,42 @@ class BackendResult:
 
 
 def formulate(
-    sizes: Sequence[int], k: int, capacity: int, hint: Sequence[Sequence[int]] | None
+    sizes: Sequence[int], k: int, capacity: int, hint: Sequence[Sequence[int]] | None, *,
+    acts: Sequence[int] | None = None, flights: Sequence[int] | None = None, caps: Sequence[int] | None = None,
 ) -> Formulation | None:
-    """The model's data, or None when the greedy bounds already prove it infeasible.
+    """The model's data, or None when the greedy bounds (or L > capacity) prove it infeasible.
 
     With a hint whose S_max is U ≤ capacity, only plans at least as good matter, so the
-    ranges are taken at U: much tighter than at the capacity when the hint is good.
+    ranges are taken at U: much tighter than at the capacity when the hint is good. With
+    ``acts``, ``flights`` and ``caps`` (position-dependent memory), ``sizes`` are the parts
+    held once; bounds and ranges use the fewest micro-batches in flight and the largest
+    partition capacity, which no plan beats.
     """
-    cap = capacity
+    acts = tuple(acts or ())
+    flights = tuple(flights or ())
+    caps = tuple(caps or ())
+    low = min(flights) if acts else 0
+    lower_sizes = [s + low * a for s, a in zip(sizes, acts)] if acts else list(sizes)
+    cap = max(caps) if caps else capacity
     if hint is not None:
-        cap = min(cap, max(sum(sizes[i] for i in part) for part in hint))
-    scale = math.gcd(*sizes, cap) or 1
-    ranges = partition_ranges(sizes, cap, k)
-    if any(first > last for first, last in ranges):
+        value = max(sum(sizes[i] + (flights[p] * acts[i] if acts else 0) for i in part)
+                    for p, part in enumerate(hint))
+        cap = min(cap, value)
+    scale = math.gcd(*sizes, *acts, *caps, cap) or 1
+    ranges = partition_ranges(lower_sizes, cap, k)
+    if any(first > last for first, last in ranges) or bottleneck_lower_bound(lower_sizes, k) > cap:
         return None
     return Formulation(
         sizes=tuple(s // scale for s in sizes),
         scale=scale,
         k=k,
         cap=cap // scale,
-        lower=-(-bottleneck_lower_bound(sizes, k) // scale),
+        lower=-(-bottleneck_lower_bound(lower_sizes, k) // scale),
         ranges=tuple(ranges),
         hint=None if hint is None else tuple(tuple(p) for p in hint),
+        acts=tuple(a // scale for a in acts),
+        flights=flights,
+        caps=tuple(c // scale for c in caps),
     )
 
 

@@ -80,9 +80,11 @@ def solve_bottleneck(
     members: list[list[tuple[int, pulp.LpVariable]]] = [[] for _ in range(k)]
     for i in range(n):
         for p, var in x[i].items():
-            members[p].append((form.sizes[i], var))
+            members[p].append((form.weight(i, p), var))
     for p in range(k):
         prob += pulp.lpSum(size * var for size, var in members[p]) <= bottleneck, f"load_{p}"
+        if form.caps:
+            prob += pulp.lpSum(size * var for size, var in members[p]) <= form.cap_of(p), f"device_{p}"
 
     start: dict[str, float] = {}
     if form.hint is not None:
@@ -90,7 +92,7 @@ def solve_bottleneck(
         for i in range(n):
             for p, var in x[i].items():
                 start[var.name] = 1.0 if hinted[i] == p else 0.0
-        start[bottleneck.name] = float(max(sum(form.sizes[i] for i in part) for part in form.hint))
+        start[bottleneck.name] = float(max(form.load(part, p) for p, part in enumerate(form.hint)))
 
     raw_status, bound = run_backend(prob, start, backend, time_limit, seed)
     bound = max(form.lower, bound)
@@ -103,11 +105,11 @@ def solve_bottleneck(
             # Such a solution is discarded rather than rounded into a plan.
             return BackendResult(None, form.lower * form.scale, False, False, f"{raw_status} (solution rejected)")
         proven = prob.sol_status == pulp.LpSolutionOptimal and raw_status.lower().startswith("optimal")
-        value = max(sum(form.sizes[i] for i in part) for part in partitions)
+        value = max(form.load(part, p) for p, part in enumerate(partitions))
         if proven:
             bound = value
         return BackendResult(partitions, bound * form.scale, proven, False, raw_status)
-    if prob.sol_status == pulp.LpSolutionInfeasible:
+    if prob.sol_status == pulp.LpSolutionInfeasible or prob.status == pulp.LpStatusInfeasible:
         return BackendResult(None, form.lower * form.scale, False, True, raw_status)
     return BackendResult(None, bound * form.scale, False, False, raw_status)
 

@@ -119,10 +119,10 @@ def _check_options(
         untimed = [layer.name for i, layer in enumerate(instance.layers) if instance.layer_seconds(i) is None]
         if untimed:
             raise OptionError(f"objective: 'min_stage_time' needs a time (or flops) on every layer; layer {untimed[0]!r} has none")
-    if instance.schedule != "none" and method in ("cpsat", "mip") and not (instance.free_pool and method == "cpsat"):
+    if instance.schedule != "none" and method == "mip" and instance.free_pool:
         raise OptionError(
-            f"schedule: stage memory that depends on the schedule ({instance.schedule}) is planned by methods "
-            f"'dp' (exact) and 'greedy' in this version, not {method!r}"
+            f"schedule: on a free device pool stage memory that depends on the schedule ({instance.schedule}) is "
+            f"planned by methods 'dp', 'cpsat' and 'greedy', not 'mip'"
         )
     if instance.activation_recompute and method in ("cpsat", "mip"):
         raise OptionError(
@@ -143,11 +143,6 @@ def _check_options(
         raise OptionError(
             f"constraints.tied: a tied weight held once per partition is planned by methods 'dp' (exact) and "
             f"'greedy' in this version, not {method!r}"
-        )
-    if instance.devices is not None and not instance.free_pool and method in ("cpsat", "mip"):
-        raise OptionError(
-            f"devices: ordered device pools are planned by methods 'dp' (exact) and 'greedy' in this version, "
-            f"not {method!r}"
         )
     if instance.edges is not None:
         if method == "dp":
@@ -313,6 +308,12 @@ def solve(
 
         return solve_free_pool(instance, method, objective, num_partitions, finish, time_limit=time_limit, seed=seed,
                                num_workers=num_workers or DEFAULT_CPSAT_WORKERS, warm_start=warm_start)
+    if method in ("cpsat", "mip") and (instance.schedule != "none" or instance.devices is not None):
+        from .staged_models import solve_staged_model
+
+        return solve_staged_model(instance, method, objective, num_partitions, finish, time_limit=time_limit,
+                                  seed=seed, num_workers=num_workers or DEFAULT_CPSAT_WORKERS,
+                                  backend=backend or "cbc", warm_start=warm_start)
     if (instance.schedule != "none" or instance.constraints.structural or instance.constraints.tied
             or instance.buffer_reuse or instance.activation_recompute or instance.devices
             or objective in ("min_stage_time", "min_utilization")):

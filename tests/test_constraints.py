@@ -116,5 +116,7 @@ def test_an_ordered_pool_fills_devices_in_order():
     plan = solve(too_small)
     assert plan.status is Status.INFEASIBLE and "device pool" in plan.explanation
     assert solve(too_small, "greedy").status is Status.INFEASIBLE  # proven, whichever method asks
-    with pytest.raises(OptionError, match=r"^devices: ordered device pools are planned by methods 'dp' \(exact\) and 'greedy'"):
-        solve(inst, "cpsat")
+    for method, options in (("cpsat", {}), ("mip", {"backend": "cbc"}), ("mip", {"backend": "highs"})):
+        plan = solve(inst, method, **options)  # the chain model with a capacity per position
+        validate_plan(inst, plan)
+        assert [len(p) for p in plan.partitions] == [2, 6] and plan.status.value == "optimal"

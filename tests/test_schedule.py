@@ -85,5 +85,4 @@ def test_schedule_options_and_errors():
         Instance(name="s", capacity=10, layers=layers, micro_batches=4)
     inst = Instance(name="s", capacity=10, layers=layers, schedule="1f1b", micro_batches=2)
     assert Instance.from_dict(inst.to_dict()) == inst
-    with pytest.raises(OptionError, match=r"^schedule: stage memory that depends on the schedule \(1f1b\) is planned by methods 'dp'"):
-        solve(inst, "cpsat")
+    assert solve(inst, "cpsat").status.value == "optimal"  # the chain model, weights by stage position

@@ -46,11 +46,13 @@ def test_instance_must_be_an_instance():
         solve({"capacity": 1})
 
 
-def test_device_pools_are_refused_by_the_models_not_ignored():
-    inst = Instance(name="p", capacity=10, layers=[Layer("a", weight_bytes=1)], devices=(Device("g0", 10),))
-    with pytest.raises(OptionError, match=r"^devices: ordered device pools are planned by methods 'dp'"):
-        solve(inst, "mip")
-    assert solve(inst).status.value == "optimal"
+def test_device_pools_are_planned_by_the_models_or_refused_not_ignored():
+    ordered = Instance(name="p", capacity=10, layers=[Layer("a", weight_bytes=1)], devices=(Device("g0", 10),))
+    assert solve(ordered, "mip").status.value == "optimal" == solve(ordered).status.value
+    free = Instance(name="p", capacity=10, layers=[Layer("a", weight_bytes=1)], devices=(Device("g0", 10),),
+                    device_order="free")
+    with pytest.raises(OptionError, match=r"^devices: free device pools are planned by methods 'dp', 'cpsat' and 'greedy'"):
+        solve(free, "mip")
 
 
 def test_settings_are_recorded():

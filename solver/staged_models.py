@@ -1,0 +1,98 @@
+"""CP-SAT and MIP when a partition's memory depends on its position: pipeline schedules
+(stage p of k holds f_p micro-batches' activations) and ordered device pools (partition p
+on device p, within its capacity).
+
+For a fixed k the chain model of :mod:`solver.cpsat` and :mod:`solver.mip` holds with
+position-dependent weights, layer i weighing fixed_i + f_p · act_i in partition p, and a
+capacity per partition (:func:`solver.formulation.formulate`). The count is not greedy's
+here (greedy cannot know its stage's place), so ``min_partitions`` proves every smaller k
+infeasible — by the greedy bounds or by the backend — before it minimises the largest
+partition at the first k that has a plan. Warm starts: the DP's plan for each k, or
+greedy's walk when its count is k.
+"""
+
+from __future__ import annotations
+
+import time
+
+from .formulation import formulate
+from .instance import Instance
+from .plan import Status
+
+__all__ = ["solve_staged_model"]
+
+
+def solve_staged_model(instance: Instance, method: str, objective: str, k: int | None, finish, *,  # type: ignore[no-untyped-def]
+                       time_limit: float | None, seed: int, num_workers: int, backend: str,
+                       warm_start: str | None):
+    """solve() with ``cpsat`` or ``mip`` on a scheduled instance or an ordered pool."""
+    from .stages import greedy_walk, min_stage_bottleneck, min_stages
+
+    acts = [layer.activation_bytes for layer in instance.layers]
+    fixed = [s - a for s, a in zip(instance.sizes, acts)]
+    walked = greedy_walk(instance) if warm_start == "greedy" else None
+    started = time.perf_counter()
+
+    def left() -> float | None:
+        return None if time_limit is None else max(0.01, time_limit - (time.perf_counter() - started))
+
+    def warm(count: int) -> list[list[int]] | None:
+        if warm_start in (None, "dp"):
+            solved = min_stage_bottleneck(instance, count)
+            return None if solved is None else solved[1]
+        if warm_start == "greedy" and walked is not None and len(walked) == count:
+            return walked
+        return None
+
+    def run(form):  # type: ignore[no-untyped-def]
+        if method == "cpsat":
+            from . import cpsat
+
+            return cpsat.solve_bottleneck(form, time_limit=left(), seed=seed, num_workers=num_workers)
+        from . import mip
+
+        return mip.solve_bottleneck(form, backend=backend, time_limit=left(), seed=seed)
+
+    if objective == "min_bottleneck":
+        counts = [int(k)]  # type: ignore[arg-type]
+    else:
+        most = instance.max_partitions
+        if warm_start in (None, "dp"):
+            fewest = min_stages(instance)
+            most = fewest[0] if fewest else most
+        elif walked is not None:
+            most = len(walked)
+        counts = list(range(1, most + 1))
+    proven = counts[0]
+    for count in counts:
+        hint = warm(count)
+        form = formulate(fixed, count, instance.usable_capacity, hint, acts=acts,
+                         flights=[instance.in_flight(p, count) for p in range(count)],
+                         caps=[instance.capacity_at(p) for p in range(count)])
+        if form is None:  # the greedy bounds leave some layer no partition: proven infeasible
+            proven = count + 1
+            continue
+        result = run(form)
+        if result.partitions is None and result.proven_infeasible:
+            proven = count + 1
+            continue
+        if result.partitions is None and count != counts[-1]:
+            continue  # not decided within the time: a larger count may still have a plan
+        parts = result.partitions if result.partitions is not None else hint
+        if parts is None:
+            return finish(Status.UNKNOWN, objective=None, bound=None, backend_status=result.backend_status,
+                          explanation="no plan found within the time limit")
+        largest = max(instance.partition_bytes(p, j, count) for j, p in enumerate(parts))
+        bound = min(result.bound, largest)
+        note = None if result.partitions is not None else (
+            f"the backend returned no plan ({result.backend_status}); the warm start is returned")
+        if objective == "min_bottleneck":
+            done = Status.OPTIMAL if bound == largest else Status.FEASIBLE
+            return finish(done, parts, objective=largest, bound=bound, backend_status=result.backend_status,
+                          explanation=note)
+        done = Status.OPTIMAL if proven == count and bound == largest else Status.FEASIBLE
+        return finish(done, parts, objective=count, bound=proven, secondary_objective=largest, secondary_bound=bound,
+                      backend_status=result.backend_status, explanation=note)
+    what = f"{k} stages" if objective == "min_bottleneck" else "any number of stages"
+    return finish(Status.INFEASIBLE, objective=None, bound=None, backend_status="INFEASIBLE",
+                  explanation=f"no plan with {what} fits (proven by the {method} model and its greedy bounds)")
