@@ -11,6 +11,7 @@ and it keeps MIP coefficients small when sizes share a unit).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from .dp import bottleneck_lower_bound
 from .greedy import partition_ranges
 
-__all__ = ["Formulation", "BackendResult", "formulate", "partitions_from_assignment"]
+__all__ = ["Formulation", "BackendResult", "formulate", "partitions_from_assignment", "extra_terms"]
 
 
 @dataclass(frozen=True)
@@ -41,17 +42,38 @@ class Formulation:
     acts: tuple[int, ...] = ()
     flights: tuple[int, ...] = ()
     caps: tuple[int, ...] = ()
+    # Non-additive memory, linear with auxiliary variables in both backends:
+    # buffer reuse — a partition holds the largest of its layers' ``peaks`` (B_p ≥ peaks[i] x[i, p]);
+    # recomputation — its input ``boundary[first]`` per micro-batch in flight and its largest
+    #   activation once (T_p ≥ acts[i] x[i, p]) instead of flights[p] · Σ acts;
+    # tied weights — each group's ``shared`` once (H_gp ≥ x[i, p] for its members).
+    peaks: tuple[int, ...] = ()
+    recompute: bool = False
+    boundary: tuple[int, ...] = ()
+    tied: tuple[tuple[tuple[int, ...], int], ...] = ()
 
     @property
     def num_layers(self) -> int:
         return len(self.sizes)
 
     def weight(self, i: int, p: int) -> int:
-        """What layer i weighs in partition p (solver units)."""
-        return self.sizes[i] + (self.flights[p] * self.acts[i] if self.acts else 0)
+        """What layer i adds to partition p alone (solver units): its fixed part, and its
+        activations for every micro-batch in flight unless they are recomputed."""
+        if self.acts and not self.recompute:
+            return self.sizes[i] + self.flights[p] * self.acts[i]
+        return self.sizes[i]
 
     def load(self, part: Sequence[int], p: int) -> int:
-        return sum(self.weight(i, p) for i in part)
+        """S(P) of the contiguous run ``part`` as partition p, in solver units."""
+        total = sum(self.weight(i, p) for i in part)
+        if self.peaks:
+            total += max(self.peaks[i] for i in part)
+        if self.recompute:
+            total += self.flights[p] * self.boundary[part[0]] + max(self.acts[i] for i in part)
+        held = set(part)
+        for members, shared in self.tied:
+            total -= shared * max(0, sum(1 for i in members if i in held) - 1)
+        return total
 
     def cap_of(self, p: int) -> int:
         return self.caps[p] if self.caps else self.cap
@@ -75,41 +97,92 @@ class BackendResult:
 def formulate(
     sizes: Sequence[int], k: int, capacity: int, hint: Sequence[Sequence[int]] | None, *,
     acts: Sequence[int] | None = None, flights: Sequence[int] | None = None, caps: Sequence[int] | None = None,
+    peaks: Sequence[int] | None = None, recompute: bool = False, boundary: Sequence[int] | None = None,
+    tied: Sequence[tuple[Sequence[int], int]] = (),
 ) -> Formulation | None:
     """The model's data, or None when the greedy bounds (or L > capacity) prove it infeasible.
 
     With a hint whose S_max is U ≤ capacity, only plans at least as good matter, so the
     ranges are taken at U: much tighter than at the capacity when the hint is good. With
-    ``acts``, ``flights`` and ``caps`` (position-dependent memory), ``sizes`` are the parts
-    held once; bounds and ranges use the fewest micro-batches in flight and the largest
-    partition capacity, which no plan beats.
+    the richer options (see :class:`Formulation`), ``sizes`` are the parts held once; bounds
+    and ranges use a lower bound on what each layer adds — the fewest micro-batches in
+    flight, no activation when recomputed, no buffer when reused, its tied weight already
+    paid — and the largest partition capacity, so no plan is cut off.
     """
     acts = tuple(acts or ())
     flights = tuple(flights or ())
     caps = tuple(caps or ())
-    low = min(flights) if acts else 0
+    peaks = tuple(peaks or ())
+    boundary = tuple(boundary or ())
+    tied = tuple((tuple(members), shared) for members, shared in tied)
+    low = min(flights) if acts and not recompute else 0
     lower_sizes = [s + low * a for s, a in zip(sizes, acts)] if acts else list(sizes)
+    for members, shared in tied:
+        for i in members:
+            lower_sizes[i] -= shared
     cap = max(caps) if caps else capacity
+    scale = math.gcd(*sizes, *acts, *caps, *peaks, *boundary, *(shared for _, shared in tied), cap) or 1
+    form = Formulation(
+        sizes=tuple(s // scale for s in sizes), scale=scale, k=k, cap=cap // scale, lower=0, ranges=(), hint=None,
+        acts=tuple(a // scale for a in acts), flights=flights, caps=tuple(c // scale for c in caps),
+        peaks=tuple(b // scale for b in peaks), recompute=recompute, boundary=tuple(b // scale for b in boundary),
+        tied=tuple((members, shared // scale) for members, shared in tied),
+    )
     if hint is not None:
-        value = max(sum(sizes[i] + (flights[p] * acts[i] if acts else 0) for i in part)
-                    for p, part in enumerate(hint))
-        cap = min(cap, value)
-    scale = math.gcd(*sizes, *acts, *caps, cap) or 1
+        cap = min(cap, max(form.load(part, p) for p, part in enumerate(hint)) * scale)
     ranges = partition_ranges(lower_sizes, cap, k)
     if any(first > last for first, last in ranges) or bottleneck_lower_bound(lower_sizes, k) > cap:
         return None
-    return Formulation(
-        sizes=tuple(s // scale for s in sizes),
-        scale=scale,
-        k=k,
-        cap=cap // scale,
-        lower=-(-bottleneck_lower_bound(lower_sizes, k) // scale),
-        ranges=tuple(ranges),
-        hint=None if hint is None else tuple(tuple(p) for p in hint),
-        acts=tuple(a // scale for a in acts),
-        flights=flights,
-        caps=tuple(c // scale for c in caps),
+    return dataclasses.replace(
+        form, cap=cap // scale, lower=max(0, -(-bottleneck_lower_bound(lower_sizes, k) // scale)),
+        ranges=tuple(ranges), hint=None if hint is None else tuple(tuple(p) for p in hint),
     )
+
+
+def extra_terms(form: Formulation, x: Sequence[dict], new_var, at_least) -> list[list[tuple[int, object]]]:  # type: ignore[no-untyped-def]
+    """Per partition, the (coefficient, variable) terms that buffer reuse, recomputation and
+    tied weights add to its load, for either backend: ``new_var(name, upper)`` makes a
+    variable in [0, upper], ``at_least(var, expression)`` adds var ≥ expression. Each
+    auxiliary only bounds a load from below, so minimising the bottleneck makes it exact
+    where it matters (see :class:`Formulation`)."""
+    n, k = form.num_layers, form.k
+    terms: list[list[tuple[int, object]]] = [[] for _ in range(k)]
+    for p in range(k):
+        inside = [(i, x[i][p]) for i in range(n) if p in x[i]]
+        if form.peaks and any(form.peaks[i] for i, _ in inside):
+            peak = new_var(f"B[{p}]", max(form.peaks))
+            for i, var in inside:
+                if form.peaks[i]:
+                    at_least(peak, form.peaks[i] * var)
+            terms[p].append((1, peak))
+        if form.recompute:
+            if any(form.acts[i] for i, _ in inside):
+                top = new_var(f"T[{p}]", max(form.acts))
+                for i, var in inside:
+                    if form.acts[i]:
+                        at_least(top, form.acts[i] * var)
+                terms[p].append((1, top))
+            for i, var in inside:
+                coefficient = form.flights[p] * form.boundary[i]
+                if not coefficient:
+                    continue
+                before = x[i - 1].get(p) if i else None
+                if before is None:  # nothing before it can be in p: in p, it starts p
+                    terms[p].append((coefficient, var))
+                    continue
+                first = new_var(f"S[{i},{p}]", 1)  # layer i starts partition p
+                at_least(first, var - before)
+                terms[p].append((coefficient, first))
+        for g, (members, shared) in enumerate(form.tied):
+            present = [x[i][p] for i in members if p in x[i]]
+            if len(present) < 2 or not shared:
+                continue
+            held = new_var(f"H[{g},{p}]", 1)  # the group's weight is in p
+            for var in present:
+                at_least(held, var)
+                terms[p].append((-shared, var))
+            terms[p].append((shared, held))
+    return terms
 
 
 def partitions_from_assignment(partition_of: Sequence[int], k: int) -> list[list[int]] | None:

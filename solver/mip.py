@@ -29,7 +29,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 
-from .formulation import BackendResult, Formulation, partitions_from_assignment
+from .formulation import BackendResult, Formulation, extra_terms, partitions_from_assignment
 
 __all__ = ["BACKENDS", "solve_bottleneck", "run_backend"]
 
@@ -81,10 +81,19 @@ def solve_bottleneck(
     for i in range(n):
         for p, var in x[i].items():
             members[p].append((form.weight(i, p), var))
+    def at_least(var, expression) -> None:  # type: ignore[no-untyped-def]
+        nonlocal constraints
+        constraints += 1
+        prob.addConstraint(var >= expression, f"aux_{constraints}")
+
+    constraints = 0
+    extra = extra_terms(form, x, lambda name, upper: prob.add_variable(name.replace("[", "_").replace("]", "")
+                                                                        .replace(",", "_"), 0, upper), at_least)
     for p in range(k):
-        prob += pulp.lpSum(size * var for size, var in members[p]) <= bottleneck, f"load_{p}"
+        load = pulp.lpSum([*(size * var for size, var in members[p]), *(c * var for c, var in extra[p])])
+        prob += load <= bottleneck, f"load_{p}"
         if form.caps:
-            prob += pulp.lpSum(size * var for size, var in members[p]) <= form.cap_of(p), f"device_{p}"
+            prob += load <= form.cap_of(p), f"device_{p}"
 
     start: dict[str, float] = {}
     if form.hint is not None:

@@ -124,25 +124,10 @@ def _check_options(
             f"schedule: on a free device pool stage memory that depends on the schedule ({instance.schedule}) is "
             f"planned by methods 'dp', 'cpsat' and 'greedy', not 'mip'"
         )
-    if instance.activation_recompute and method in ("cpsat", "mip"):
-        raise OptionError(
-            f"activation_recompute: recomputed activations are planned by methods 'dp' (exact) and 'greedy' in this "
-            f"version, not {method!r}"
-        )
-    if instance.buffer_reuse and method in ("cpsat", "mip"):
-        raise OptionError(
-            f"buffer_reuse: a workspace counted once per partition is planned by methods 'dp' (exact) and 'greedy' "
-            f"in this version, not {method!r}"
-        )
     if instance.constraints.structural and method != "dp" and method != "auto":
         raise OptionError(
             f"constraints: pinned layers, layer counts, cut rules and tied groups kept together are honoured by "
             f"method 'dp' (exact) in this version, not {method!r}"
-        )
-    if instance.constraints.tied and method in ("cpsat", "mip"):
-        raise OptionError(
-            f"constraints.tied: a tied weight held once per partition is planned by methods 'dp' (exact) and "
-            f"'greedy' in this version, not {method!r}"
         )
     if instance.edges is not None:
         if method == "dp":
@@ -308,7 +293,9 @@ def solve(
 
         return solve_free_pool(instance, method, objective, num_partitions, finish, time_limit=time_limit, seed=seed,
                                num_workers=num_workers or DEFAULT_CPSAT_WORKERS, warm_start=warm_start)
-    if method in ("cpsat", "mip") and (instance.schedule != "none" or instance.devices is not None):
+    if method in ("cpsat", "mip") and (instance.schedule != "none" or instance.devices is not None
+                                       or instance.buffer_reuse or instance.activation_recompute
+                                       or instance.constraints.tied):
         from .staged_models import solve_staged_model
 
         return solve_staged_model(instance, method, objective, num_partitions, finish, time_limit=time_limit,

@@ -1,6 +1,7 @@
-"""CP-SAT and MIP when a partition's memory depends on its position: pipeline schedules
-(stage p of k holds f_p micro-batches' activations) and ordered device pools (partition p
-on device p, within its capacity).
+"""CP-SAT and MIP beyond the additive chain: pipeline schedules (stage p of k holds f_p
+micro-batches' activations), ordered device pools (partition p on device p, within its
+capacity), buffer reuse, activation recomputation and tied weights (linear with auxiliary
+variables, :func:`solver.formulation.extra_terms`).
 
 For a fixed k the chain model of :mod:`solver.cpsat` and :mod:`solver.mip` holds with
 position-dependent weights, layer i weighing fixed_i + f_p · act_i in partition p, and a
@@ -25,11 +26,18 @@ __all__ = ["solve_staged_model"]
 def solve_staged_model(instance: Instance, method: str, objective: str, k: int | None, finish, *,  # type: ignore[no-untyped-def]
                        time_limit: float | None, seed: int, num_workers: int, backend: str,
                        warm_start: str | None):
-    """solve() with ``cpsat`` or ``mip`` on a scheduled instance or an ordered pool."""
+    """solve() with ``cpsat`` or ``mip`` on an instance with any of this module's options."""
     from .stages import greedy_walk, min_stage_bottleneck, min_stages
 
-    acts = [layer.activation_bytes for layer in instance.layers]
-    fixed = [s - a for s, a in zip(instance.sizes, acts)]
+    from .stages import _parts
+
+    fixed, acts, reused = _parts(instance)  # held once; per micro-batch; the workspace when reused
+    options = {
+        "peaks": reused if instance.buffer_reuse else None,
+        "recompute": instance.activation_recompute,
+        "boundary": [instance.boundary_bytes(i) for i in range(instance.num_layers)],
+        "tied": [(members, shared.total) for members, shared in instance.tied_groups],
+    }
     walked = greedy_walk(instance) if warm_start == "greedy" else None
     started = time.perf_counter()
 
@@ -68,7 +76,7 @@ def solve_staged_model(instance: Instance, method: str, objective: str, k: int |
         hint = warm(count)
         form = formulate(fixed, count, instance.usable_capacity, hint, acts=acts,
                          flights=[instance.in_flight(p, count) for p in range(count)],
-                         caps=[instance.capacity_at(p) for p in range(count)])
+                         caps=[instance.capacity_at(p) for p in range(count)], **options)
         if form is None:  # the greedy bounds leave some layer no partition: proven infeasible
             proven = count + 1
             continue

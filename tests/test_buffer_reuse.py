@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from solver import Instance, InstanceError, Layer, OptionError, solve, validate_plan
+from solver import Device, Instance, InstanceError, Layer, OptionError, solve, validate_plan
 
 from helpers import check_dp_against_stage_oracle
 
@@ -49,6 +49,9 @@ def test_reuse_counts_the_largest_workspace():
 def test_buffer_reuse_errors():
     with pytest.raises(InstanceError, match=r"^buffer_reuse: expected true or false, got 'yes'$"):
         Instance.from_dict({"capacity": 10, "buffer_reuse": "yes", "layers": [{"name": "a"}]})
-    inst = Instance(name="b", capacity=50, layers=[Layer("a", weight_bytes=1)], buffer_reuse=True)
-    with pytest.raises(OptionError, match=r"^buffer_reuse: a workspace counted once per partition is planned by methods 'dp'"):
-        solve(inst, "mip")
+    inst = Instance(name="b", capacity=50, layers=[Layer("a", weight_bytes=1, buffer_bytes=5)], buffer_reuse=True)
+    assert solve(inst, "mip").status.value == "optimal"  # B_p ≥ buffer · x in the model
+    free = Instance(name="b", capacity=50, layers=[Layer("a", weight_bytes=1)], buffer_reuse=True,
+                    device_order="free", devices=(Device("d", 50),))
+    with pytest.raises(OptionError, match=r"^buffer_reuse: on a free device pool planned by method 'dp'"):
+        solve(free, "cpsat")

@@ -33,12 +33,13 @@ def refused_by(inst, method):
         return None
     if inst.constraints.structural:
         return "constraints"
-    for option, on in (("activation_recompute", inst.activation_recompute), ("buffer_reuse", inst.buffer_reuse),
-                       (r"constraints\.tied", bool(inst.constraints.tied))):
-        if on:
-            return option
     if inst.free_pool and method == "mip":
         return "devices"
+    if inst.free_pool:
+        for option, on in (("activation_recompute", inst.activation_recompute), ("buffer_reuse", inst.buffer_reuse),
+                           (r"constraints\.tied", bool(inst.constraints.tied))):
+            if on:
+                return option
     return None
 
 

@@ -58,6 +58,7 @@ def test_what_a_stage_holds_with_recomputation():
     m = plan_metrics(recompute, [[0], [1, 2]])
     assert m["memory_model"] == "seed+gpipe+recompute" and m["partitions"][1]["activation_bytes"] == 56
     assert Instance.from_dict(recompute.to_dict()) == recompute
-    unscheduled = Instance(name="r", capacity=1000, layers=layers, activation_recompute=True)
-    with pytest.raises(OptionError, match=r"^activation_recompute: recomputed activations are planned by methods 'dp'"):
+    unscheduled = Instance(name="r", capacity=1000, layers=layers, activation_recompute=True, device_order="free",
+                           devices=(Device("d0", 1000), Device("d1", 1000)))
+    with pytest.raises(OptionError, match=r"^activation_recompute: on a free device pool planned by method 'dp'"):
         solve(unscheduled, "cpsat")

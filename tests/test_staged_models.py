@@ -1,11 +1,11 @@
-"""CP-SAT and MIP with position-dependent memory (GPipe/1F1B stages, ordered device pools):
-against the exhaustive oracle, every warm start."""
+"""CP-SAT and MIP beyond the additive chain (GPipe/1F1B stages, ordered device pools, buffer
+reuse, recomputation, tied weights): against the exhaustive oracle, every warm start."""
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from solver import Device, Instance, Layer, Status, solve, validate_plan
-from solver.instance import Constraints
+from solver.instance import Constraints, TiedGroup
 
 from helpers import MODEL_METHODS, stage_oracle
 
@@ -13,19 +13,22 @@ from helpers import MODEL_METHODS, stage_oracle
 @st.composite
 def staged(draw):
     n = draw(st.integers(1, 7))
-    layers = [Layer(f"l{i}", weight_bytes=draw(st.integers(1, 15)), activation_bytes=draw(st.integers(0, 6)))
+    layers = [Layer(f"l{i}", params=draw(st.integers(1, 4)), activation_bytes=draw(st.integers(0, 6)),
+                    buffer_bytes=draw(st.integers(0, 4)), output_bytes=draw(st.one_of(st.none(), st.integers(0, 5))))
               for i in range(n)]
+    tied = ()
+    if n >= 2 and draw(st.booleans()):
+        tied = (TiedGroup(("l0", f"l{n - 1}"), min(layers[0].params, layers[-1].params)),)
     schedule = draw(st.sampled_from([("none", 1), ("gpipe", 2), ("1f1b", 3), ("1f1b", 5)]))
     pool = draw(st.one_of(st.none(), st.lists(st.integers(15, 70), min_size=1, max_size=n)))
-    if schedule[0] == "none" and pool is None:
-        pool = [draw(st.integers(15, 70))] * n
     reserve = draw(st.integers(0, 4))
-    return Instance(name="s", capacity=draw(st.integers(20, 90)), layers=layers, schedule=schedule[0],
-                    micro_batches=schedule[1], constraints=Constraints(reserve=reserve),
+    return Instance(name="s", capacity=draw(st.integers(20, 90)), layers=layers, dtype="fp32", schedule=schedule[0],
+                    micro_batches=schedule[1], constraints=Constraints(reserve=reserve, tied=tied),
+                    buffer_reuse=draw(st.booleans()), activation_recompute=draw(st.booleans()),
                     devices=None if pool is None else tuple(Device(f"d{i}", c) for i, c in enumerate(pool)))
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(inst=staged(), which=st.sampled_from(MODEL_METHODS), warm=st.sampled_from(["dp", "greedy", "none"]))
 def test_models_match_the_oracle(inst, which, warm):
     method, options = which

@@ -105,14 +105,18 @@ def test_training_state_of_a_tied_weight_is_shared_too():
     assert (row["weight_bytes"], row["training_state_bytes"]) == (4 * 2700, 12 * 2700)
 
 
-def test_json_round_trip_and_model_methods_refuse():
+def test_json_round_trip_and_the_models():
     inst = Instance.from_dict(gpt2_like("together"))
     assert Instance.from_dict(inst.to_dict()) == inst
-    replicate = Instance.from_dict(gpt2_like())
+    with pytest.raises(OptionError, match=r"^constraints: pinned layers, layer counts, cut rules and tied groups kept together"):
+        solve(inst, "cpsat")
+    replicate = Instance.from_dict(gpt2_like(capacity=8000))
     assert "mode" not in replicate.to_dict()["constraints"]["tied"][0]
-    for method in ("cpsat", "mip"):
-        with pytest.raises(OptionError, match=r"^constraints\.tied: a tied weight held once per partition is planned by methods 'dp'"):
-            solve(replicate, method)
+    best = solve(replicate)
+    for method, options in (("cpsat", {}), ("mip", {"backend": "cbc"}), ("mip", {"backend": "highs"})):
+        plan = solve(replicate, method, **options)  # the shared weight once a partition: H ≥ x for its members
+        validate_plan(replicate, plan)
+        assert (plan.objective, plan.secondary_objective) == (best.objective, best.secondary_objective)
 
 
 def test_pinned_to_a_device_name_of_an_ordered_pool():
