@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import threading
 
-from .formulation import BackendResult, Formulation, extra_terms, partitions_from_assignment
+from .formulation import BackendResult, Formulation, add_rules, extra_terms, partitions_from_assignment
 
 __all__ = ["solve_bottleneck", "solve_with_deadline", "chain_assignment", "run_model"]
 
@@ -87,6 +87,8 @@ def solve_bottleneck(form: Formulation, *, time_limit: float | None, seed: int, 
             members[p].append((form.weight(i, p), var))
     extra = extra_terms(form, x, lambda name, upper: model.new_int_var(0, upper, name),
                         lambda var, expression: model.add(var >= expression))
+    add_rules(form, x, lambda lhs, sense, rhs: model.add(
+        lhs == rhs if sense == "==" else lhs <= rhs if sense == "<=" else lhs >= rhs))
     for p in range(k):
         load = sum(size * var for size, var in members[p]) + sum(c * var for c, var in extra[p])
         model.add(load <= bottleneck)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from .dp import bottleneck_lower_bound
 from .greedy import partition_ranges
 
-__all__ = ["Formulation", "BackendResult", "formulate", "partitions_from_assignment", "extra_terms"]
+__all__ = ["Formulation", "BackendResult", "formulate", "partitions_from_assignment", "extra_terms", "add_rules"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,13 @@ class Formulation:
     recompute: bool = False
     boundary: tuple[int, ...] = ()
     tied: tuple[tuple[tuple[int, ...], int], ...] = ()
+    # Structural rules (constraints): layer → partition pins (resolved for this k), layers per
+    # partition, and the cut points that must stay closed or open (after layer i).
+    pins: tuple[tuple[int, int], ...] = ()
+    max_layers: int | None = None
+    min_layers: int | None = None
+    no_cut_after: tuple[int, ...] = ()
+    must_cut_after: tuple[int, ...] = ()
 
     @property
     def num_layers(self) -> int:
@@ -99,6 +106,8 @@ def formulate(
     acts: Sequence[int] | None = None, flights: Sequence[int] | None = None, caps: Sequence[int] | None = None,
     peaks: Sequence[int] | None = None, recompute: bool = False, boundary: Sequence[int] | None = None,
     tied: Sequence[tuple[Sequence[int], int]] = (),
+    pins: Sequence[tuple[int, int]] = (), max_layers: int | None = None, min_layers: int | None = None,
+    no_cut_after: Sequence[int] = (), must_cut_after: Sequence[int] = (),
 ) -> Formulation | None:
     """The model's data, or None when the greedy bounds (or L > capacity) prove it infeasible.
 
@@ -133,9 +142,13 @@ def formulate(
     ranges = partition_ranges(lower_sizes, cap, k)
     if any(first > last for first, last in ranges) or bottleneck_lower_bound(lower_sizes, k) > cap:
         return None
+    if any(not ranges[i][0] <= p <= ranges[i][1] for i, p in pins):
+        return None  # a pin outside the partitions its layer can take: no plan
     return dataclasses.replace(
         form, cap=cap // scale, lower=max(0, -(-bottleneck_lower_bound(lower_sizes, k) // scale)),
         ranges=tuple(ranges), hint=None if hint is None else tuple(tuple(p) for p in hint),
+        pins=tuple(pins), max_layers=max_layers, min_layers=min_layers, no_cut_after=tuple(no_cut_after),
+        must_cut_after=tuple(must_cut_after),
     )
 
 
@@ -183,6 +196,29 @@ def extra_terms(form: Formulation, x: Sequence[dict], new_var, at_least) -> list
                 terms[p].append((-shared, var))
             terms[p].append((shared, held))
     return terms
+
+
+def add_rules(form: Formulation, x: Sequence[dict], add) -> None:  # type: ignore[no-untyped-def]
+    """The structural rules as linear constraints, for either backend: ``add(expression,
+    sense, rhs)`` with sense "==", "<=" or ">="."""
+    n, k = form.num_layers, form.k
+    for i, p in form.pins:
+        add(x[i][p], "==", 1)  # formulate() checked that p is in layer i's range
+    if form.max_layers is not None or form.min_layers is not None:
+        for p in range(k):
+            count = [x[i][p] for i in range(n) if p in x[i]]
+            if not count:
+                continue
+            if form.max_layers is not None:
+                add(sum(count), "<=", form.max_layers)
+            if form.min_layers is not None:
+                add(sum(count), ">=", form.min_layers)
+    for i in form.no_cut_after:  # layers i and i+1 share their partition
+        for p in set(x[i]) | set(x[i + 1]):
+            add((x[i][p] if p in x[i] else 0) - (x[i + 1][p] if p in x[i + 1] else 0), "==", 0)
+    for i in form.must_cut_after:  # layers i and i+1 never share one
+        for p in set(x[i]) & set(x[i + 1]):
+            add(x[i][p] + x[i + 1][p], "<=", 1)
 
 
 def partitions_from_assignment(partition_of: Sequence[int], k: int) -> list[list[int]] | None:

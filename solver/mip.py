@@ -29,7 +29,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 
-from .formulation import BackendResult, Formulation, extra_terms, partitions_from_assignment
+from .formulation import BackendResult, Formulation, add_rules, extra_terms, partitions_from_assignment
 
 __all__ = ["BACKENDS", "solve_bottleneck", "run_backend"]
 
@@ -89,6 +89,13 @@ def solve_bottleneck(
     constraints = 0
     extra = extra_terms(form, x, lambda name, upper: prob.add_variable(name.replace("[", "_").replace("]", "")
                                                                         .replace(",", "_"), 0, upper), at_least)
+    def rule(lhs, sense, rhs) -> None:  # type: ignore[no-untyped-def]
+        nonlocal constraints
+        constraints += 1
+        prob.addConstraint(lhs == rhs if sense == "==" else lhs <= rhs if sense == "<=" else lhs >= rhs,
+                           f"rule_{constraints}")
+
+    add_rules(form, x, rule)
     for p in range(k):
         load = pulp.lpSum([*(size * var for size, var in members[p]), *(c * var for c, var in extra[p])])
         prob += load <= bottleneck, f"load_{p}"

@@ -124,10 +124,10 @@ def _check_options(
             f"schedule: on a free device pool stage memory that depends on the schedule ({instance.schedule}) is "
             f"planned by methods 'dp', 'cpsat' and 'greedy', not 'mip'"
         )
-    if instance.constraints.structural and method != "dp" and method != "auto":
+    if instance.constraints.structural and method == "greedy":
         raise OptionError(
-            f"constraints: pinned layers, layer counts, cut rules and tied groups kept together are honoured by "
-            f"method 'dp' (exact) in this version, not {method!r}"
+            "constraints: pinned layers, layer counts, cut rules and tied groups kept together are honoured by "
+            "the exact methods ('dp', 'cpsat', 'mip'), not by the seed's greedy"
         )
     if instance.edges is not None:
         if method == "dp":
@@ -295,7 +295,7 @@ def solve(
                                num_workers=num_workers or DEFAULT_CPSAT_WORKERS, warm_start=warm_start)
     if method in ("cpsat", "mip") and (instance.schedule != "none" or instance.devices is not None
                                        or instance.buffer_reuse or instance.activation_recompute
-                                       or instance.constraints.tied):
+                                       or instance.constraints.tied or instance.constraints.structural):
         from .staged_models import solve_staged_model
 
         return solve_staged_model(instance, method, objective, num_partitions, finish, time_limit=time_limit,

@@ -1,7 +1,8 @@
 """CP-SAT and MIP beyond the additive chain: pipeline schedules (stage p of k holds f_p
 micro-batches' activations), ordered device pools (partition p on device p, within its
 capacity), buffer reuse, activation recomputation and tied weights (linear with auxiliary
-variables, :func:`solver.formulation.extra_terms`).
+variables, :func:`solver.formulation.extra_terms`) and the structural rules — pins, layers
+per partition, cut rules, tied groups kept together (:func:`solver.formulation.add_rules`).
 
 For a fixed k the chain model of :mod:`solver.cpsat` and :mod:`solver.mip` holds with
 position-dependent weights, layer i weighing fixed_i + f_p · act_i in partition p, and a
@@ -38,7 +39,17 @@ def solve_staged_model(instance: Instance, method: str, objective: str, k: int |
         "boundary": [instance.boundary_bytes(i) for i in range(instance.num_layers)],
         "tied": [(members, shared.total) for members, shared in instance.tied_groups],
     }
-    walked = greedy_walk(instance) if warm_start == "greedy" else None
+    # The structural rules (pins resolved per count below).
+    index = {layer.name: i for i, layer in enumerate(instance.layers)}
+    c = instance.constraints
+    closed = {index[name] for name in c.no_cut_after}
+    for group, (members, _) in zip(c.tied, instance.tied_groups):
+        if group.mode == "together":
+            closed.update(range(members[0], members[-1]))
+    rules = {"max_layers": c.max_layers_per_partition, "min_layers": c.min_layers_per_partition,
+             "no_cut_after": sorted(closed), "must_cut_after": sorted(index[name] for name in c.must_cut_after)}
+    # Greedy's walk ignores the structural rules: then it is neither a start nor a bound.
+    walked = greedy_walk(instance) if warm_start == "greedy" and not instance.constraints.structural else None
     started = time.perf_counter()
 
     def left() -> float | None:
@@ -74,9 +85,11 @@ def solve_staged_model(instance: Instance, method: str, objective: str, k: int |
     proven = counts[0]
     for count in counts:
         hint = warm(count)
-        form = formulate(fixed, count, instance.usable_capacity, hint, acts=acts,
-                         flights=[instance.in_flight(p, count) for p in range(count)],
-                         caps=[instance.capacity_at(p) for p in range(count)], **options)
+        pins = [(index[name], where if where >= 0 else count + where) for name, where in c.pinned]
+        form = None if any(not 0 <= p < count for _, p in pins) else formulate(
+            fixed, count, instance.usable_capacity, hint, acts=acts,
+            flights=[instance.in_flight(p, count) for p in range(count)],
+            caps=[instance.capacity_at(p) for p in range(count)], pins=pins, **options, **rules)
         if form is None:  # the greedy bounds leave some layer no partition: proven infeasible
             proven = count + 1
             continue

@@ -31,7 +31,7 @@ def refused_by(inst, method):
         return "edges" if method == "dp" else None
     if method == "dp":
         return None
-    if inst.constraints.structural:
+    if inst.constraints.structural and inst.free_pool:
         return "constraints"
     if inst.free_pool and method == "mip":
         return "devices"

@@ -79,10 +79,16 @@ def test_contradictory_constraints_are_infeasible_with_a_reason():
     assert plan.status is Status.INFEASIBLE and "constraints" in plan.explanation
 
 
-def test_other_methods_refuse_structural_constraints_but_honour_a_reserve():
+def test_greedy_refuses_structural_constraints_the_models_honour_them_and_a_reserve():
     inst = Instance.from_dict(raw(max_layers_per_partition=2))
-    with pytest.raises(OptionError, match=r"^constraints: pinned layers, layer counts, cut rules and tied groups kept together are honoured by method 'dp'"):
-        solve(inst, "cpsat")
+    with pytest.raises(OptionError, match=r"^constraints: pinned layers, layer counts, cut rules and tied groups kept "
+                                          r"together are honoured by the exact methods \('dp', 'cpsat', 'mip'\), not by "
+                                          r"the seed's greedy$"):
+        solve(inst, "greedy")
+    for method, options in (("cpsat", {}), ("mip", {"backend": "cbc"}), ("mip", {"backend": "highs"})):
+        plan = solve(inst, method, **options)
+        validate_plan(inst, plan)
+        assert plan.num_partitions == 3 and max(len(p) for p in plan.partitions) <= 2
     reserved = Instance.from_dict(raw(reserve=70))
     for method in ("greedy", "dp", "cpsat", "mip"):
         plan = solve(reserved, method)

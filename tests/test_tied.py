@@ -45,7 +45,7 @@ def test_dp_matches_the_oracle(inst):
 @given(inst=tied_instances())
 def test_greedy_plans_are_valid_and_never_better_than_exact(inst):
     if inst.constraints.structural:
-        with pytest.raises(OptionError, match=r"^constraints: .*tied groups kept together are honoured by method 'dp'"):
+        with pytest.raises(OptionError, match=r"^constraints: .*tied groups kept together are honoured by the exact methods"):
             solve(inst, "greedy")
         return
     plan = solve(inst, "greedy")
@@ -109,7 +109,10 @@ def test_json_round_trip_and_the_models():
     inst = Instance.from_dict(gpt2_like("together"))
     assert Instance.from_dict(inst.to_dict()) == inst
     with pytest.raises(OptionError, match=r"^constraints: pinned layers, layer counts, cut rules and tied groups kept together"):
-        solve(inst, "cpsat")
+        solve(inst, "greedy")
+    assert solve(inst, "cpsat").status is solve(inst).status is Status.INFEASIBLE  # 10,800 B in one partition
+    roomy = Instance.from_dict(gpt2_like("together", capacity=10800))
+    assert solve(roomy, "cpsat").partitions == solve(roomy).partitions == [list(range(6))]
     replicate = Instance.from_dict(gpt2_like(capacity=8000))
     assert "mode" not in replicate.to_dict()["constraints"]["tied"][0]
     best = solve(replicate)
