@@ -9,8 +9,8 @@ position-dependent weights, layer i weighing fixed_i + f_p · act_i in partition
 capacity per partition (:func:`solver.formulation.formulate`). The count is not greedy's
 here (greedy cannot know its stage's place), so ``min_partitions`` proves every smaller k
 infeasible — by the greedy bounds or by the backend — before it minimises the largest
-partition at the first k that has a plan. Warm starts: the DP's plan for each k, or
-greedy's walk when its count is k.
+partition at the first k that has a plan; with the DP's warm start (the default) the DP's
+fewest count, itself exact, is taken and the model minimises the largest partition there.
 """
 
 from __future__ import annotations
@@ -74,14 +74,16 @@ def solve_staged_model(instance: Instance, method: str, objective: str, k: int |
 
     if objective == "min_bottleneck":
         counts = [int(k)]  # type: ignore[arg-type]
-    else:
-        most = instance.max_partitions
-        if warm_start in (None, "dp"):
-            fewest = min_stages(instance)
-            most = fewest[0] if fewest else most
-        elif walked is not None:
-            most = len(walked)
-        counts = list(range(1, most + 1))
+    elif warm_start in (None, "dp"):
+        # The DP's fewest count is proven (solver.stages): the model is left the balance.
+        fewest = min_stages(instance)
+        if fewest is None:
+            return finish(Status.INFEASIBLE, objective=None, bound=None,
+                          explanation="no number of stages holds the model within its capacity and rules (proven by "
+                                      "the exact stage probe that warm-starts the model)")
+        counts = [fewest[0]]
+    else:  # the model proves the count itself: every smaller one infeasible
+        counts = list(range(1, (len(walked) if walked is not None else instance.max_partitions) + 1))
     proven = counts[0]
     for count in counts:
         hint = warm(count)
