@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import LayerfitError, OptionError
-from .instance import Instance, load_instance
+from .instance import Instance, load_instance, read_json
 from .plan import OBJECTIVES, Plan, Status
 from .solve import METHODS, solve
 from .units import format_size
@@ -257,12 +257,7 @@ def _plan_of(args: argparse.Namespace, *, placements: bool = False):  # type: ig
     """The instance and plan a command works on: a plan (or placement) JSON with --instance,
     or an instance JSON solved here (min_bottleneck with --num-partitions)."""
     path = Path(args.file)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LayerfitError(f"{path}: no such file") from None
-    except json.JSONDecodeError as exc:
-        raise LayerfitError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    raw = read_json(path)
     if isinstance(raw, dict) and "partitions" in raw and "status" in raw:
         if not args.instance:
             raise LayerfitError(f"{path} is a plan: give the instance it was made for with --instance")

@@ -33,14 +33,13 @@ Memory per layer, e bytes an activation element, b batch, s sequence, h hidden:
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from .errors import InstanceError
-from .instance import Constraints, Instance, Layer, TiedGroup, Training
+from .instance import Constraints, Instance, Layer, TiedGroup, Training, read_json
 from .units import DTYPE_BITS
 
 __all__ = ["from_hf_config", "FAMILIES"]
@@ -56,12 +55,7 @@ def _read(config: str | Path | Mapping[str, Any]) -> tuple[Mapping[str, Any], st
     if isinstance(config, Mapping):
         return config, str(config.get("_name_or_path") or config.get("model_type") or "model")
     path = Path(config)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InstanceError(f"{path}: no such file") from None
-    except json.JSONDecodeError as exc:
-        raise InstanceError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    raw = read_json(path)
     if not isinstance(raw, Mapping):
         raise InstanceError(f"{path}: expected a JSON object, got {type(raw).__name__}")
     return raw, path.stem

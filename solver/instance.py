@@ -21,7 +21,8 @@ from .errors import InstanceError
 from .memory import Footprint
 from .units import DTYPE_BITS, dtype_bytes, parse_count, parse_size
 
-__all__ = ["Layer", "Device", "SeedModel", "Training", "TiedGroup", "Constraints", "Instance", "load_instance"]
+__all__ = ["Layer", "Device", "SeedModel", "Training", "TiedGroup", "Constraints", "Instance", "load_instance",
+           "read_json"]
 
 _LAYER_KEYS = ("name", "params", "weight_bytes", "activation_bytes", "buffer_bytes", "kv_cache_bytes", "output_bytes",
                "dtype", "time", "flops")
@@ -979,6 +980,12 @@ def load_instance(path: str | Path) -> Instance:
         If the file is missing, is not valid JSON, or holds a malformed instance.
     """
     path = Path(path)
+    return Instance.from_dict(read_json(path), name=path.stem)
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file's contents; InstanceError naming the file when it is missing, unreadable or not JSON."""
+    path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -986,7 +993,6 @@ def load_instance(path: str | Path) -> Instance:
     except OSError as exc:
         raise InstanceError(f"{path}: cannot be read ({exc.strerror})") from None
     try:
-        raw = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InstanceError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
-    return Instance.from_dict(raw, name=path.stem)
