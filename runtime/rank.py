@@ -27,6 +27,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
+from .l2_cache import reserve_weights
 from .model import layers_of, materialise_layer, resolve_factory
 
 __all__ = ["Job", "run_rank", "SCHEDULES"]
@@ -173,6 +174,7 @@ def _run(rank: int, world: int, local: int, job: Job) -> None:
     device = _device(job, local)
     first, last = rank == 0, rank == world - 1
     module = nn.Sequential(_own_layers(job, rank, device))
+    l2 = reserve_weights(module, device)  # the seed's step 4: the stage's weights in persisting L2
     meter = _Meter(module, first, last)
     param_bytes = sum(_nbytes(p) for p in module.parameters())
     stage = PipelineStage(module, rank, world, device)
@@ -221,6 +223,7 @@ def _run(rank: int, world: int, local: int, job: Job) -> None:
         "saved_for_backward_peak_bytes": meter.saved_peak if job.train else None,
         "measured_bytes": held,
         "cuda_max_allocated_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
+        "l2_reservation": l2,
         "bytes_sent": sent,
         "bytes_received": received,
         "micro_batches": job.micro_batches,

@@ -49,6 +49,8 @@ def test_inference_outputs_equal_the_single_process_model(ranks, schedule, micro
         # Each boundary sends its activation once per micro-batch: 8 rows × 16 floats in all.
         assert rank["bytes_sent"] == (0 if rank["rank"] == ranks - 1 else 8 * 16 * 4)
         assert rank["bytes_received"] == (0 if rank["rank"] == 0 else 8 * 16 * 4)
+        assert rank["l2_reservation"]["reserved_bytes"] == 0  # the seed's step 4 is a no-op said on CPU
+        assert rank["l2_reservation"]["note"].startswith("cpu: no L2 persisting cache")
 
 
 @pytest.mark.parametrize("schedule, partitions", [("gpipe", [[0, 1, 2], [3, 4, 5, 6, 7]]),
