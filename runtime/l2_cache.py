@@ -89,8 +89,18 @@ def reserve_weights(module: nn.Module, device: torch.device) -> dict[str, Any]:
     """Reserve ``module``'s weights in the persisting L2 of ``device`` when they fit.
 
     Returns the report entry: ``reserved_bytes`` (the set-aside now in force, 0 if none),
-    ``weight_bytes``, ``window_bytes``, ``hit_ratio``, ``l2_bytes`` and ``note``.
+    ``weight_bytes``, ``window_bytes``, ``hit_ratio``, ``l2_bytes`` and ``note``. A CUDA call
+    that fails is reported in the note, never raised: the stage runs without the reservation.
     """
+    try:
+        return _reserve(module, device)
+    except (RuntimeError, OSError, AttributeError) as exc:
+        weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
+        return {"reserved_bytes": 0, "weight_bytes": weight_bytes, "window_bytes": 0, "hit_ratio": 0.0,
+                "l2_bytes": None, "note": f"the reservation failed ({exc}); nothing reserved"}
+
+
+def _reserve(module: nn.Module, device: torch.device) -> dict[str, Any]:
     weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
     report: dict[str, Any] = {"reserved_bytes": 0, "weight_bytes": weight_bytes, "window_bytes": 0,
                               "hit_ratio": 0.0, "l2_bytes": None}
