@@ -26,7 +26,7 @@ from .instance import Instance
 from .stages import RunCosts, least_bound
 
 __all__ = ["DeviceKind", "device_kinds", "mixes", "MAX_MIXES", "probe_free", "min_free_devices", "min_free_bottleneck",
-           "min_free_objective", "cpsat_free", "solve_free_pool"]
+           "min_free_objective", "cpsat_free", "mip_free", "solve_free_pool"]
 
 MAX_MIXES = 20_000  # count vectors the DP tracks at most
 
@@ -185,21 +185,13 @@ def cpsat_free(instance: Instance, k: int, *, hint: tuple[list[list[int]], list[
 
     from .cpsat import chain_assignment, run_model
     from .formulation import partitions_from_assignment
-    from .greedy import partition_ranges
 
-    kinds = device_kinds(instance)
-    n = instance.num_layers
-    acts = [layer.activation_bytes for layer in instance.layers]
-    fixed = [s - a for s, a in zip(instance.sizes, acts)]
-    flights = [instance.in_flight(p, k) for p in range(k)]
-    reserve = instance.constraints.reserve
-    limits = [min(instance.usable_capacity, kind.capacity - reserve) for kind in kinds]
-    biggest = max(limits)
-    # Valid partition ranges: greedy bounds at the largest device, sizes at the fewest micro-batches.
-    lower_sizes = [fx + min(flights) * a for fx, a in zip(fixed, acts)]
-    ranges = partition_ranges(lower_sizes, biggest, k)
-    if any(first > last for first, last in ranges):
+    data = _free_model_data(instance, k)
+    if data is None:
         return "INFEASIBLE (bounds)", None, None, 0, False, True
+    kinds, fixed, acts, flights, limits, ranges = data
+    n = instance.num_layers
+    biggest = max(limits)
     model = cp_model.CpModel()
     x = chain_assignment(model, ranges, k)
     z = [[model.new_bool_var(f"z[{p},{t}]") for t in range(len(kinds))] for p in range(k)]
@@ -234,8 +226,93 @@ def cpsat_free(instance: Instance, k: int, *, hint: tuple[list[list[int]], list[
     return name, None, None, 0, False, status == cp_model.INFEASIBLE
 
 
+def _free_model_data(instance: Instance, k: int):  # type: ignore[no-untyped-def]
+    """What both free-pool models share: kinds, per-layer fixed and activation bytes, the
+    micro-batches in flight per position, each kind's limit, and valid partition ranges
+    (greedy bounds at the largest device, sizes at the fewest micro-batches), or None."""
+    from .greedy import partition_ranges
+
+    kinds = device_kinds(instance)
+    acts = [layer.activation_bytes for layer in instance.layers]
+    fixed = [s - a for s, a in zip(instance.sizes, acts)]
+    flights = [instance.in_flight(p, k) for p in range(k)]
+    limits = [min(instance.usable_capacity, kind.capacity - instance.constraints.reserve) for kind in kinds]
+    lower_sizes = [fx + min(flights) * a for fx, a in zip(fixed, acts)]
+    ranges = partition_ranges(lower_sizes, max(limits), k)
+    if any(first > last for first, last in ranges):
+        return None
+    return kinds, fixed, acts, flights, limits, ranges
+
+
+def mip_free(instance: Instance, k: int, *, hint: tuple[list[list[int]], list[str]] | None, backend: str,
+             time_limit: float | None, seed: int) -> tuple:
+    """The free-pool model of :func:`cpsat_free` as a MIP in PuLP (CBC or HiGHS); the same
+    return. A solution whose binaries are not 0/1 is rejected."""
+    import pulp
+
+    from .formulation import partitions_from_assignment
+    from .mip import run_backend
+
+    data = _free_model_data(instance, k)
+    if data is None:
+        return "INFEASIBLE (bounds)", None, None, 0, False, True
+    kinds, fixed, acts, flights, limits, ranges = data
+    n = instance.num_layers
+    prob = pulp.LpProblem("free_pool", pulp.LpMinimize)
+    x = [{p: prob.add_variable(f"x_{i}_{p}", 0, 1, cat=pulp.LpBinary) for p in range(first, last + 1)}
+         for i, (first, last) in enumerate(ranges)]
+    z = [[prob.add_variable(f"z_{p}_{t}", 0, 1, cat=pulp.LpBinary) for t in range(len(kinds))] for p in range(k)]
+    bottleneck = prob.add_variable("M", 0, max(limits), cat=pulp.LpInteger)
+    prob += bottleneck
+    for i in range(n):
+        prob += pulp.lpSum(x[i].values()) == 1, f"assign_{i}"
+    for i in range(1, n):
+        for p, var in x[i].items():
+            prob += var <= pulp.lpSum(x[i - 1][q] for q in (p, p - 1) if q in x[i - 1]), f"contiguous_{i}_{p}"
+    prob += x[0][0] == 1, "first_layer"
+    prob += x[n - 1][k - 1] == 1, "last_layer"
+    for p in range(k):
+        prob += pulp.lpSum(z[p]) == 1, f"kind_{p}"
+        load = pulp.lpSum((fixed[i] + flights[p] * acts[i]) * x[i][p] for i in range(n) if p in x[i])
+        prob += load <= bottleneck, f"load_{p}"
+        prob += load <= pulp.lpSum(limits[t] * z[p][t] for t in range(len(kinds))), f"device_{p}"
+    for t, kind in enumerate(kinds):
+        prob += pulp.lpSum(z[p][t] for p in range(k)) <= len(kind.names), f"count_{t}"
+    start: dict[str, float] = {}
+    if hint is not None:
+        parts, names = hint
+        kind_of = {name: t for t, kind in enumerate(kinds) for name in kind.names}
+        where = {i: p for p, part in enumerate(parts) for i in part}
+        for i in range(n):
+            for p, var in x[i].items():
+                start[var.name] = 1.0 if where[i] == p else 0.0
+        for p in range(k):
+            for t in range(len(kinds)):
+                start[z[p][t].name] = 1.0 if kind_of[names[p]] == t else 0.0
+    raw, bound = run_backend(prob, start, backend, time_limit, seed)
+    if prob.sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
+        def chosen(options: dict) -> int | None:
+            ones = [key for key, var in options.items() if abs((var.value() or 0.0) - 1.0) <= 1e-6]
+            zeros = all(abs(var.value() or 0.0) <= 1e-6 for key, var in options.items() if key not in ones)
+            return ones[0] if len(ones) == 1 and zeros else None
+
+        partition_of = [chosen(x[i]) for i in range(n)]
+        order = [chosen(dict(enumerate(z[p]))) for p in range(k)]
+        if None in partition_of or None in order:
+            return f"{raw} (solution rejected)", None, None, 0, False, False
+        partitions = partitions_from_assignment(partition_of, k)  # type: ignore[arg-type]
+        if partitions is None:
+            return f"{raw} (solution rejected)", None, None, 0, False, False
+        proven = prob.sol_status == pulp.LpSolutionOptimal and raw.lower().startswith("optimal")
+        value = max(instance.partition_bytes(part, p, k) for p, part in enumerate(partitions))
+        return raw, partitions, _assign(instance, order), value if proven else bound, proven, False  # type: ignore[arg-type]
+    infeasible = prob.sol_status == pulp.LpSolutionInfeasible or prob.status == pulp.LpStatusInfeasible
+    return raw, None, None, 0, False, infeasible
+
+
 def solve_free_pool(instance: Instance, method: str, objective: str, k: int | None, finish, *,  # type: ignore[no-untyped-def]
-                    time_limit: float | None, seed: int, num_workers: int, warm_start: str | None):
+                    time_limit: float | None, seed: int, num_workers: int, warm_start: str | None,
+                    backend: str | None = None):
     """solve() on a free pool: greedy (the pool in its listed order, as accelerate fills it),
     the count-vector DP, or CP-SAT warm-started by the DP (or greedy)."""
     import dataclasses
@@ -256,7 +333,7 @@ def solve_free_pool(instance: Instance, method: str, objective: str, k: int | No
                       secondary_bound=0, devices=names)
     exact = None  # the DP's answer: (count or value, partitions, devices)
     dp_applies = mixes(instance) <= MAX_MIXES
-    if method == "dp" or (method == "cpsat" and warm_start in (None, "dp") and dp_applies):
+    if method == "dp" or (method in ("cpsat", "mip") and warm_start in (None, "dp") and dp_applies):
         if objective == "min_partitions":
             exact = min_free_devices(instance)
         elif objective == "min_bottleneck":
@@ -317,9 +394,13 @@ def solve_free_pool(instance: Instance, method: str, objective: str, k: int | No
     proven_count = lowest
     for count in counts:  # the first count with a plan; every smaller one proven infeasible
         is_last = count == counts[-1]
-        status, parts, names, bound, optimal, infeasible = cpsat_free(
-            instance, count, hint=hint if hint and len(hint[0]) == count else None, time_limit=left(), seed=seed,
-            num_workers=num_workers)
+        start = hint if hint and len(hint[0]) == count else None
+        if method == "mip":
+            status, parts, names, bound, optimal, infeasible = mip_free(
+                instance, count, hint=start, backend=backend or "cbc", time_limit=left(), seed=seed)
+        else:
+            status, parts, names, bound, optimal, infeasible = cpsat_free(
+                instance, count, hint=start, time_limit=left(), seed=seed, num_workers=num_workers)
         if parts is None and infeasible:
             proven_count = count + 1
             continue

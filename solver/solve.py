@@ -119,11 +119,6 @@ def _check_options(
         untimed = [layer.name for i, layer in enumerate(instance.layers) if instance.layer_seconds(i) is None]
         if untimed:
             raise OptionError(f"objective: 'min_stage_time' needs a time (or flops) on every layer; layer {untimed[0]!r} has none")
-    if instance.schedule != "none" and method == "mip" and instance.free_pool:
-        raise OptionError(
-            f"schedule: on a free device pool stage memory that depends on the schedule ({instance.schedule}) is "
-            f"planned by methods 'dp', 'cpsat' and 'greedy', not 'mip'"
-        )
     if instance.constraints.structural and method == "greedy":
         raise OptionError(
             "constraints: pinned layers, layer counts, cut rules and tied groups kept together are honoured by "
@@ -139,15 +134,12 @@ def _check_options(
         if instance.constraints.structural:
             raise OptionError("constraints: pinned layers, layer counts, cut rules and tied groups kept together are "
                               "not planned on a free device pool in this version")
-        if method == "mip":
-            raise OptionError("devices: free device pools are planned by methods 'dp', 'cpsat' and 'greedy' in this "
-                              "version, not 'mip'")
-        if method == "cpsat":
+        if method in ("cpsat", "mip"):
             for option, on in (("buffer_reuse", instance.buffer_reuse),
                                ("activation_recompute", instance.activation_recompute),
                                ("constraints.tied", bool(instance.constraints.tied))):
                 if on:
-                    raise OptionError(f"{option}: on a free device pool planned by method 'dp' (exact), not 'cpsat'")
+                    raise OptionError(f"{option}: on a free device pool planned by method 'dp' (exact), not {method!r}")
         if method == "dp":
             from .pools import MAX_MIXES, device_kinds, mixes
 
@@ -292,7 +284,8 @@ def solve(
         from .pools import solve_free_pool
 
         return solve_free_pool(instance, method, objective, num_partitions, finish, time_limit=time_limit, seed=seed,
-                               num_workers=num_workers or DEFAULT_CPSAT_WORKERS, warm_start=warm_start)
+                               num_workers=num_workers or DEFAULT_CPSAT_WORKERS, warm_start=warm_start,
+                               backend=backend)
     if method in ("cpsat", "mip") and (instance.schedule != "none" or instance.devices is not None
                                        or instance.buffer_reuse or instance.activation_recompute
                                        or instance.constraints.tied or instance.constraints.structural):

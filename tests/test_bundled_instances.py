@@ -33,8 +33,6 @@ def refused_by(inst, method):
         return None
     if inst.constraints.structural and inst.free_pool:
         return "constraints"
-    if inst.free_pool and method == "mip":
-        return "devices"
     if inst.free_pool:
         for option, on in (("activation_recompute", inst.activation_recompute), ("buffer_reuse", inst.buffer_reuse),
                            (r"constraints\.tied", bool(inst.constraints.tied))):

@@ -155,11 +155,11 @@ def test_map_bad_topology_exits_2(capsys):
 
 
 def test_compare_marks_methods_that_do_not_apply(capsys):
-    path = str(INSTANCES / "llama-3.1-70b-fp8-free-pool.json")
+    path = str(INSTANCES / "unet-skips-rtx4090-hbm.json")
     code, out, _ = run(capsys, "compare", path, "--json")
     row = json.loads(out)["instances"][0]
-    assert code == 0 and row["methods"]["mip"]["status"] == "n/a"
-    assert row["methods"]["mip"]["reason"].startswith("devices: ")
+    assert code == 0 and row["methods"]["dp"]["status"] == "n/a"
+    assert row["methods"]["dp"]["reason"].startswith("edges: ")
     code, out, _ = run(capsys, "compare", str(INSTANCES / "seed-30b-1f1b-b200-hbm.json"), "--json")
     row = json.loads(out)["instances"][0]
     assert row["methods"]["cpsat"]["status"] == "optimal" and row["proof"] == "optimal (4/4 proved)"

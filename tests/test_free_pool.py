@@ -59,11 +59,13 @@ def test_dp_matches_the_oracle(inst):
         assert bottleneck.objective == value
 
 
-@settings(max_examples=60, deadline=None)
-@given(inst=free_pools(), warm=st.sampled_from(["dp", "greedy", "none"]))
-def test_cpsat_matches_the_oracle(inst, warm):
+@settings(max_examples=90, deadline=None)
+@given(inst=free_pools(), warm=st.sampled_from(["dp", "greedy", "none"]),
+       which=st.sampled_from([("cpsat", {"num_workers": 8}), ("mip", {"backend": "cbc"}), ("mip", {"backend": "highs"})]))
+def test_models_match_the_oracle(inst, warm, which):
     per_k = free_oracle(inst)
-    plan = solve(inst, "cpsat", warm_start=warm, num_workers=8)
+    method, options = which
+    plan = solve(inst, method, warm_start=warm, **options)
     validate_plan(inst, plan)
     if not per_k:
         assert plan.status in (Status.INFEASIBLE, Status.UNKNOWN)
@@ -98,8 +100,9 @@ def test_free_pool_errors():
         Instance(name="f", capacity=10, layers=layers, device_order="free")
     with pytest.raises(InstanceError, match=r"^device_order: unknown order 'any' \(allowed: ordered, free\)$"):
         Instance(name="f", capacity=10, layers=layers, devices=(Device("d", 10),), device_order="any")
-    inst = Instance(name="f", capacity=10, layers=layers, devices=(Device("d", 10),), device_order="free")
-    with pytest.raises(OptionError, match=r"^devices: free device pools are planned by methods 'dp', 'cpsat' and 'greedy'"):
+    inst = Instance(name="f", capacity=10, layers=layers, devices=(Device("d", 10),), device_order="free",
+                    buffer_reuse=True)
+    with pytest.raises(OptionError, match=r"^buffer_reuse: on a free device pool planned by method 'dp' \(exact\), not 'mip'$"):
         solve(inst, "mip")
     many = Instance(name="f", capacity=10, layers=layers, device_order="free",
                     devices=tuple(Device(f"d{i}", 10 + i) for i in range(16)))

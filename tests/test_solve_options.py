@@ -50,8 +50,8 @@ def test_device_pools_are_planned_by_the_models_or_refused_not_ignored():
     ordered = Instance(name="p", capacity=10, layers=[Layer("a", weight_bytes=1)], devices=(Device("g0", 10),))
     assert solve(ordered, "mip").status.value == "optimal" == solve(ordered).status.value
     free = Instance(name="p", capacity=10, layers=[Layer("a", weight_bytes=1)], devices=(Device("g0", 10),),
-                    device_order="free")
-    with pytest.raises(OptionError, match=r"^devices: free device pools are planned by methods 'dp', 'cpsat' and 'greedy'"):
+                    device_order="free", activation_recompute=True)
+    with pytest.raises(OptionError, match=r"^activation_recompute: on a free device pool planned by method 'dp'"):
         solve(free, "mip")
 
 
