@@ -14,8 +14,8 @@ vllm           ``VLLM_PP_LAYER_PARTITION``: decoder layers per pipeline rank; vL
                the embedding on the first rank and the norm and head on the last.
 pippy          ``torch.distributed.pipelining`` ``split_spec``: module name → ``BEGINNING``
                at the first module of every stage but the first.
-accelerate     a ``device_map``: module name → GPU index (partition j on GPU j, or the
-               GPUs of a placement).
+accelerate     a ``device_map``: module name → GPU index (partition j on GPU j; a
+               placement's GPUs; a free pool's chosen devices by their place in the pool).
 =============  ===========================================================================
 
 Layer names follow the Hugging Face module names (as :func:`~solver.from_hf_config` writes
@@ -160,7 +160,7 @@ def export_plan(instance: Instance, plan: Plan | Placement, target: str) -> dict
         out["usage"] = ("torch.distributed.pipelining.pipeline(model, mb_args, split_spec={name: SplitPoint.BEGINNING "
                         "for name in value})")
     else:  # accelerate
-        gpus = _gpu_indices(plan, len(parts))
+        gpus = _gpu_indices(instance, plan, len(parts))
         device_map = {module: gpus[j] for j, p in enumerate(parts) for i in p for module in module_names(names[i])}
         out["value"] = device_map
         out["usage"] = "AutoModelForCausalLM.from_pretrained(MODEL, device_map=value)"
@@ -170,18 +170,21 @@ def export_plan(instance: Instance, plan: Plan | Placement, target: str) -> dict
     return out
 
 
-def _gpu_indices(plan: Plan | Placement, count: int) -> list[int]:
-    """GPU index per partition: a placement's devices (GPU3 → 3), else partition j on GPU j."""
-    devices = getattr(plan, "devices", None)
-    if not devices:
-        return list(range(count))
-    indices = []
-    for name in devices:
-        match = re.search(r"(\d+)$", name)
-        if match is None:
-            raise PlanError(f"accelerate: device {name!r} of the placement has no GPU index")
-        indices.append(int(match[1]))
-    return indices
+def _gpu_indices(instance: Instance, plan: Plan | Placement, count: int) -> list[int]:
+    """GPU index per partition: a placement's GPUs (GPU3 → 3); a plan on a free pool, its
+    devices' places in the pool; else partition j on GPU j (an ordered pool's device j)."""
+    if isinstance(plan, Placement):
+        indices = []
+        for name in plan.devices:
+            match = re.search(r"(\d+)$", name)
+            if match is None:
+                raise PlanError(f"accelerate: device {name!r} of the placement has no GPU index")
+            indices.append(int(match[1]))
+        return indices
+    if plan.devices:
+        pool = [d.name for d in instance.devices or ()]
+        return [pool.index(name) for name in plan.devices]
+    return list(range(count))
 
 
 def stage_layer_counts(instance: Instance, exported: Mapping[str, Any]) -> list[int]:

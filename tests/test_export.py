@@ -150,3 +150,16 @@ def test_pippy_split_spec_splits_a_real_module():
     for j, part in enumerate(plan.partitions):
         held = {name.rsplit(".", 1)[0] for name, _ in pipe.get_stage_module(j).named_parameters()}
         assert held == {leaves[i] for i in part}
+
+
+def test_accelerate_follows_a_free_pools_chosen_devices():
+    from solver import Device
+
+    layers = [Layer(f"model.layers.{i}", weight_bytes=30) for i in range(4)]
+    pool = (Device("small", 40), Device("big0", 100), Device("big1", 100))
+    inst = Instance(name="f", capacity=200, layers=layers, devices=pool, device_order="free")
+    plan = solve(inst)
+    assert plan.num_partitions == 2 and sorted(plan.devices) == ["big0", "big1"]
+    device_map = export_plan(inst, plan, "accelerate")["value"]
+    assert set(device_map.values()) == {1, 2}  # places in the pool, never the small device's 0
+    assert stage_layer_counts(inst, export_plan(inst, plan, "accelerate")) == [len(p) for p in plan.partitions]
