@@ -353,6 +353,14 @@ def _solve_joint(instance, method, objective, num_partitions, time_limit, seed, 
         if value is not None:
             raise OptionError(f"{name}: not an option of the joint model (topology=...)")
     _check_options(instance, "cpsat", "min_partitions", None, time_limit, seed, num_workers, None, None)
+    beyond = [name for name, on in (
+        ("schedule", instance.schedule != "none"), ("devices", instance.devices is not None),
+        ("buffer_reuse", instance.buffer_reuse), ("activation_recompute", instance.activation_recompute),
+        ("constraints", instance.constraints != type(instance.constraints)()), ("edges", instance.edges is not None),
+    ) if on]
+    if beyond:
+        raise OptionError(f"topology: the joint model plans the seed's additive chain in this version, not "
+                          f"{beyond[0]}; plan with solve() and place the plan with map_plan()")
     if num_partitions is None:
         oversized = explain_oversized(instance)
         if oversized is not None:

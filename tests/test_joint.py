@@ -105,3 +105,15 @@ def test_joint_options():
     with pytest.raises(OptionError, match=r"^num_partitions: 9 partitions but topology 'dgx-h100' has 8 GPUs$"):
         solve(Instance(name="o", capacity="40GB", layers=[Layer(f"l{i}", weight_bytes=1) for i in range(9)]),
               topology=topology, num_partitions=9)
+
+
+def test_the_joint_model_refuses_options_it_does_not_plan():
+    import pytest as _pytest
+
+    from solver import Instance, Layer, OptionError, load_topology, solve
+
+    inst = Instance(name="j", capacity="80GB", layers=[Layer(f"l{i}", weight_bytes=10**9) for i in range(4)],
+                    schedule="1f1b", micro_batches=2)
+    with _pytest.raises(OptionError, match=r"^topology: the joint model plans the seed's additive chain in this "
+                                           r"version, not schedule; plan with solve\(\) and place the plan with map_plan\(\)$"):
+        solve(inst, topology=load_topology("dgx-h100"))
