@@ -111,6 +111,13 @@ def execute(
         When a rank raises, dies or times out (naming the rank).
     """
     partitions, predicted, devices, num_layers = load_placement(placement)
+    if [i for part in partitions for i in part] != list(range(num_layers)):
+        # A DAG plan's stages are convex sets, not runs of the layer list; each rank here runs
+        # a run of the chain and sends one activation on.
+        raise ExecutionError("plan: its partitions are not consecutive runs of the layers (a DAG plan); the "
+                             "runtime runs chains of layers in this version")
+    if devices is None and isinstance(placement, Plan) and placement.devices:
+        devices = list(placement.devices)  # a free pool's chosen devices
     layers, shipped = meta_layers(model)
     check_layers(layers, num_layers, instance)
     if schedule not in SCHEDULES:

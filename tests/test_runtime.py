@@ -118,6 +118,11 @@ def test_a_mismatched_model_fails_before_any_process_starts():
         runtime.execute(plan, renamed, torch.randn(4, 16), instance=inst)
     with pytest.raises(runtime.ExecutionError, match=r"^micro_batches: 1F1B needs at least one micro-batch per stage \(2\), got 1$"):
         runtime.execute(plan, linear_chain(), torch.randn(4, 16), schedule="1f1b")
+    import dataclasses
+
+    convex = dataclasses.replace(plan, partitions=[[0, 2, 3], [1, 4, 5, 6, 7]])  # a DAG plan's sets
+    with pytest.raises(runtime.ExecutionError, match=r"^plan: its partitions are not consecutive runs of the layers"):
+        runtime.execute(convex, linear_chain(), torch.randn(4, 16))
 
 
 def _write_plan(tmp_path, partitions_count):
