@@ -28,9 +28,9 @@ minimising M; for the fewest partitions every smaller k is proven infeasible fir
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 
+from .count_search import Attempt, deadline, search_counts
 from .errors import PlanError
 from .instance import Instance
 
@@ -118,9 +118,9 @@ def check_dag_plan(instance: Instance, partitions: Sequence[Sequence[int]]) -> N
     if missing:
         raise PlanError(f"layer {instance.layers[missing[0]].name!r} is in {seen[missing[0]]} partitions, not one")
     where = _where(partitions, n)
+    index = {layer.name: i for i, layer in enumerate(instance.layers)}
     for a, b in instance.edges or ():
-        ia = next(i for i, layer in enumerate(instance.layers) if layer.name == a)
-        ib = next(i for i, layer in enumerate(instance.layers) if layer.name == b)
+        ia, ib = index[a], index[b]
         if where[ia] > where[ib]:
             raise PlanError(f"edge {a} → {b} runs backwards: partition {where[ia]} feeds partition {where[ib]}")
 
@@ -296,45 +296,27 @@ def solve_dag(instance: Instance, method: str, objective: str, k: int | None, fi
         loads = dag_loads(instance, greedy)
         return finish(Status.FEASIBLE, greedy, objective=len(greedy), bound=1, secondary_objective=max(loads),
                       secondary_bound=0)
-    started = time.perf_counter()
-
-    def left() -> float | None:
-        return None if time_limit is None else max(0.01, time_limit - (time.perf_counter() - started))
-
+    left = deadline(time_limit)
     if objective == "min_bottleneck":
         counts = [int(k)]  # type: ignore[arg-type]
     else:
         lowest = max(1, math.ceil(sum(instance.sizes) / instance.usable_capacity))
         counts = list(range(lowest, (len(greedy) if greedy else instance.num_layers) + 1))
-    proven = counts[0]
-    for count in counts:
-        hint = greedy if greedy is not None and len(greedy) == count else None
+
+    def hint_for(count: int):  # type: ignore[no-untyped-def]
+        return (greedy, None) if greedy is not None and len(greedy) == count else None
+
+    def attempt(count: int, hint) -> Attempt:  # type: ignore[no-untyped-def]
+        start = hint[0] if hint else None
         if method == "mip":
-            status, parts, bound, optimal, infeasible = mip_dag(instance, count, hint=hint, backend=backend or "cbc",
-                                                                time_limit=left(), seed=seed)
+            status, parts, bound, _, infeasible = mip_dag(instance, count, hint=start, backend=backend or "cbc",
+                                                          time_limit=left(), seed=seed)
         else:
-            status, parts, bound, optimal, infeasible = cpsat_dag(instance, count, hint=hint, time_limit=left(),
-                                                                  seed=seed, num_workers=num_workers)
-        if parts is None and infeasible:
-            proven = count + 1
-            continue
-        if parts is None and count != counts[-1]:
-            continue  # not proven either way within the time: a larger count may still be found
-        if parts is None:
-            if hint is None:
-                return finish(Status.UNKNOWN, objective=None, bound=None, backend_status=status,
-                              explanation="no plan found within the time limit")
-            parts = [list(p) for p in hint]
-        largest = max(dag_loads(instance, parts))
-        bound = min(bound, largest)
-        if objective == "min_bottleneck":
-            done = Status.OPTIMAL if optimal and bound == largest else Status.FEASIBLE
-            return finish(done, parts, objective=largest, bound=bound, backend_status=status)
-        done = Status.OPTIMAL if proven == count and bound == largest else Status.FEASIBLE
-        return finish(done, parts, objective=count, bound=proven, secondary_objective=largest, secondary_bound=bound,
-                      backend_status=status)
+            status, parts, bound, _, infeasible = cpsat_dag(instance, count, hint=start, time_limit=left(), seed=seed,
+                                                            num_workers=num_workers)
+        return Attempt(status, parts, bound, infeasible)
+
     what = f"{k} partitions" if objective == "min_bottleneck" else "any number of partitions"
-    return finish(Status.INFEASIBLE, objective=None, bound=None, backend_status="INFEASIBLE",
-                  explanation=f"no ordered convex split of the DAG into {what} fits the capacity of "
-                              f"{instance.usable_capacity:,} B ({'the MIP' if method == 'mip' else 'CP-SAT'} proved "
-                              f"it), counting the tensors each partition relays")
+    return search_counts(instance, objective, counts, attempt, hint_for, finish, infeasible_why=(
+        f"no ordered convex split of the DAG into {what} fits the capacity of {instance.usable_capacity:,} B "
+        f"({'the MIP' if method == 'mip' else 'CP-SAT'} proved it), counting the tensors each partition relays"))

@@ -36,10 +36,11 @@ from .instance import Instance
 from .placement import Placement
 from .plan import Plan
 
-__all__ = ["EXPORT_TARGETS", "export_plan", "stage_layer_counts", "module_names"]
+__all__ = ["EXPORT_TARGETS", "BLOCK_NAME", "export_plan", "stage_layer_counts", "module_names"]
 
 EXPORT_TARGETS = ("deepspeed", "megatron", "vllm", "pippy", "accelerate")
-_BLOCK = re.compile(r"^(?P<stack>(?:.*\.)?(?:layers|h|layer))\.(?P<index>\d+)(?:\.(?P<sub>.+))?$")
+BLOCK_NAME = re.compile(  # a decoder/encoder block or a sub-layer of one
+    r"^(?P<stack>(?:.*\.)?(?:layers|h|layer))\.(?P<index>\d+)(?:\.(?P<sub>.+))?$")
 
 
 def module_names(layer_name: str) -> list[str]:
@@ -56,7 +57,7 @@ class _Structure:
         self.names = [layer.name for layer in instance.layers]
         self.block_of: list[int | None] = []
         for name in self.names:
-            match = _BLOCK.match(name)
+            match = BLOCK_NAME.match(name)
             self.block_of.append(int(match["index"]) if match else None)
         blocks = [i for i, b in enumerate(self.block_of) if b is not None]
         if not blocks:

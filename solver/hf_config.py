@@ -33,12 +33,12 @@ Memory per layer, e bytes an activation element, b batch, s sequence, h hidden:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from .errors import InstanceError
+from .export import BLOCK_NAME
 from .instance import Constraints, Instance, Layer, TiedGroup, Training, read_json
 from .units import DTYPE_BITS
 
@@ -47,7 +47,6 @@ __all__ = ["from_hf_config", "FAMILIES"]
 FAMILIES = ("llama", "mistral", "mixtral", "qwen2", "gpt2", "bert")
 MODES = ("inference", "training")
 SPLITS = ("block", "sublayer")
-_BLOCK = re.compile(r"^.*\.(?:layers|h|layer)\.\d+(?:\.(?P<sub>.+))?$")
 _TORCH_DTYPES = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32", "float8_e4m3fn": "fp8", "int8": "int8"}
 
 
@@ -314,7 +313,7 @@ def _timed(layers: list[Layer], shape: _Shape, raw: Mapping[str, Any], family: s
             flops = 2 * layer.params * b
         else:
             flops = 2 * layer.params * b * s
-            match = _BLOCK.match(layer.name)
+            match = BLOCK_NAME.match(layer.name)
             if match and (match["sub"] is None or match["sub"] in _ATTENTION):
                 flops += 4 * b * s * s * q_dim
         if shape.training:

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 
 from .formulation import BackendResult, Formulation, add_rules, extra_terms, partitions_from_assignment
 
-__all__ = ["BACKENDS", "solve_bottleneck", "run_backend"]
+__all__ = ["BACKENDS", "solve_bottleneck", "run_backend", "chain_assignment", "assignment"]
 
 BACKENDS = ("cbc", "highs")
 _INTEGRALITY_TOL = 1e-6
@@ -61,22 +61,10 @@ def solve_bottleneck(
     prob = pulp.LpProblem("bottleneck", pulp.LpMinimize)
 
     # x[i, p] = 1 if layer i is in partition p (only inside the greedy bounds).
-    x: list[dict[int, pulp.LpVariable]] = [
-        {p: prob.add_variable(f"x_{i}_{p}", 0, 1, cat=pulp.LpBinary) for p in range(first, last + 1)}
-        for i, (first, last) in enumerate(form.ranges)
-    ]
+    x = chain_assignment(prob, form.ranges, k)
     # M: the bottleneck S_max, integral because the sizes are; L ≤ M tightens the root.
     bottleneck = prob.add_variable("M", form.lower, form.cap, cat=pulp.LpInteger)
     prob += bottleneck
-
-    for i in range(n):
-        prob += pulp.lpSum(x[i].values()) == 1, f"assign_{i}"
-    for i in range(1, n):
-        for p, var in x[i].items():
-            before = [x[i - 1][q] for q in (p, p - 1) if q in x[i - 1]]
-            prob += var <= pulp.lpSum(before), f"contiguous_{i}_{p}"
-    prob += x[0][0] == 1, "first_layer"
-    prob += x[n - 1][k - 1] == 1, "last_layer"
     members: list[list[tuple[int, pulp.LpVariable]]] = [[] for _ in range(k)]
     for i in range(n):
         for p, var in x[i].items():
@@ -114,7 +102,7 @@ def solve_bottleneck(
     bound = max(form.lower, bound)
 
     if prob.sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
-        partition_of = _assignment(x)
+        partition_of = assignment(x)
         partitions = None if partition_of is None else partitions_from_assignment(partition_of, k)
         if partitions is None:
             # Seen with CBC on large coefficients: "optimal" with binaries at -0.94 and 1.94.
@@ -138,8 +126,26 @@ def run_backend(prob, start: dict[str, float], backend: str, time_limit: float |
     return _run_highs(prob, start, time_limit, seed)
 
 
-def _assignment(x: list[dict]) -> list[int] | None:
-    """Each layer's partition from the binaries, or None if they are not 0/1 within 1e-6."""
+def chain_assignment(prob, ranges, k: int) -> list[dict]:  # type: ignore[no-untyped-def]
+    """x[i][p] binary = layer i in partition p (p in its range): k contiguous partitions in order."""
+    import pulp
+
+    n = len(ranges)
+    x = [{p: prob.add_variable(f"x_{i}_{p}", 0, 1, cat=pulp.LpBinary) for p in range(first, last + 1)}
+         for i, (first, last) in enumerate(ranges)]
+    for i in range(n):
+        prob += pulp.lpSum(x[i].values()) == 1, f"assign_{i}"
+    for i in range(1, n):
+        for p, var in x[i].items():
+            before = [x[i - 1][q] for q in (p, p - 1) if q in x[i - 1]]
+            prob += var <= pulp.lpSum(before), f"contiguous_{i}_{p}"
+    prob += x[0][0] == 1, "first_layer"
+    prob += x[n - 1][k - 1] == 1, "last_layer"
+    return x
+
+
+def assignment(x: list[dict]) -> list[int] | None:
+    """Each row's chosen key from its binaries, or None if they are not 0/1 within 1e-6 (one 1)."""
     partition_of = []
     for options in x:
         chosen = [p for p, var in options.items() if abs((var.value() or 0.0) - 1.0) <= _INTEGRALITY_TOL]

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
+from .count_search import Attempt, deadline, search_counts
 from .instance import Instance
 from .stages import RunCosts, least_bound
 
@@ -198,22 +199,20 @@ def cpsat_free(instance: Instance, k: int, *, hint: tuple[list[list[int]], list[
     bottleneck = model.new_int_var(0, biggest, "M")
     for p in range(k):
         model.add_exactly_one(z[p])
-        load = sum((fixed[i] + flights[p] * acts[i]) * var for i in range(n) for q, var in x[i].items() if q == p)
+        load = sum((fixed[i] + flights[p] * acts[i]) * x[i][p] for i in range(n) if p in x[i])
         model.add(load <= bottleneck)
         model.add(load <= sum(limits[t] * z[p][t] for t in range(len(kinds))))
     for t, kind in enumerate(kinds):
         model.add(sum(z[p][t] for p in range(k)) <= len(kind.names))
     model.minimize(bottleneck)
     if hint is not None:
-        parts, names = hint
-        kind_of = {name: t for t, kind in enumerate(kinds) for name in kind.names}
-        where = {i: p for p, part in enumerate(parts) for i in part}
+        where, kind_at = _hint_places(kinds, hint)
         for i in range(n):
             for p, var in x[i].items():
                 model.add_hint(var, where[i] == p)
         for p in range(k):
             for t in range(len(kinds)):
-                model.add_hint(z[p][t], kind_of[names[p]] == t)
+                model.add_hint(z[p][t], kind_at[p] == t)
     solver, status, name = run_model(model, time_limit=time_limit, seed=seed, num_workers=num_workers)
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         partition_of = [next(p for p, var in x[i].items() if solver.boolean_value(var)) for i in range(n)]
@@ -244,6 +243,13 @@ def _free_model_data(instance: Instance, k: int):  # type: ignore[no-untyped-def
     return kinds, fixed, acts, flights, limits, ranges
 
 
+def _hint_places(kinds: list[DeviceKind], hint: tuple[list[list[int]], list[str]]) -> tuple[dict[int, int], list[int]]:
+    """A warm start as the models read it: each layer's partition, and each partition's kind."""
+    parts, names = hint
+    kind_of = {name: t for t, kind in enumerate(kinds) for name in kind.names}
+    return {i: p for p, part in enumerate(parts) for i in part}, [kind_of[name] for name in names]
+
+
 def mip_free(instance: Instance, k: int, *, hint: tuple[list[list[int]], list[str]] | None, backend: str,
              time_limit: float | None, seed: int) -> tuple:
     """The free-pool model of :func:`cpsat_free` as a MIP in PuLP (CBC or HiGHS); the same
@@ -251,7 +257,7 @@ def mip_free(instance: Instance, k: int, *, hint: tuple[list[list[int]], list[st
     import pulp
 
     from .formulation import partitions_from_assignment
-    from .mip import run_backend
+    from .mip import assignment, chain_assignment, run_backend
 
     data = _free_model_data(instance, k)
     if data is None:
@@ -259,18 +265,10 @@ def mip_free(instance: Instance, k: int, *, hint: tuple[list[list[int]], list[st
     kinds, fixed, acts, flights, limits, ranges = data
     n = instance.num_layers
     prob = pulp.LpProblem("free_pool", pulp.LpMinimize)
-    x = [{p: prob.add_variable(f"x_{i}_{p}", 0, 1, cat=pulp.LpBinary) for p in range(first, last + 1)}
-         for i, (first, last) in enumerate(ranges)]
+    x = chain_assignment(prob, ranges, k)
     z = [[prob.add_variable(f"z_{p}_{t}", 0, 1, cat=pulp.LpBinary) for t in range(len(kinds))] for p in range(k)]
     bottleneck = prob.add_variable("M", 0, max(limits), cat=pulp.LpInteger)
     prob += bottleneck
-    for i in range(n):
-        prob += pulp.lpSum(x[i].values()) == 1, f"assign_{i}"
-    for i in range(1, n):
-        for p, var in x[i].items():
-            prob += var <= pulp.lpSum(x[i - 1][q] for q in (p, p - 1) if q in x[i - 1]), f"contiguous_{i}_{p}"
-    prob += x[0][0] == 1, "first_layer"
-    prob += x[n - 1][k - 1] == 1, "last_layer"
     for p in range(k):
         prob += pulp.lpSum(z[p]) == 1, f"kind_{p}"
         load = pulp.lpSum((fixed[i] + flights[p] * acts[i]) * x[i][p] for i in range(n) if p in x[i])
@@ -280,25 +278,18 @@ def mip_free(instance: Instance, k: int, *, hint: tuple[list[list[int]], list[st
         prob += pulp.lpSum(z[p][t] for p in range(k)) <= len(kind.names), f"count_{t}"
     start: dict[str, float] = {}
     if hint is not None:
-        parts, names = hint
-        kind_of = {name: t for t, kind in enumerate(kinds) for name in kind.names}
-        where = {i: p for p, part in enumerate(parts) for i in part}
+        where, kind_at = _hint_places(kinds, hint)
         for i in range(n):
             for p, var in x[i].items():
                 start[var.name] = 1.0 if where[i] == p else 0.0
         for p in range(k):
             for t in range(len(kinds)):
-                start[z[p][t].name] = 1.0 if kind_of[names[p]] == t else 0.0
+                start[z[p][t].name] = 1.0 if kind_at[p] == t else 0.0
     raw, bound = run_backend(prob, start, backend, time_limit, seed)
     if prob.sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
-        def chosen(options: dict) -> int | None:
-            ones = [key for key, var in options.items() if abs((var.value() or 0.0) - 1.0) <= 1e-6]
-            zeros = all(abs(var.value() or 0.0) <= 1e-6 for key, var in options.items() if key not in ones)
-            return ones[0] if len(ones) == 1 and zeros else None
-
-        partition_of = [chosen(x[i]) for i in range(n)]
-        order = [chosen(dict(enumerate(z[p]))) for p in range(k)]
-        if None in partition_of or None in order:
+        partition_of = assignment(x)
+        order = assignment([dict(enumerate(row)) for row in z])
+        if partition_of is None or order is None:
             return f"{raw} (solution rejected)", None, None, 0, False, False
         partitions = partitions_from_assignment(partition_of, k)  # type: ignore[arg-type]
         if partitions is None:
@@ -316,7 +307,6 @@ def solve_free_pool(instance: Instance, method: str, objective: str, k: int | No
     """solve() on a free pool: greedy (the pool in its listed order, as accelerate fills it),
     the count-vector DP, or CP-SAT warm-started by the DP (or greedy)."""
     import dataclasses
-    import time
 
     from .plan import Status
     from .stages import greedy_walk
@@ -364,17 +354,12 @@ def solve_free_pool(instance: Instance, method: str, objective: str, k: int | No
         value, parts, names = exact  # type: ignore[misc]
         return finish(Status.OPTIMAL, parts, objective=value, bound=value, devices=names)
 
-    # CP-SAT: prove the count (min_partitions), then minimise the largest partition.
-    started = time.perf_counter()
-
-    def left() -> float | None:
-        return None if time_limit is None else max(0.01, time_limit - (time.perf_counter() - started))
-
+    # CP-SAT or the MIP: prove the count (min_partitions), then minimise the largest partition.
+    left = deadline(time_limit)
     hint = None
     if exact is not None:
         if objective == "min_partitions":
-            count = exact[0]
-            best = min_free_bottleneck(instance, count)
+            best = min_free_bottleneck(instance, exact[0])
             hint = (best[1], best[2]) if best else None
         else:
             hint = (exact[1], exact[2])
@@ -384,42 +369,24 @@ def solve_free_pool(instance: Instance, method: str, objective: str, k: int | No
             hint = (parts, [d.name for d in instance.devices[: len(parts)]])  # type: ignore[index]
     if objective == "min_bottleneck":
         counts = [k]
-        lowest = k
     else:
         most = min(instance.num_layers, len(instance.devices or ()))
         biggest = max(instance.device_capacity(d.name) for d in instance.devices or ())
         lowest = max(1, math.ceil(sum(instance.partition_bytes([i], 0, 1) for i in range(instance.num_layers))
                                   / max(1, biggest)) if instance.schedule == "none" else 1)
         counts = list(range(lowest, (len(hint[0]) if hint else most) + 1))
-    proven_count = lowest
-    for count in counts:  # the first count with a plan; every smaller one proven infeasible
-        is_last = count == counts[-1]
-        start = hint if hint and len(hint[0]) == count else None
+
+    def attempt(count: int, start) -> Attempt:  # type: ignore[no-untyped-def]
         if method == "mip":
-            status, parts, names, bound, optimal, infeasible = mip_free(
+            status, parts, names, bound, _, infeasible = mip_free(
                 instance, count, hint=start, backend=backend or "cbc", time_limit=left(), seed=seed)
         else:
-            status, parts, names, bound, optimal, infeasible = cpsat_free(
+            status, parts, names, bound, _, infeasible = cpsat_free(
                 instance, count, hint=start, time_limit=left(), seed=seed, num_workers=num_workers)
-        if parts is None and infeasible:
-            proven_count = count + 1
-            continue
-        if parts is None and not is_last:
-            continue  # the time ran out on this count: it is not proven, a larger one may still be found
-        if parts is None:
-            if hint is not None:
-                parts, names = hint
-            else:
-                return finish(Status.UNKNOWN, objective=None, bound=None, backend_status=status,
-                              explanation="no plan found within the time limit")
-        largest = max(instance.partition_bytes(p, j, count) for j, p in enumerate(parts))
-        bound = min(bound, largest)
-        if objective == "min_bottleneck":
-            done = Status.OPTIMAL if optimal and bound == largest else Status.FEASIBLE
-            return finish(done, parts, objective=largest, bound=bound, backend_status=status, devices=names)
-        done = Status.OPTIMAL if proven_count == count and bound == largest else Status.FEASIBLE
-        return finish(done, parts, objective=count, bound=proven_count, secondary_objective=largest,
-                      secondary_bound=bound, backend_status=status, devices=names)
+        return Attempt(status, parts, bound, infeasible, names)
+
     pool = ", ".join(d.name for d in instance.devices or ())
-    return finish(Status.INFEASIBLE, objective=None, bound=None, backend_status="INFEASIBLE",
-                  explanation=f"no number of the pool's devices ({pool}) holds the model (CP-SAT proved every count)")
+    return search_counts(instance, objective, counts, attempt, lambda count: hint if hint and len(hint[0]) == count
+                         else None, finish,
+                         infeasible_why=f"no number of the pool's devices ({pool}) holds the model ({method} proved "
+                                        f"every count)")

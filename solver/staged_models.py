@@ -15,8 +15,7 @@ fewest count, itself exact, is taken and the model minimises the largest partiti
 
 from __future__ import annotations
 
-import time
-
+from .count_search import Attempt, deadline, search_counts
 from .formulation import formulate
 from .instance import Instance
 from .plan import Status
@@ -30,9 +29,9 @@ def solve_staged_model(instance: Instance, method: str, objective: str, k: int |
     """solve() with ``cpsat`` or ``mip`` on an instance with any of this module's options."""
     from .stages import greedy_walk, min_stage_bottleneck, min_stages
 
-    from .stages import _parts
+    from .stages import layer_parts
 
-    fixed, acts, reused = _parts(instance)  # held once; per micro-batch; the workspace when reused
+    fixed, acts, reused = layer_parts(instance)  # held once; per micro-batch; the workspace when reused
     options = {
         "peaks": reused if instance.buffer_reuse else None,
         "recompute": instance.activation_recompute,
@@ -50,10 +49,7 @@ def solve_staged_model(instance: Instance, method: str, objective: str, k: int |
              "no_cut_after": sorted(closed), "must_cut_after": sorted(index[name] for name in c.must_cut_after)}
     # Greedy's walk ignores the structural rules: then it is neither a start nor a bound.
     walked = greedy_walk(instance) if warm_start == "greedy" and not instance.constraints.structural else None
-    started = time.perf_counter()
-
-    def left() -> float | None:
-        return None if time_limit is None else max(0.01, time_limit - (time.perf_counter() - started))
+    left = deadline(time_limit)
 
     def warm(count: int) -> list[list[int]] | None:
         if warm_start in (None, "dp"):
@@ -84,38 +80,21 @@ def solve_staged_model(instance: Instance, method: str, objective: str, k: int |
         counts = [fewest[0]]
     else:  # the model proves the count itself: every smaller one infeasible
         counts = list(range(1, (len(walked) if walked is not None else instance.max_partitions) + 1))
-    proven = counts[0]
-    for count in counts:
-        hint = warm(count)
+    def attempt(count: int, hint) -> Attempt:  # type: ignore[no-untyped-def]
         pins = [(index[name], where if where >= 0 else count + where) for name, where in c.pinned]
         form = None if any(not 0 <= p < count for _, p in pins) else formulate(
-            fixed, count, instance.usable_capacity, hint, acts=acts,
+            fixed, count, instance.usable_capacity, hint[0] if hint else None, acts=acts,
             flights=[instance.in_flight(p, count) for p in range(count)],
             caps=[instance.capacity_at(p) for p in range(count)], pins=pins, **options, **rules)
-        if form is None:  # the greedy bounds leave some layer no partition: proven infeasible
-            proven = count + 1
-            continue
+        if form is None:  # a pin out of range, or the greedy bounds leave some layer no partition
+            return Attempt("INFEASIBLE (bounds)", None, 0, True)
         result = run(form)
-        if result.partitions is None and result.proven_infeasible:
-            proven = count + 1
-            continue
-        if result.partitions is None and count != counts[-1]:
-            continue  # not decided within the time: a larger count may still have a plan
-        parts = result.partitions if result.partitions is not None else hint
-        if parts is None:
-            return finish(Status.UNKNOWN, objective=None, bound=None, backend_status=result.backend_status,
-                          explanation="no plan found within the time limit")
-        largest = max(instance.partition_bytes(p, j, count) for j, p in enumerate(parts))
-        bound = min(result.bound, largest)
-        note = None if result.partitions is not None else (
-            f"the backend returned no plan ({result.backend_status}); the warm start is returned")
-        if objective == "min_bottleneck":
-            done = Status.OPTIMAL if bound == largest else Status.FEASIBLE
-            return finish(done, parts, objective=largest, bound=bound, backend_status=result.backend_status,
-                          explanation=note)
-        done = Status.OPTIMAL if proven == count and bound == largest else Status.FEASIBLE
-        return finish(done, parts, objective=count, bound=proven, secondary_objective=largest, secondary_bound=bound,
-                      backend_status=result.backend_status, explanation=note)
+        return Attempt(result.backend_status, result.partitions, result.bound, result.proven_infeasible)
+
+    def hint_for(count: int):  # type: ignore[no-untyped-def]
+        parts = warm(count)
+        return None if parts is None else (parts, None)
+
     what = f"{k} stages" if objective == "min_bottleneck" else "any number of stages"
-    return finish(Status.INFEASIBLE, objective=None, bound=None, backend_status="INFEASIBLE",
-                  explanation=f"no plan with {what} fits (proven by the {method} model and its greedy bounds)")
+    return search_counts(instance, objective, counts, attempt, hint_for, finish,
+                         infeasible_why=f"no plan with {what} fits (proven by the {method} model and its greedy bounds)")

@@ -30,11 +30,11 @@ from itertools import accumulate
 
 from .instance import Instance
 
-__all__ = ["RunCosts", "least_bound", "probe_stages", "min_stages", "min_stage_bottleneck", "min_stage_time",
+__all__ = ["RunCosts", "layer_parts", "least_bound", "probe_stages", "min_stages", "min_stage_bottleneck", "min_stage_time",
            "min_stage_utilization", "greedy_walk"]
 
 
-def _parts(instance: Instance) -> tuple[list[int], list[int], list[int]]:
+def layer_parts(instance: Instance) -> tuple[list[int], list[int], list[int]]:
     """Per layer: the bytes held once (weights, training state, and buffers unless they are
     reused), the activation, and the buffer when the partition reuses one workspace."""
     acts = [layer.activation_bytes for layer in instance.layers]
@@ -83,7 +83,7 @@ class RunCosts:
 
     def __init__(self, instance: Instance):
         self.instance = instance
-        fixed, self.acts, self.reused = _parts(instance)
+        fixed, self.acts, self.reused = layer_parts(instance)
         self.n = n = len(fixed)
         self.F = [0, *accumulate(fixed)]
         self.A = [0, *accumulate(self.acts)]
@@ -303,7 +303,7 @@ def greedy_walk(instance: Instance) -> list[list[int]] | None:
     """The seed's GreedyLayerPartition over this instance's memory model, planning every stage
     for the most micro-batches any stage holds (greedy cannot know its place); None when a
     layer alone does not fit so."""
-    fixed, acts, reused = _parts(instance)
+    fixed, acts, reused = layer_parts(instance)
     m = instance.micro_batches if instance.schedule != "none" else 1
     group_of = {i: (g, shared.total) for g, (members, shared) in enumerate(instance.tied_groups) for i in members}
     parts: list[list[int]] = []

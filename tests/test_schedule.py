@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from solver import Instance, InstanceError, Layer, OptionError, Status, load_instance, solve, validate_plan
+from solver import Instance, InstanceError, Layer, Status, load_instance, solve, validate_plan
 
 from helpers import INSTANCES, stage_oracle
 
