@@ -77,10 +77,13 @@ def hf(config: str, *, batch: int, seq: int, **options) -> dict:
     return inst.to_dict()
 
 
+def body(data: dict) -> dict:
+    """An imported instance without its own name and description (the bundled file gives them)."""
+    return {k: v for k, v in data.items() if k not in ("name", "description")}
+
+
 def real(name: str, description: str, config: str, *, capacity: str, batch: int, seq: int, **options) -> None:
-    data = hf(config, batch=batch, seq=seq, capacity=capacity, **options)
-    data.pop("name", None)
-    write(name, {"description": description, **{k: v for k, v in data.items() if k != "description"}})
+    write(name, {"description": description, **body(hf(config, batch=batch, seq=seq, capacity=capacity, **options))})
 
 
 def real_models() -> None:
@@ -117,14 +120,14 @@ def real_models() -> None:
     write("llama-2-7b-1f1b-train-h100-hbm", {
         "description": "Llama-2-7B training with mixed-precision Adam under 1F1B with 16 micro-batches of 2 × 4096 "
         "tokens (activation_bytes: what one micro-batch saves for the backward pass), on 80 GB H100s.",
-        **{k: v for k, v in train.items() if k not in ("name", "description")},
+        **body(train),
         "schedule": "1f1b", "micro_batches": 16,
     })
     write("llama-2-7b-1f1b-recompute-train-h100-hbm", {
         "description": "The same 1F1B training with activation recomputation: each stage keeps only its input per "
         "micro-batch in flight and one layer's saved tensors, so two stages suffice; greedy, planning every stage "
         "for 16 micro-batches, packs the first to 97 % and the exact plan balances them.",
-        **{k: v for k, v in train.items() if k not in ("name", "description")},
+        **body(train),
         "schedule": "1f1b", "micro_batches": 16, "activation_recompute": True,
     })
     # The seed's 30B model as 16 layers of 1.875B params, 8 micro-batches of 16 × 10000 tokens × 4096 hidden.
@@ -145,7 +148,7 @@ def real_models() -> None:
         "description": "Llama-2-7B inference (batch 16 × seq 4096) on 24 GB RTX 4090s with 2 GB held back per GPU "
         "for the CUDA context, the embedding pinned to the first stage and the head to the last, and at most 12 "
         "layers a stage.",
-        **{k: v for k, v in constrained.items() if k not in ("name", "description")},
+        **body(constrained),
         "constraints": {"pinned": {"model.embed_tokens": 0, "lm_head": -1}, "max_layers_per_partition": 12,
                         "reserve": "2GB"},
     })
@@ -153,7 +156,7 @@ def real_models() -> None:
     write("llama-3.1-70b-fp8-mixed-pool", {
         "description": "Llama-3.1-70B with FP8 weights, batch 4 × seq 8192, on an ordered pool of mixed GPUs (vendor "
         "capacities): an L40S 48 GB, two H100 80 GB and an A100 40 GB, partition j on device j.",
-        **{k: v for k, v in pool.items() if k not in ("name", "description")},
+        **body(pool),
         "devices": [{"name": "l40s-0", "capacity": "48GB"}, {"name": "h100-0", "capacity": "80GB"},
                     {"name": "h100-1", "capacity": "80GB"}, {"name": "a100-0", "capacity": "40GB"}],
     })
@@ -172,7 +175,7 @@ def real_models() -> None:
         "description": "Llama-3.1-70B with FP8 weights, batch 4 × seq 8192, on a free pool of two A100 40 GB, two "
         "L40S 48 GB and two H100 80 GB (vendor capacities, listed in that order): the planner chooses which "
         "devices and in which order.",
-        **{k: v for k, v in pool.items() if k not in ("name", "description")},
+        **body(pool),
         "device_order": "free",
         "devices": [{"name": "a100-0", "capacity": "40GB"}, {"name": "a100-1", "capacity": "40GB"},
                     {"name": "l40s-0", "capacity": "48GB"}, {"name": "l40s-1", "capacity": "48GB"},
@@ -182,7 +185,7 @@ def real_models() -> None:
     write("mixtral-8x7b-kv-free-pool", {
         "description": "Mixtral-8x7B serving in BF16 with its KV cache, batch 8 × seq 4096, on a free pool of four "
         "RTX 4090 24 GB, two A100 40 GB and two H100 80 GB (vendor capacities).",
-        **{k: v for k, v in moe.items() if k not in ("name", "description")},
+        **body(moe),
         "device_order": "free",
         "devices": [*({"name": f"rtx4090-{i}", "capacity": "24GB"} for i in range(4)),
                     {"name": "a100-0", "capacity": "40GB"}, {"name": "a100-1", "capacity": "40GB"},
@@ -192,7 +195,7 @@ def real_models() -> None:
     write("llama-3-8b-kv-ordered-pool", {
         "description": "Llama-3-8B serving in BF16 with its KV cache, batch 16 × seq 4096, on an ordered pool (partition "
         "j on device j) of an L40S 48 GB and two RTX 4090 24 GB: greedy fills the L40S first, the optimum balances.",
-        **{k: v for k, v in ordered.items() if k not in ("name", "description")},
+        **body(ordered),
         "devices": [{"name": "l40s-0", "capacity": "48GB"}, {"name": "rtx4090-0", "capacity": "24GB"},
                     {"name": "rtx4090-1", "capacity": "24GB"}],
     })

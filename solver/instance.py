@@ -742,14 +742,14 @@ class Instance:
 
     def tied_savings(self, layers: Sequence[int]) -> Footprint:
         """What a partition holding ``layers`` saves by storing each tied weight once, not once per member."""
-        saved = Footprint(0, 0, 0, 0)
+        weight = state = 0
         if self._tied:
             held = set(layers)
             for members, shared in self._tied:
-                extra = sum(1 for i in members if i in held) - 1
-                for _ in range(max(0, extra)):
-                    saved = saved + shared
-        return saved
+                copies = max(0, sum(1 for i in members if i in held) - 1)
+                weight += copies * shared.weight
+                state += copies * shared.training_state
+        return Footprint(weight, 0, 0, state)
 
     @property
     def tied_groups(self) -> tuple[tuple[tuple[int, ...], Footprint], ...]:

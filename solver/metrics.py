@@ -46,13 +46,12 @@ def plan_metrics(instance: Instance, partitions: Sequence[Sequence[int]],
         return {}
     capacity = instance.capacity
     rows = []
-    relayed = [0] * len(partitions)  # a DAG's tensors held on their way to a later partition
-    if instance.edges is not None:
-        relayed = [load - partition_footprint(instance, p, j, len(partitions)).total
-                   for j, (p, load) in enumerate(zip(partitions, instance.plan_loads(partitions)))]
+    # A DAG's partitions also hold the tensors relayed to later ones: counted as activation.
+    loads = instance.plan_loads(partitions) if instance.edges is not None else None
     for j, part in enumerate(partitions):
         fp = partition_footprint(instance, part, j, len(partitions))
-        fp = Footprint(fp.weight, fp.activation + relayed[j], fp.buffer, fp.training_state, fp.kv_cache)
+        if loads is not None:
+            fp = Footprint(fp.weight, fp.activation + loads[j] - fp.total, fp.buffer, fp.training_state, fp.kv_cache)
         row: dict[str, Any] = {
             "index": j,
             "first_layer": instance.layers[part[0]].name,
