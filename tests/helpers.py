@@ -121,3 +121,17 @@ def check_dp_against_stage_oracle(instance: Instance):
         assert plan.status is Status.OPTIMAL
         assert (plan.objective, plan.secondary_objective) == expected
     return expected
+
+
+def assert_fewest_then_balanced(plan, per_k: dict) -> bool:
+    """The plan against an oracle's smallest largest partition per count: INFEASIBLE with an
+    explanation when there is none, else OPTIMAL at the fewest count and its best balance.
+    Returns whether a plan exists."""
+    from solver import Status
+
+    if not per_k:
+        assert plan.status is Status.INFEASIBLE and plan.explanation
+        return False
+    fewest = min(per_k)
+    assert plan.status is Status.OPTIMAL and (plan.objective, plan.secondary_objective) == (fewest, per_k[fewest])
+    return True
