@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from .execute import ExecutionError, default_backend, load_placement, summarise
+from .execute import ExecutionError, check_steps, default_backend, load_placement, summarise
 from .model import check_layers, meta_layers
-from .rank import SCHEDULES, Job
+from .rank import SCHEDULES, Job, threads_per_rank
 
 __all__ = ["main", "render_report"]
 
@@ -34,7 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--micro-batches", type=int, default=1)
     p.add_argument("--schedule", default="gpipe", choices=sorted(SCHEDULES))
-    p.add_argument("--train", action="store_true", help="forward, backward and one SGD step")
+    p.add_argument("--train", action="store_true", help="forward, backward and an SGD step")
+    p.add_argument("--steps", type=int, default=1, help="timed steps, after one untimed warm-up step")
     p.add_argument("--report", help="write the report as JSON here")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=60.0, help="seconds a rank waits for the others")
@@ -60,7 +61,8 @@ def _inputs(spec: str, batch: int, seed: int, train: bool) -> tuple[torch.Tensor
 def render_report(report: dict) -> str:
     lines = [
         f"{report['stages']} ranks ({report['backend']}), schedule {report['schedule']}, {report['micro_batches']} "
-        f"micro-batches of {report['batch'] // report['micro_batches']}: step {report['step_s'] * 1e3:.1f} ms, "
+        f"micro-batches of {report['batch'] // report['micro_batches']}: step {report['step_s'] * 1e3:.1f} ms "
+        f"(mean of {report['steps']} after a warm-up), "
         f"{report['throughput_samples_per_s']:.1f} samples/s; bubble {100 * report['measured_bubble_fraction']:.0f}% "
         f"measured, {100 * report['theoretical_bubble_fraction']:.0f}% in theory",
         "",
@@ -93,6 +95,7 @@ def _run(args: argparse.Namespace) -> int:
     partitions, predicted, devices, num_layers = load_placement(args.placement)
     layers, _ = meta_layers(args.model)
     check_layers(layers, num_layers, None)
+    check_steps(args.steps, "--steps")
     world = len(partitions)
     if world % args.nnodes:
         raise ExecutionError(f"--nnodes: {world} ranks do not split evenly over {args.nnodes} nodes")
@@ -104,7 +107,8 @@ def _run(args: argparse.Namespace) -> int:
         partitions=partitions, predicted_bytes=predicted, devices=devices, model=args.model, inputs=inputs,
         target=target, micro_batches=args.micro_batches, schedule=args.schedule, train=args.train,
         backend=default_backend(world // args.nnodes), master_addr=None, master_port=None,
-        out_dir=str(job_dir), timeout_s=args.timeout, seed=args.seed,
+        out_dir=str(job_dir), timeout_s=args.timeout, seed=args.seed, steps=args.steps,
+        threads=threads_per_rank(world // args.nnodes),
     )
     job_file = job_dir / "job.pt"
     torch.save(job, job_file)
@@ -120,7 +124,7 @@ def _run(args: argparse.Namespace) -> int:
             command.append(f"--node-rank={args.node_rank}")
     command += ["-m", "runtime.worker", str(job_file)]
     env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default for each rank, said quietly
+    env.setdefault("OMP_NUM_THREADS", str(job.threads))  # else torchrun sets 1, with a warning
     completed = subprocess.run(command, env=env)
     if completed.returncode != 0:
         print(f"layerfit: error: the ranks failed (torchrun exit code {completed.returncode}); see torchrun's report "

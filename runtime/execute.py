@@ -20,7 +20,7 @@ import torch.multiprocessing as mp
 from solver import Instance, LayerfitError, Placement, Plan
 
 from .model import check_layers, meta_layers
-from .rank import SCHEDULES, Job, run_rank
+from .rank import SCHEDULES, Job, run_rank, threads_per_rank
 
 __all__ = ["ExecutionError", "ExecutionResult", "execute", "load_placement"]
 
@@ -59,6 +59,11 @@ def load_placement(source: Placement | Plan | dict | str | Path) -> tuple[list[l
     raise ExecutionError(f"expected a Placement, a Plan or their JSON, got {type(source).__name__}")
 
 
+def check_steps(steps: Any, field: str) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ExecutionError(f"{field}: expected a whole number of steps ≥ 1, got {steps!r}")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -81,6 +86,7 @@ def execute(
     micro_batches: int = 1,
     schedule: str = "gpipe",
     train: bool = False,
+    steps: int = 1,
     loss_fn: Any = None,
     lr: float = 0.1,
     seed: int = 0,
@@ -101,7 +107,10 @@ def execute(
     instance:
         When given, layer names and parameter counts are checked against it.
     train:
-        Forward, backward (``loss_fn``, default MSE) and one SGD step with ``lr``.
+        Forward, backward (``loss_fn``, default MSE) and an SGD step with ``lr``.
+    steps:
+        Timed steps, after one untimed warm-up step; the report's times are per step.
+        Outputs and gradients are the first timed step's (at the initial weights).
 
     Raises
     ------
@@ -129,13 +138,14 @@ def execute(
         raise ExecutionError(f"micro_batches: 1F1B needs at least one micro-batch per stage ({world}), got {micro_batches}")
     if train and target is None:
         raise ExecutionError("target: training needs a target for the loss")
+    check_steps(steps, "steps")
     backend = backend or default_backend(world)
     with tempfile.TemporaryDirectory(prefix="layerfit-run-") as out_dir:
         job = Job(
             partitions=partitions, predicted_bytes=predicted, devices=devices, model=shipped, inputs=inputs,
             target=target, micro_batches=micro_batches, schedule=schedule, train=train, backend=backend,
             master_addr="127.0.0.1", master_port=_free_port(), out_dir=out_dir, timeout_s=timeout_s, seed=seed,
-            lr=lr, loss_fn=loss_fn,
+            lr=lr, loss_fn=loss_fn, steps=steps, threads=threads_per_rank(world),
         )
         context = mp.start_processes(run_rank, args=(job,), nprocs=world, join=False, start_method="spawn")
         try:
@@ -192,6 +202,7 @@ def summarise(ranks: list[dict[str, Any]], batch: int, schedule: str, micro_batc
         "stages": p,
         "micro_batches": m,
         "batch": batch,
+        "steps": ranks[0]["steps"],  # timed, after a warm-up step; times are per step
         "step_s": step,
         "throughput_samples_per_s": batch / step if step else None,
         # GPipe and 1F1B idle (p − 1) of (m + p − 1) slots per stage, with equal stages.

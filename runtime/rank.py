@@ -5,8 +5,13 @@ Each rank builds an ``nn.Sequential`` of its partition's layers and runs it thro
 ``Schedule1F1B``): the schedule sends each micro-batch's boundary activation to the next
 rank (and, when training, the gradient back). The rank measures what it held and sent
 from the tensors themselves: parameter bytes, activation bytes (each layer's output per
-micro-batch; when training, the bytes autograd saved for backward, at their peak),
-bytes sent and received, and time per micro-batch and per step.
+micro-batch; when training, the bytes autograd saved for backward and still held, at
+their peak), bytes sent and received, and time per micro-batch and per step.
+
+A rank runs one untimed warm-up step first (the stage's shape inference, the first
+allocations; training: forward and backward, gradients discarded, no weight update), then
+``steps`` timed steps. Outputs and gradients are those of the first timed step, taken at
+the initial weights, so that they equal the single-process model's.
 """
 
 from __future__ import annotations
@@ -56,6 +61,20 @@ class Job:
     seed: int = 0
     lr: float = 0.1
     loss_fn: Any = None
+    steps: int = 1  # timed steps, after one warm-up step
+    threads: int | None = None  # intra-op threads of a CPU rank; None: torch's default
+
+
+def threads_per_rank(ranks_here: int) -> int:
+    """Intra-op threads for each of ``ranks_here`` CPU ranks on this machine.
+
+    ``OMP_NUM_THREADS`` when the user set it, else the cores this process may use shared out
+    (at least one): ranks that each take every core oversubscribe the machine.
+    """
+    chosen = os.environ.get("OMP_NUM_THREADS", "")
+    if chosen.isdigit() and int(chosen) > 0:
+        return int(chosen)
+    return max(1, len(os.sched_getaffinity(0)) // max(1, ranks_here))
 
 
 def _nbytes(value: Any) -> int:
@@ -78,7 +97,8 @@ class _Meter:
         self.backward_times: list[float] = []
         self._backward_started = 0.0
         self.saved = self.saved_peak = 0
-        self._params = {p.data_ptr() for p in stage.parameters()}
+        self._live: dict[int, list[int]] = {}  # storage address -> [references, bytes]
+        self._params = {p.untyped_storage().data_ptr() for p in stage.parameters()}
         self._started = 0.0
         for name, layer in stage.named_children():
             layer.register_forward_hook(self._output_hook(name))
@@ -101,13 +121,17 @@ class _Meter:
         self.forward_times.append(time.perf_counter() - self._started)
         self.sent_per_call.append(0 if self.last else _nbytes(output))
 
-    def micro_batch_calls(self, m: int) -> tuple[int, int, list[float]]:
-        """Bytes sent, received and forward times of the step's m micro-batches.
+    def start_timing(self) -> None:
+        """Forget the warm-up step's calls (and the stage's shape inference before it)."""
+        self.sent_per_call.clear()
+        self.received_per_call.clear()
+        self.forward_times.clear()
+        self.backward_times.clear()
+        self.saved_peak = self.saved
 
-        The stage may run one forward of its own first (shape inference); only the last m
-        calls are the step's.
-        """
-        return sum(self.sent_per_call[-m:]), sum(self.received_per_call[-m:]), self.forward_times[-m:]
+    def step_totals(self, steps: int) -> tuple[int, int]:
+        """Bytes sent and received in one timed step."""
+        return sum(self.sent_per_call) // steps, sum(self.received_per_call) // steps
 
     def _backward_pre(self, module, grad_output):  # type: ignore[no-untyped-def]
         self._backward_started = time.perf_counter()
@@ -115,14 +139,40 @@ class _Meter:
     def _backward_post(self, module, grad_input, grad_output):  # type: ignore[no-untyped-def]
         self.backward_times.append(time.perf_counter() - self._backward_started)
 
-    def pack(self, tensor: torch.Tensor) -> torch.Tensor:
-        if tensor.data_ptr() not in self._params:  # weights are counted once, as parameters
-            self.saved += _nbytes(tensor)
+    def pack(self, tensor: torch.Tensor) -> Any:
+        storage = tensor.untyped_storage()
+        address = storage.data_ptr()
+        if address in self._params:  # weights are counted once, as parameters
+            return tensor
+        entry = self._live.setdefault(address, [0, storage.nbytes()])
+        if entry[0] == 0:  # a storage saved twice (a view, or by two ops) is held once
+            self.saved += entry[1]
             self.saved_peak = max(self.saved_peak, self.saved)
-        return tensor
+        entry[0] += 1
+        return _Saved(tensor, self, address)
 
-    def unpack(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor
+    def unpack(self, saved: Any) -> torch.Tensor:
+        return saved.tensor if isinstance(saved, _Saved) else saved
+
+    def release(self, address: int) -> None:
+        """Autograd dropped a saved tensor (its backward ran, or the graph was freed)."""
+        entry = self._live[address]
+        entry[0] -= 1
+        if entry[0] == 0:
+            self.saved -= entry[1]
+            del self._live[address]
+
+
+class _Saved:
+    """What autograd keeps for a saved tensor: the tensor, and a note to the meter when freed."""
+
+    __slots__ = ("tensor", "meter", "address")
+
+    def __init__(self, tensor: torch.Tensor, meter: _Meter, address: int) -> None:
+        self.tensor, self.meter, self.address = tensor, meter, address
+
+    def __del__(self) -> None:
+        self.meter.release(self.address)
 
 
 def _device(job: Job, local_rank: int) -> torch.device:
@@ -172,6 +222,8 @@ def _run(rank: int, world: int, local: int, job: Job) -> None:
     # expected here, and only timed.
     warnings.filterwarnings("ignore", message="Full backward hook is firing")
     device = _device(job, local)
+    if device.type == "cpu" and job.threads:
+        torch.set_num_threads(job.threads)
     first, last = rank == 0, rank == world - 1
     module = nn.Sequential(_own_layers(job, rank, device))
     l2 = reserve_weights(module, device)  # the seed's step 4: the stage's weights in persisting L2
@@ -183,34 +235,45 @@ def _run(rank: int, world: int, local: int, job: Job) -> None:
     inputs = job.inputs.to(device) if first and job.inputs is not None else None
     target = job.target.to(device) if last and job.target is not None else None
     optimizer = torch.optim.SGD(module.parameters(), lr=job.lr) if job.train and param_bytes else None
-    if torch.cuda.is_available() and device.type == "cuda":
+    args = (inputs,) if first else ()
+    module.train(job.train)
+
+    def step(losses: list[torch.Tensor]) -> Any:
+        kwargs: dict[str, Any] = {"target": target, "losses": losses} if job.train and last else {}
+        if not job.train:
+            with torch.no_grad():
+                return schedule.step(*args, **kwargs)
+        with torch.autograd.graph.saved_tensors_hooks(meter.pack, meter.unpack):
+            return schedule.step(*args, **kwargs)
+
+    step([])  # warm-up: shape inference and first allocations, outside the timing
+    module.zero_grad(set_to_none=True)  # its gradients are discarded; no weight was updated
+    meter.start_timing()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     dist.barrier()
     started = time.perf_counter()
     losses: list[torch.Tensor] = []
-    args = (inputs,) if first else ()
-    kwargs: dict[str, Any] = {"target": target, "losses": losses} if job.train and last else {}
-    if job.train:
-        module.train()
-        with torch.autograd.graph.saved_tensors_hooks(meter.pack, meter.unpack):
-            output = schedule.step(*args, **kwargs)
+    output, grads = None, {}
+    for index in range(job.steps):
+        result = step(losses if index == 0 else [])
+        if index == 0:
+            # The outputs at the initial weights (a copy: later steps may reuse the buffers).
+            output = result.detach().clone() if isinstance(result, torch.Tensor) else result
         if optimizer is not None:
-            grads = {f"{n}": p.grad.detach().cpu().clone() for n, p in module.named_parameters() if p.grad is not None}
+            if index == 0:
+                grads = {n: p.grad.detach().cpu().clone() for n, p in module.named_parameters() if p.grad is not None}
             optimizer.step()
-        else:
-            grads = {}
-    else:
-        module.eval()
-        with torch.no_grad():
-            output = schedule.step(*args, **kwargs)
-        grads = {}
+            optimizer.zero_grad(set_to_none=True)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    step_s = time.perf_counter() - started
+    step_s = (time.perf_counter() - started) / job.steps
     dist.barrier()
 
     activation_bytes = sum(meter.layer_outputs.values())
-    sent, received, forward_times = meter.micro_batch_calls(job.micro_batches)
+    sent, received = meter.step_totals(job.steps)
+    forward_times = meter.forward_times
     held = param_bytes + (meter.saved_peak if job.train else activation_bytes)
     report = {
         "rank": rank,
@@ -227,6 +290,8 @@ def _run(rank: int, world: int, local: int, job: Job) -> None:
         "bytes_sent": sent,
         "bytes_received": received,
         "micro_batches": job.micro_batches,
+        "steps": job.steps,
+        "threads": torch.get_num_threads() if device.type == "cpu" else None,
         "forward_s_per_micro_batch": sum(forward_times) / max(1, len(forward_times)),
         "backward_s_per_micro_batch": sum(meter.backward_times) / len(meter.backward_times) if meter.backward_times else 0.0,
         "step_s": step_s,

@@ -69,6 +69,58 @@ def test_training_gradients_equal_the_single_process_model(schedule, partitions)
     assert result.report["ranks"][-1]["loss"] is not None
 
 
+def test_several_steps_report_the_first_steps_outputs_and_gradients():
+    torch.manual_seed(3)
+    model = linear_chain()
+    inst = chain_instance()
+    x, y = torch.randn(8, 16), torch.randn(8, 16)
+    result = runtime.execute(plan_for(inst, [[0, 1, 2, 3], [4, 5, 6, 7]]), model, x, target=y, micro_batches=2,
+                             train=True, steps=3)
+    model.zero_grad()
+    out = model(x)
+    nn.functional.mse_loss(out, y).backward()
+    # A warm-up step ran first and two more SGD steps after: what is reported is taken at the
+    # initial weights, and the bytes moved are one step's.
+    assert torch.allclose(result.outputs, out, atol=1e-6)
+    for name, param in model.named_parameters():
+        assert torch.allclose(result.grads[name], param.grad, atol=1e-6), name
+    assert result.report["steps"] == 3 and all(r["steps"] == 3 for r in result.report["ranks"])
+    assert result.report["ranks"][0]["bytes_sent"] == 8 * 16 * 4
+    with pytest.raises(runtime.ExecutionError, match=r"^steps: expected a whole number of steps ≥ 1, got 0$"):
+        runtime.execute(plan_for(inst, [[0, 1, 2, 3], [4, 5, 6, 7]]), model, x, steps=0)
+
+
+def test_saved_for_backward_bytes_are_those_still_held():
+    # GPipe runs every forward before any backward: a stage holds all micro-batches' saved
+    # tensors at once, as much as the whole batch in one piece. 1F1B frees each micro-batch's
+    # after its backward, so both stages peak lower.
+    model = synthetic_model()
+    inst = synthetic_instance(model, micro_batch=4)
+    plan = solve(inst, objective="min_bottleneck", num_partitions=2)
+    x, y = example_inputs(16)
+
+    def peaks(schedule, micro_batches):
+        result = runtime.execute(plan, model, x, target=y, micro_batches=micro_batches, schedule=schedule, train=True)
+        return [r["saved_for_backward_peak_bytes"] for r in result.report["ranks"]]
+
+    whole, gpipe, one_f_one_b = peaks("gpipe", 1), peaks("gpipe", 4), peaks("1f1b", 4)
+    assert gpipe == whole and all(b > 0 for b in whole)
+    assert all(f < g for f, g in zip(one_f_one_b, gpipe)), (one_f_one_b, gpipe)
+
+
+def test_cpu_ranks_share_the_cores(monkeypatch):
+    from runtime.rank import threads_per_rank
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cores = len(__import__("os").sched_getaffinity(0))
+    assert threads_per_rank(1) == cores and threads_per_rank(cores * 4) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice wins
+    assert threads_per_rank(2) == 3
+    inst = chain_instance(4)
+    result = runtime.execute(solve(inst, objective="min_bottleneck", num_partitions=2), linear_chain(4), torch.randn(4, 16))
+    assert [r["threads"] for r in result.report["ranks"]] == [3, 3]
+
+
 def test_the_callers_model_is_not_modified_by_training():
     torch.manual_seed(2)
     model = linear_chain(4)
@@ -138,10 +190,11 @@ def test_layerfit_run_with_torchrun(tmp_path):
     plan = _write_plan(tmp_path, 2)
     report = tmp_path / "report.json"
     out = subprocess.run([sys.executable, "-m", "solver.cli", "run", str(plan), "--model", "runtime.synthetic:synthetic_model",
-                          "--batch", "8", "--micro-batches", "4", "--train", "--report", str(report)],
+                          "--batch", "8", "--micro-batches", "4", "--train", "--steps", "2", "--report", str(report)],
                          capture_output=True, text=True, cwd=ROOT, timeout=240)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "2 ranks (gloo), schedule gpipe, 4 micro-batches of 2" in out.stdout
+    assert "2 ranks (gloo), schedule gpipe, 4 micro-batches of 2: step " in out.stdout
+    assert " ms (mean of 2 after a warm-up), " in out.stdout
     doc = json.loads(report.read_text())
     assert [r["rank"] for r in doc["ranks"]] == [0, 1] and doc["ranks"][1]["loss"] is not None
 
@@ -177,3 +230,11 @@ def test_a_rendezvous_that_cannot_form_fails_clearly(tmp_path):
     assert out.returncode == 1
     assert "layerfit: error: the ranks failed (torchrun exit code 1)" in out.stderr
     assert "RendezvousTimeoutError" in out.stderr
+
+
+def test_layerfit_run_refuses_bad_steps_before_launching(tmp_path):
+    plan = _write_plan(tmp_path, 2)
+    out = subprocess.run([sys.executable, "-m", "solver.cli", "run", str(plan), "--model", "runtime.synthetic:synthetic_model",
+                          "--steps", "0"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr == "layerfit: error: --steps: expected a whole number of steps ≥ 1, got 0\n"
