@@ -10,5 +10,7 @@ This package imports torch; it never imports ortools or pulp.
 from .execute import ExecutionError, ExecutionResult, execute, load_placement
 from .model import ModelError, build_model
 from .profile import profile_module
+from .rank import threads_per_rank
 
-__all__ = ["ExecutionError", "ExecutionResult", "ModelError", "build_model", "execute", "load_placement", "profile_module"]
+__all__ = ["ExecutionError", "ExecutionResult", "ModelError", "build_model", "execute", "load_placement", "profile_module",
+           "threads_per_rank"]

@@ -15,10 +15,18 @@ What is measured, and how (each instance's ``description`` says which applied):
   every tensor storage the layer's operators allocate (a ``TorchDispatchMode``), less the
   storages still alive after it (its outputs). A module on ``meta`` has no data to run:
   its workspace is not measured (0), and the description says so.
+* time (``time_layers=True``): each layer run alone on its real input, the median of
+  repeated runs after warm-up runs (inference: a forward under ``no_grad``; training: the
+  forward and the backward of its output), with the intra-op threads this process has, so
+  set ``torch.set_num_threads`` to a rank's share first (``runtime.threads_per_rank``) to time
+  the layers as a rank will run them. Plans then balance measured time
+  (``objective="min_stage_time"``).
 """
 
 from __future__ import annotations
 
+import statistics
+import time
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -104,6 +112,36 @@ def _workspace(layer: nn.Module, args: tuple, kwargs: dict, device: torch.device
         return workspace
 
 
+_TIMED_RUNS, _WARM_UP_RUNS = 21, 3
+
+
+def _layer_seconds(layer: nn.Module, args: tuple, kwargs: dict, device: torch.device, training: bool) -> float:
+    """The median time of the layer on these inputs: forward, or forward and backward."""
+
+    def once() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        started = time.perf_counter()
+        if training:
+            grad_args = tuple(a.detach().requires_grad_(a.is_floating_point()) if isinstance(a, torch.Tensor) else a
+                              for a in args)
+            outs = [t for t in tree_leaves(layer(*grad_args, **kwargs)) if isinstance(t, torch.Tensor) and t.requires_grad]
+            if outs:
+                torch.autograd.backward(outs, [torch.ones_like(t) for t in outs])
+        else:
+            with torch.no_grad():
+                layer(*args, **kwargs)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - started
+
+    for _ in range(_WARM_UP_RUNS):
+        once()
+    seconds = statistics.median(once() for _ in range(_TIMED_RUNS))
+    layer.zero_grad(set_to_none=True)  # the timing's gradients are not the caller's
+    return seconds
+
+
 def profile_module(
     module: nn.Module,
     sample_input: Any,
@@ -111,6 +149,7 @@ def profile_module(
     layers: Sequence[str] | None = None,
     device: str = "cpu",
     training: bool = False,
+    time_layers: bool = False,
     capacity: int | str | None = None,
     name: str | None = None,
 ) -> Instance:
@@ -129,6 +168,9 @@ def profile_module(
         Where the workspace is measured (``"cpu"`` or ``"cuda"``).
     training:
         Count what autograd saves for the backward pass, with mixed-precision Adam state.
+    time_layers:
+        Measure each layer's time on ``device`` (its ``time``, seconds): the forward, and in
+        training the backward too. Needs real weights (not ``meta``).
     capacity:
         The partition capacity; default the whole model's footprint.
 
@@ -147,15 +189,20 @@ def profile_module(
     orphans = [n for n, p in module.named_parameters() if id(p) not in owners]
     if orphans:
         raise ModelError(f"layers: parameter {orphans[0]!r} belongs to none of the layers")
+    if time_layers and on_meta:
+        raise ModelError("time_layers: the module is on the meta device; it has no weights to run and time")
 
     outputs, saved, inputs = _fake_forward(module, chosen, args, training, on_meta)
     workspaces = [0] * len(chosen)
+    seconds: list[float | None] = [None] * len(chosen)
     run_device = torch.device(device)
     if not on_meta:
         for index, (_, layer) in enumerate(chosen):
             layer_args, layer_kwargs = inputs[index]
-            moved = [a.to(run_device) if isinstance(a, torch.Tensor) else a for a in layer_args]
-            workspaces[index] = _workspace(layer, tuple(moved), layer_kwargs, run_device)
+            moved = tuple(a.to(run_device) if isinstance(a, torch.Tensor) else a for a in layer_args)
+            workspaces[index] = _workspace(layer, moved, layer_kwargs, run_device)
+            if time_layers:
+                seconds[index] = _layer_seconds(layer, moved, layer_kwargs, run_device, training)
 
     result = []
     for index, (layer_name, layer) in enumerate(chosen):
@@ -164,7 +211,8 @@ def profile_module(
         weight = sum(p.numel() * p.element_size() for p in params)
         held = saved[index] if training else outputs[index]
         result.append(Layer(layer_name, params=count, weight_bytes=weight, activation_bytes=held,
-                            buffer_bytes=workspaces[index], output_bytes=outputs[index] if training else None))
+                            buffer_bytes=workspaces[index], output_bytes=outputs[index] if training else None,
+                            time=seconds[index]))
     tied = []
     shared: dict[tuple[int, ...], int] = {}
     for p in {id(p): p for p in module.parameters()}.values():
@@ -177,7 +225,10 @@ def profile_module(
            + ("saved for backward" if training else "outputs") + "; workspace: "
            + ("not measured (module on meta)" if on_meta else
               "CUDA allocator peak" if run_device.type == "cuda" else "CPU storage allocations (TorchDispatchMode) peak")
-           + " on the sample input")
+           + " on the sample input"
+           + (f"; time: median of {_TIMED_RUNS} runs of each layer on {run_device.type}"
+              + (f" with {torch.get_num_threads()} threads" if run_device.type == "cpu" else "")
+              + (", forward and backward" if training else ", forward") if time_layers else ""))
     kwargs = dict(name=name or type(module).__name__, layers=tuple(result), training=Training("adam") if training else None,
                   constraints=Constraints(tied=tuple(tied)), description=f"profile_module: {how}")
     whole = Instance(capacity=1, **kwargs)  # type: ignore[arg-type]
