@@ -28,10 +28,13 @@ class Block(nn.Sequential):
         super().__init__(nn.LayerNorm(hidden), nn.Linear(hidden, ffn), nn.GELU(), nn.Linear(ffn, hidden))
 
 
-def synthetic_model(blocks: int = BLOCKS, hidden: int = HIDDEN, ffn: int = FFN, width: int = WIDTH) -> nn.Sequential:
+def synthetic_model(blocks: int = BLOCKS, hidden: int = HIDDEN, ffn: int = FFN, width: int = WIDTH,
+                    head_width: int | None = None) -> nn.Sequential:
+    """``head_width`` (default ``width``): the head's outputs, wider than the input like an LM's
+    vocabulary, so that the head outweighs the input projection."""
     layers: list[tuple[str, nn.Module]] = [("embed", nn.Linear(width, hidden))]
     layers += [(f"block{i}", Block(hidden, ffn)) for i in range(blocks)]
-    layers.append(("head", nn.Linear(hidden, width)))
+    layers.append(("head", nn.Linear(hidden, head_width or width)))
     return nn.Sequential(OrderedDict(layers))
 
 
