@@ -165,7 +165,8 @@ def profile_module(
     layers:
         Submodule names, in execution order; default the module's children.
     device:
-        Where the workspace is measured (``"cpu"`` or ``"cuda"``).
+        Where the workspace (and time) is measured (``"cpu"`` or ``"cuda"``); the module's
+        parameters must be there.
     training:
         Count what autograd saves for the backward pass, with mixed-precision Adam state.
     time_layers:
@@ -191,11 +192,16 @@ def profile_module(
         raise ModelError(f"layers: parameter {orphans[0]!r} belongs to none of the layers")
     if time_layers and on_meta:
         raise ModelError("time_layers: the module is on the meta device; it has no weights to run and time")
+    run_device = torch.device(device)
+    elsewhere = sorted({p.device.type for p in module.parameters()} - {"meta", run_device.type})
+    if elsewhere:
+        # The workspace and times are measured where the layers run: the weights must be there.
+        raise ModelError(f"device: the module's parameters are on {elsewhere[0]}, not {device!r}; move the module "
+                         f"(module.to({device!r})) to measure it there")
 
     outputs, saved, inputs = _fake_forward(module, chosen, args, training, on_meta)
     workspaces = [0] * len(chosen)
     seconds: list[float | None] = [None] * len(chosen)
-    run_device = torch.device(device)
     if not on_meta:
         for index, (_, layer) in enumerate(chosen):
             layer_args, layer_kwargs = inputs[index]

@@ -6,7 +6,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from runtime.l2_cache import reserve_weights  # noqa: E402
+from runtime.l2_cache import _check, _cudart, reserve_weights  # noqa: E402
 
 
 def test_cpu_reserves_nothing_and_says_so():
@@ -14,6 +14,23 @@ def test_cpu_reserves_nothing_and_says_so():
     report = reserve_weights(module, torch.device("cpu"))
     assert report["reserved_bytes"] == 0 and report["weight_bytes"] == (8 * 8 + 8 + 8 * 4 + 4) * 4
     assert report["note"] == "cpu: no L2 persisting cache to reserve; nothing reserved"
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or _cudart() is None,
+                    reason="needs a CUDA runtime library on a machine without a usable GPU")
+def test_a_cuda_call_that_fails_names_its_error():
+    # The same ctypes calls the reservation makes, against the real libcudart: without a
+    # driver or a GPU they return an error code, which the message names.
+    import ctypes
+
+    cudart = _cudart()
+    value = ctypes.c_int(0)
+    code = cudart.cudaDeviceGetAttribute(ctypes.byref(value), 108, 0)
+    assert code != 0
+    with pytest.raises(RuntimeError, match=r"^cudaDeviceGetAttribute\(MaxPersistingL2CacheSize\) failed: "
+                                           r"cudaError\w+ \(\d+\)$"):
+        _check(cudart, code, "cudaDeviceGetAttribute(MaxPersistingL2CacheSize)")
+    assert _check(cudart, 0, "any call") is None
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -141,3 +141,6 @@ def test_bad_layers():
         profile_module(model, ids, layers=["embed", "blocks.7"])
     with pytest.raises(ModelError, match=r"^layers: parameter 'norm\.weight' belongs to none of the layers$"):
         profile_module(model, ids, layers=["embed", "blocks", "head"])
+    with pytest.raises(ModelError, match=r"^device: the module's parameters are on cpu, not 'cuda'; move the module "
+                                         r"\(module\.to\('cuda'\)\) to measure it there$"):
+        profile_module(model, ids, layers=LAYERS, device="cuda")
