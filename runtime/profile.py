@@ -182,6 +182,10 @@ def profile_module(
     """
     chosen = _select(module, layers)
     args = sample_input if isinstance(sample_input, tuple) else (sample_input,)
+    # A slice of a bigger batch is a micro-batch of its own rows: copied, so that a layer
+    # that saves its input is not charged for the whole batch behind the slice.
+    args = tuple(a.clone() if isinstance(a, torch.Tensor) and not a.is_meta
+                 and a.untyped_storage().nbytes() > a.numel() * a.element_size() else a for a in args)
     on_meta = any(p.is_meta for p in module.parameters())
     owners: dict[int, list[int]] = {}
     for index, (_, layer) in enumerate(chosen):

@@ -255,7 +255,7 @@ def _run(rank: int, world: int, local: int, job: Job) -> None:
     dist.barrier()
     started = time.perf_counter()
     losses: list[torch.Tensor] = []
-    output, grads = None, {}
+    output, grads, grad_bytes = None, {}, 0
     for index in range(job.steps):
         result = step(losses if index == 0 else [])
         if index == 0:
@@ -264,6 +264,7 @@ def _run(rank: int, world: int, local: int, job: Job) -> None:
         if optimizer is not None:
             if index == 0:
                 grads = {n: p.grad.detach().cpu().clone() for n, p in module.named_parameters() if p.grad is not None}
+                grad_bytes = sum(_nbytes(p.grad) for p in module.parameters() if p.grad is not None)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
     if device.type == "cuda":
@@ -274,7 +275,8 @@ def _run(rank: int, world: int, local: int, job: Job) -> None:
     activation_bytes = sum(meter.layer_outputs.values())
     sent, received = meter.step_totals(job.steps)
     forward_times = meter.forward_times
-    held = param_bytes + (meter.saved_peak if job.train else activation_bytes)
+    # Training holds the gradients beside the weights (plain SGD keeps no other state).
+    held = param_bytes + (grad_bytes + meter.saved_peak if job.train else activation_bytes)
     report = {
         "rank": rank,
         "device": (job.devices or [None] * world)[rank] or str(device),
@@ -282,6 +284,7 @@ def _run(rank: int, world: int, local: int, job: Job) -> None:
         "layers": list(module._modules.keys()),
         "predicted_bytes": job.predicted_bytes[rank] if job.predicted_bytes else None,
         "param_bytes": param_bytes,
+        "grad_bytes": grad_bytes if job.train else None,
         "activation_bytes_per_micro_batch": activation_bytes,
         "saved_for_backward_peak_bytes": meter.saved_peak if job.train else None,
         "measured_bytes": held,

@@ -111,6 +111,16 @@ def test_timed_layers_plan_by_measured_time(training):
         sum(inst.layers[i].time for i in part) for part in plan.partitions), rel=1e-9, abs=1e-12)
 
 
+def test_a_slice_of_a_batch_is_profiled_as_its_own_rows():
+    torch.manual_seed(0)
+    model = TinyLM()
+    batch = torch.randn(16, 16, 32)
+    blocks = nn.Sequential(*model.blocks)  # a chain whose first layer saves its (float) input
+    sliced = profile_module(blocks, batch[:4], training=True)
+    alone = profile_module(blocks, batch[:4].clone(), training=True)
+    assert [l.activation_bytes for l in sliced.layers] == [l.activation_bytes for l in alone.layers]
+
+
 def test_a_meta_module_cannot_be_timed():
     with torch.device("meta"):
         model = TinyLM()

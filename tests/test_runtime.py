@@ -108,6 +108,31 @@ def test_saved_for_backward_bytes_are_those_still_held():
     assert all(f < g for f, g in zip(one_f_one_b, gpipe)), (one_f_one_b, gpipe)
 
 
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
+def test_training_memory_matches_a_profiled_training_instance(schedule):
+    # profile_module(training=True) counts what each layer saves for backward; with the
+    # schedule's micro-batches in flight and plain SGD's gradients (optimizer "none"), the plan
+    # predicts what each rank then holds: weights, gradients and the saved tensors at their peak.
+    import dataclasses
+
+    from runtime import profile_module
+    from solver import Training
+
+    model = synthetic_model()
+    x, y = example_inputs(16)
+    profiled = profile_module(model, x[:4], training=True)
+    inst = dataclasses.replace(profiled, schedule=schedule, micro_batches=4, training=Training("none"))
+    plan = solve(inst, objective="min_bottleneck", num_partitions=4)
+    result = runtime.execute(plan, model, x, target=y, micro_batches=4, schedule=schedule, train=True)
+    ranks = result.report["ranks"]
+    assert all(r["grad_bytes"] == r["param_bytes"] for r in ranks)
+    # The prediction also holds each stage's largest workspace, which a peak of saved tensors
+    # does not see; the last rank holds the loss's saved output and target besides, which no
+    # layer of the instance has.
+    assert all(r["measured_over_predicted"] == pytest.approx(1.0, abs=0.05) for r in ranks[:-1]), ranks
+    assert 1.0 <= ranks[-1]["measured_over_predicted"] <= 1.15, ranks[-1]
+
+
 def test_cpu_ranks_share_the_cores(monkeypatch):
     from runtime.rank import threads_per_rank
 
