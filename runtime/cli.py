@@ -13,6 +13,7 @@ import importlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -20,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from .execute import ExecutionError, check_steps, default_backend, load_placement, summarise
+from .execute import (ExecutionError, check_steps, default_backend, describe_error, load_placement, recorded_errors,
+                      summarise)
 from .model import check_layers, meta_layers
 from .rank import SCHEDULES, Job, threads_per_rank
 
@@ -89,6 +91,25 @@ def main(argv: list[str] | None = None) -> int:
     except ExecutionError as exc:
         print(f"layerfit: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("layerfit: interrupted; torchrun stopped the ranks", file=sys.stderr)
+        return 130
+
+
+def _launch(command: list[str], env: dict[str, str]) -> int:
+    """Run torchrun and return its exit code. An interrupt is passed on to torchrun, which
+    stops its ranks; torchrun is killed only if it has not exited after a grace period."""
+    process = subprocess.Popen(command, env=env)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        raise
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -125,10 +146,14 @@ def _run(args: argparse.Namespace) -> int:
     command += ["-m", "runtime.worker", str(job_file)]
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(job.threads))  # else torchrun sets 1, with a warning
-    completed = subprocess.run(command, env=env)
-    if completed.returncode != 0:
-        print(f"layerfit: error: the ranks failed (torchrun exit code {completed.returncode}); see torchrun's report "
-              f"above (RendezvousTimeoutError: not every node joined within {args.timeout:g} s)", file=sys.stderr)
+    code = _launch(command, env)
+    if code != 0:
+        errors = recorded_errors(job_dir)
+        if errors:
+            print(f"layerfit: error: {describe_error(errors[0])}; the other ranks were stopped", file=sys.stderr)
+        else:
+            print(f"layerfit: error: the ranks failed (torchrun exit code {code}); see torchrun's report above "
+                  f"(RendezvousTimeoutError: not every node joined within {args.timeout:g} s)", file=sys.stderr)
         return 1
     reports = sorted((torch.load(p) for p in job_dir.glob("report*.pt")), key=lambda r: r["rank"])
     if len(reports) != world:

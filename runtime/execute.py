@@ -153,6 +153,8 @@ def execute(
                 pass
         except (mp.ProcessRaisedException, mp.ProcessExitedException):
             raise ExecutionError(_first_failure(Path(out_dir), context)) from None
+        finally:
+            _stop(context)  # an interrupt (or any error here) leaves no rank running
         out = Path(out_dir)
         ranks = [torch.load(out / f"report{r}.pt") for r in range(world)]
         outputs = torch.load(out / "outputs.pt") if (out / "outputs.pt").exists() else None
@@ -163,29 +165,47 @@ def execute(
     return ExecutionResult(outputs=outputs, report=summarise(ranks, inputs.shape[0], schedule, micro_batches, backend), grads=grads)
 
 
-def _first_failure(out: Path, context: Any) -> str:
-    """The rank that failed first: one that died on its own, else the earliest error.
+def _stop(context: Any, grace_s: float = 5.0) -> None:
+    """Terminate the ranks still running, then kill any that outlive the grace period."""
+    alive = [p for p in context.processes if p.is_alive()]
+    for process in alive:
+        process.terminate()
+    for process in alive:
+        process.join(grace_s)
+        if process.is_alive():
+            process.kill()
+            process.join()
 
-    When one rank fails, its peers fail next (their connections reset) and the launcher
-    stops the rest (SIGTERM, a negative exit code); those are consequences, not causes.
-    """
+
+def recorded_errors(out: Path) -> list[dict[str, Any]]:
+    """The errors the ranks recorded in ``out`` (rank, time, message), earliest first."""
     errors = []
     for path in out.glob("error*.json"):
         try:
             errors.append(json.loads(path.read_text()))
         except (OSError, ValueError):
             continue
-    errors.sort(key=lambda e: e["time"])
+    return sorted(errors, key=lambda e: e["time"])
+
+
+def describe_error(error: dict[str, Any]) -> str:
+    message = error["error"].splitlines()[-1] if error["error"] else "unknown error"
+    return f"rank {error['rank']} failed: {message}"
+
+
+def _first_failure(out: Path, context: Any) -> str:
+    """The rank that failed first: one that died on its own, else the earliest error.
+
+    When one rank fails, its peers fail next (their connections reset) and the launcher
+    stops the rest (SIGTERM, a negative exit code); those are consequences, not causes.
+    """
+    errors = recorded_errors(out)
     reported = {e["rank"] for e in errors}
     for rank, process in enumerate(context.processes):
         code = process.exitcode
         if code is not None and code > 0 and rank not in reported:
             return f"rank {rank} died (exit code {code}); the other ranks were stopped"
-    if errors:
-        first = errors[0]
-        message = first["error"].splitlines()[-1] if first["error"] else "unknown error"
-        return f"rank {first['rank']} failed: {message}"
-    return "a rank failed without a report; the other ranks were stopped"
+    return describe_error(errors[0]) if errors else "a rank failed without a report; the other ranks were stopped"
 
 
 def summarise(ranks: list[dict[str, Any]], batch: int, schedule: str, micro_batches: int, backend: str) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """Models for the multi-process runtime tests (importable by spawned ranks)."""
 
 import os
+import time
 from collections import OrderedDict
 
+import torch
 from torch import nn
 
 
@@ -28,3 +30,30 @@ def failing_chain(die: bool = False) -> nn.Sequential:
     layers = [(f"l{i}", nn.Linear(16, 16)) for i in range(4)]
     layers[2] = ("l2", Boom(die=die))
     return nn.Sequential(OrderedDict(layers))
+
+
+class Hang(nn.Module):
+    """Notes its process id in $LAYERFIT_TEST_PIDS when run; with ``sleep``, then hangs."""
+
+    def __init__(self, width: int = 16, sleep: bool = False) -> None:
+        super().__init__()
+        self.inner = nn.Linear(width, width)
+        self.sleep = sleep
+
+    def forward(self, x):
+        folder = os.environ.get("LAYERFIT_TEST_PIDS")
+        if folder:
+            open(os.path.join(folder, str(os.getpid())), "w").close()
+        if self.sleep:
+            time.sleep(600)
+        return self.inner(x)
+
+
+def hanging_chain() -> nn.Sequential:
+    """Four layers on two ranks: rank 0 runs, rank 1 hangs in l2 — a run to interrupt."""
+    return nn.Sequential(OrderedDict((f"l{i}", Hang(sleep=i == 2)) for i in range(4)))
+
+
+def example_inputs(batch: int):
+    """The batch ``layerfit run --model runtime_models:...`` takes."""
+    return torch.randn(batch, 16), torch.randn(batch, 16)

@@ -263,3 +263,81 @@ def test_layerfit_run_refuses_bad_steps_before_launching(tmp_path):
                           "--steps", "0"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr == "layerfit: error: --steps: expected a whole number of steps ≥ 1, got 0\n"
+
+
+def _stopped(pid):
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "State:\tZ" in status  # exited, not yet reaped
+
+
+def _interrupt_when_ranks_run(command, tmp_path):
+    """Start ``command``, wait until both ranks have run a layer, interrupt it (SIGINT to the
+    launcher alone, not its process group); its exit code and the ranks' pids."""
+    import os
+    import signal
+    import time
+
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    env = {**os.environ, "LAYERFIT_TEST_PIDS": str(pids), "PYTHONPATH": f"{ROOT / 'tests'}:{ROOT}"}
+    launcher = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ranks = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(pids.iterdir())) < 2 and time.monotonic() < deadline and launcher.poll() is None:
+            time.sleep(0.2)
+        ranks = [int(p.name) for p in pids.iterdir()]
+        assert len(ranks) >= 2, launcher.communicate(timeout=5)
+        launcher.send_signal(signal.SIGINT)
+        _, err = launcher.communicate(timeout=60)
+        deadline = time.monotonic() + 20
+        while not all(_stopped(pid) for pid in ranks) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return launcher.returncode, err, [pid for pid in ranks if not _stopped(pid)]
+    finally:  # a failing run leaves nothing behind
+        for pid in [launcher.pid, *ranks]:
+            if not _stopped(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_interrupting_execute_stops_every_rank(tmp_path):
+    script = ("import torch, runtime\n"
+              "from runtime_models import hanging_chain\n"
+              "from solver import Instance, Layer, solve\n"
+              "inst = Instance(name='h', capacity=10**6, layers=[Layer(f'l{i}', weight_bytes=1) for i in range(4)])\n"
+              "if __name__ == '__main__':\n"
+              "    runtime.execute(solve(inst, objective='min_bottleneck', num_partitions=2), hanging_chain(),\n"
+              "                    torch.randn(4, 16), timeout_s=600)\n")
+    path = tmp_path / "run.py"
+    path.write_text(script)
+    code, err, alive = _interrupt_when_ranks_run([sys.executable, str(path)], tmp_path)
+    assert "KeyboardInterrupt" in err and code != 0
+    assert alive == []
+
+
+def test_interrupting_layerfit_run_stops_every_rank(tmp_path):
+    inst = Instance(name="h", capacity=10**6, layers=[Layer(f"l{i}", weight_bytes=1) for i in range(4)])
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(solve(inst, objective="min_bottleneck", num_partitions=2).to_dict()))
+    command = [sys.executable, "-m", "solver.cli", "run", str(plan), "--model", "runtime_models:hanging_chain",
+               "--batch", "4", "--timeout", "600", "--job-dir", str(tmp_path / "job")]
+    code, err, alive = _interrupt_when_ranks_run(command, tmp_path)
+    assert code == 130 and err.endswith("layerfit: interrupted; torchrun stopped the ranks\n"), err[-2000:]
+    assert alive == []
+
+
+def test_layerfit_run_names_the_rank_that_failed(tmp_path):
+    import os
+
+    inst = Instance(name="f", capacity=10**6, layers=[Layer(f"l{i}", weight_bytes=1) for i in range(4)])
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(plan_for(inst, [[0, 1], [2, 3]]).to_dict()))
+    out = subprocess.run([sys.executable, "-m", "solver.cli", "run", str(plan), "--model", "runtime_models:failing_chain",
+                          "--batch", "4", "--timeout", "20", "--job-dir", str(tmp_path / "job")], capture_output=True, text=True,
+                         cwd=ROOT, timeout=180, env={**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}:{ROOT}"})
+    assert out.returncode == 1
+    assert out.stderr.endswith("layerfit: error: rank 1 failed: RuntimeError: boom in layer l2; the other ranks were stopped\n"), \
+        out.stderr[-2000:]
