@@ -253,23 +253,29 @@ def _run(rank: int, world: int, local: int, job: Job) -> None:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     dist.barrier()
-    started = time.perf_counter()
     losses: list[torch.Tensor] = []
     output, grads, grad_bytes = None, {}, 0
+    busy = 0.0  # this rank's time in the timed steps; copying out what it reports is left out
+
+    def timed(work: Any) -> Any:
+        nonlocal busy
+        started = time.perf_counter()
+        result = work()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        busy += time.perf_counter() - started
+        return result
+
     for index in range(job.steps):
-        result = step(losses if index == 0 else [])
-        if index == 0:
-            # The outputs at the initial weights (a copy: later steps may reuse the buffers).
-            output = result.detach().clone() if isinstance(result, torch.Tensor) else result
-        if optimizer is not None:
-            if index == 0:
+        result = timed(lambda: step(losses if index == 0 else []))
+        if index == 0:  # the outputs and gradients at the initial weights
+            output = result.detach().cpu().clone() if isinstance(result, torch.Tensor) else result
+            if optimizer is not None:
                 grads = {n: p.grad.detach().cpu().clone() for n, p in module.named_parameters() if p.grad is not None}
                 grad_bytes = sum(_nbytes(p.grad) for p in module.parameters() if p.grad is not None)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    step_s = (time.perf_counter() - started) / job.steps
+        if optimizer is not None:
+            timed(lambda: (optimizer.step(), optimizer.zero_grad(set_to_none=True)))
+    step_s = busy / job.steps
     dist.barrier()
 
     activation_bytes = sum(meter.layer_outputs.values())
@@ -306,4 +312,4 @@ def _run(rank: int, world: int, local: int, job: Job) -> None:
     if job.train:
         torch.save(grads, out / f"grads{rank}.pt")
     if last:
-        torch.save(output.detach().cpu() if isinstance(output, torch.Tensor) else output, out / "outputs.pt")
+        torch.save(output, out / "outputs.pt")
