@@ -60,6 +60,12 @@ def _inputs(spec: str, batch: int, seed: int, train: bool) -> tuple[torch.Tensor
     return inputs, target
 
 
+def _device_label(rank: dict) -> str:
+    """The placement's device name, and where the rank ran when that differs (a CPU stand-in)."""
+    named, ran = rank["device"], rank["torch_device"]
+    return ran if named == ran else f"{named}@{ran}"
+
+
 def render_report(report: dict) -> str:
     lines = [
         f"{report['stages']} ranks ({report['backend']}), schedule {report['schedule']}, {report['micro_batches']} "
@@ -68,19 +74,21 @@ def render_report(report: dict) -> str:
         f"{report['throughput_samples_per_s']:.1f} samples/s; bubble {100 * report['measured_bubble_fraction']:.0f}% "
         f"measured, {100 * report['theoretical_bubble_fraction']:.0f}% in theory",
         "",
-        f"{'rank':>4}  {'layers':<22} {'predicted':>11} {'measured':>11} {'ratio':>6} {'sent':>10} {'received':>10} {'fwd/mb':>9}",
+        f"{'rank':>4}  {'device':<12} {'layers':<22} {'predicted':>11} {'measured':>11} {'ratio':>6} {'sent':>10} "
+        f"{'received':>10} {'fwd/mb':>9}",
     ]
     for r in report["ranks"]:
         layers = r["layers"][0] if len(r["layers"]) == 1 else f"{r['layers'][0]} … {r['layers'][-1]}"
         ratio = r["measured_over_predicted"]
         lines.append(
-            f"{r['rank']:>4}  {layers:<22} {r['predicted_bytes']:>11,} {r['measured_bytes']:>11,} "
+            f"{r['rank']:>4}  {_device_label(r):<12} {layers:<22} {r['predicted_bytes']:>11,} {r['measured_bytes']:>11,} "
             f"{'-' if ratio is None else f'{ratio:.2f}':>6} {r['bytes_sent']:>10,} {r['bytes_received']:>10,} "
             f"{r['forward_s_per_micro_batch'] * 1e3:>7.2f}ms"
         )
     lines.append("")
-    lines.append("measured = parameter bytes + activations (training: what autograd saved for backward, at peak); "
-                 "predicted = the plan's S(P). Bytes are exact; on CUDA, cuda_max_allocated_bytes is in the JSON.")
+    lines.append("measured = parameter bytes + activations (training: gradients + what autograd saved for backward and "
+                 "still holds, at its peak); predicted = the plan's S(P). Bytes are exact; on CUDA, cuda_max_allocated_bytes "
+                 "is in the JSON.")
     return "\n".join(lines)
 
 

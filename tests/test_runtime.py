@@ -212,7 +212,13 @@ def _write_plan(tmp_path, partitions_count):
 
 
 def test_layerfit_run_with_torchrun(tmp_path):
-    plan = _write_plan(tmp_path, 2)
+    from solver import load_topology, map_plan
+
+    model = synthetic_model()
+    inst = synthetic_instance(model, micro_batch=2)
+    placement = map_plan(inst, solve(inst, objective="min_bottleneck", num_partitions=2), load_topology("dgx-h100"))
+    plan = tmp_path / "placement.json"  # a placement: partition j on rank j, its GPU named in the report
+    plan.write_text(json.dumps(placement.to_dict()))
     report = tmp_path / "report.json"
     out = subprocess.run([sys.executable, "-m", "solver.cli", "run", str(plan), "--model", "runtime.synthetic:synthetic_model",
                           "--batch", "8", "--micro-batches", "4", "--train", "--steps", "2", "--report", str(report)],
@@ -222,6 +228,8 @@ def test_layerfit_run_with_torchrun(tmp_path):
     assert " ms (mean of 2 after a warm-up), " in out.stdout
     doc = json.loads(report.read_text())
     assert [r["rank"] for r in doc["ranks"]] == [0, 1] and doc["ranks"][1]["loss"] is not None
+    assert [r["device"] for r in doc["ranks"]] == placement.devices
+    assert f"   0  {placement.devices[0]}@cpu " in out.stdout
 
 
 def test_two_nodes_on_loopback(tmp_path):
