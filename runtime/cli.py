@@ -21,7 +21,9 @@ from pathlib import Path
 
 import torch
 
-from .execute import (ExecutionError, check_steps, default_backend, describe_error, load_placement, recorded_errors,
+from solver import LayerfitError
+
+from .execute import (ExecutionError, check_run, default_backend, describe_error, load_placement, recorded_errors,
                       summarise)
 from .model import check_layers, meta_layers
 from .rank import SCHEDULES, Job, threads_per_rank
@@ -46,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rdzv-endpoint", help="host:port of the rendezvous (several nodes)")
     p.add_argument("--job-dir", help="where ranks write results (shared by the nodes); default: a temporary folder")
     return p
+
+
+_FLAGS = {"batch": "--batch", "micro_batches": "--micro-batches", "schedule": "--schedule", "steps": "--steps",
+          "timeout_s": "--timeout"}
 
 
 def _inputs(spec: str, batch: int, seed: int, train: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -96,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _run(args)
-    except ExecutionError as exc:
+    except LayerfitError as exc:  # a bad plan, model or option: named, before any rank starts
         print(f"layerfit: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -124,8 +130,8 @@ def _run(args: argparse.Namespace) -> int:
     partitions, predicted, devices, num_layers = load_placement(args.placement)
     layers, _ = meta_layers(args.model)
     check_layers(layers, num_layers, None)
-    check_steps(args.steps, "--steps")
     world = len(partitions)
+    check_run(world, args.batch, args.micro_batches, args.schedule, args.steps, args.timeout, names=_FLAGS)
     if world % args.nnodes:
         raise ExecutionError(f"--nnodes: {world} ranks do not split evenly over {args.nnodes} nodes")
     inputs, target = _inputs(args.model, args.batch, args.seed, args.train)

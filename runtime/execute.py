@@ -8,6 +8,7 @@ notebooks need no shell; ``layerfit run`` launches the same ranks with torchrun.
 from __future__ import annotations
 
 import json
+import math
 import socket
 import tempfile
 from dataclasses import dataclass, field
@@ -39,29 +40,63 @@ class ExecutionResult:
 
 
 def load_placement(source: Placement | Plan | dict | str | Path) -> tuple[list[list[int]], list[int], list[str] | None, int]:
-    """(partitions, predicted bytes per partition, devices or None, number of layers)."""
+    """(partitions, predicted bytes per partition, devices or None, number of layers).
+
+    Refuses what cannot run: a file that is not a plan's or placement's JSON, a status with no
+    plan, and a DAG plan (its partitions are convex sets of the layers, not runs of the chain).
+    """
+    where = str(source) if isinstance(source, (str, Path)) else None
     if isinstance(source, (str, Path)):
         try:
             source = json.loads(Path(source).read_text())
         except FileNotFoundError:
-            raise ExecutionError(f"{source}: no such file") from None
+            raise ExecutionError(f"{where}: no such file") from None
+        except json.JSONDecodeError as exc:
+            raise ExecutionError(f"{where}: not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
     if isinstance(source, dict):
+        if "layers" in source and "capacity" in source:
+            raise ExecutionError(f"{where or 'placement'}: an instance, not a plan or placement; solve it first "
+                                 "(layerfit solve FILE --json > plan.json)")
         source = Placement.from_dict(source) if "devices" in source and "boundaries" in source else Plan.from_dict(source)
     if isinstance(source, Placement):
         if not source.status.has_plan:
             raise ExecutionError(f"placement: status {source.status} has nothing to run")
-        return source.partitions, source.partition_bytes, source.devices, source.num_layers
-    if isinstance(source, Plan):
+        partitions, predicted, devices, n = source.partitions, source.partition_bytes, source.devices, source.num_layers
+    elif isinstance(source, Plan):
         if not source.status.has_plan:
             raise ExecutionError(f"plan: status {source.status} has nothing to run")
         predicted = [row["bytes"] for row in source.metrics["partitions"]]
-        return source.partitions, predicted, None, source.num_layers
-    raise ExecutionError(f"expected a Placement, a Plan or their JSON, got {type(source).__name__}")
+        devices = list(source.devices) if source.devices else None  # a free pool's chosen devices
+        partitions, n = source.partitions, source.num_layers
+    else:
+        raise ExecutionError(f"expected a Placement, a Plan or their JSON, got {type(source).__name__}")
+    if [i for part in partitions for i in part] != list(range(n)):
+        # A DAG plan's stages are convex sets, not runs of the layer list; each rank here runs
+        # a run of the chain and sends one activation on.
+        raise ExecutionError("plan: its partitions are not consecutive runs of the layers (a DAG plan); the "
+                             "runtime runs chains of layers in this version")
+    return partitions, predicted, devices, n
 
 
-def check_steps(steps: Any, field: str) -> None:
+def check_run(world: int, batch: int, micro_batches: Any, schedule: str, steps: Any, timeout_s: Any,
+              names: dict[str, str] | None = None) -> None:
+    """Refuse run options that cannot work, before any process starts; ``names`` renames the
+    fields in the messages (the CLI's flags)."""
+    name = (names or {}).get
+    if schedule not in SCHEDULES:
+        raise ExecutionError(f"{name('schedule', 'schedule')}: unknown schedule {schedule!r} (allowed: {', '.join(SCHEDULES)})")
+    if batch < 1:
+        raise ExecutionError(f"{name('batch', 'inputs')}: the batch needs at least one sample, got {batch}")
+    if isinstance(micro_batches, bool) or not isinstance(micro_batches, int) or micro_batches < 1 or batch % micro_batches:
+        raise ExecutionError(f"{name('micro_batches', 'micro_batches')}: {micro_batches!r} must be ≥ 1 and divide the "
+                             f"batch of {batch}")
+    if schedule == "1f1b" and micro_batches < world:
+        raise ExecutionError(f"{name('micro_batches', 'micro_batches')}: 1F1B needs at least one micro-batch per stage "
+                             f"({world}), got {micro_batches}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ExecutionError(f"{field}: expected a whole number of steps ≥ 1, got {steps!r}")
+        raise ExecutionError(f"{name('steps', 'steps')}: expected a whole number of steps ≥ 1, got {steps!r}")
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s < math.inf:
+        raise ExecutionError(f"{name('timeout_s', 'timeout_s')}: expected a positive number of seconds, got {timeout_s!r}")
 
 
 def _free_port() -> int:
@@ -120,25 +155,12 @@ def execute(
         When a rank raises, dies or times out (naming the rank).
     """
     partitions, predicted, devices, num_layers = load_placement(placement)
-    if [i for part in partitions for i in part] != list(range(num_layers)):
-        # A DAG plan's stages are convex sets, not runs of the layer list; each rank here runs
-        # a run of the chain and sends one activation on.
-        raise ExecutionError("plan: its partitions are not consecutive runs of the layers (a DAG plan); the "
-                             "runtime runs chains of layers in this version")
-    if devices is None and isinstance(placement, Plan) and placement.devices:
-        devices = list(placement.devices)  # a free pool's chosen devices
     layers, shipped = meta_layers(model)
     check_layers(layers, num_layers, instance)
-    if schedule not in SCHEDULES:
-        raise ExecutionError(f"schedule: unknown schedule {schedule!r} (allowed: {', '.join(SCHEDULES)})")
     world = len(partitions)
-    if micro_batches < 1 or inputs.shape[0] % micro_batches:
-        raise ExecutionError(f"micro_batches: {micro_batches} must be ≥ 1 and divide the batch of {inputs.shape[0]}")
-    if schedule == "1f1b" and micro_batches < world:
-        raise ExecutionError(f"micro_batches: 1F1B needs at least one micro-batch per stage ({world}), got {micro_batches}")
+    check_run(world, inputs.shape[0], micro_batches, schedule, steps, timeout_s)
     if train and target is None:
         raise ExecutionError("target: training needs a target for the loss")
-    check_steps(steps, "steps")
     backend = backend or default_backend(world)
     with tempfile.TemporaryDirectory(prefix="layerfit-run-") as out_dir:
         job = Job(

@@ -107,8 +107,11 @@ def meta_layers(model: nn.Module | Callable[[], nn.Module] | str) -> tuple[list[
     factory = resolve_factory(model) if isinstance(model, str) else model
     if not callable(factory):
         raise ModelError(f"model: expected an nn.Module or a factory, got {type(model).__name__}")
-    with torch.device("meta"):
-        built = factory()
+    try:
+        with torch.device("meta"):
+            built = factory()
+    except Exception as exc:  # the user's code: said in one line, before any rank starts
+        raise ModelError(f"model: the factory failed on the meta device ({type(exc).__name__}: {exc})") from None
     if not isinstance(built, nn.Module):
         raise ModelError(f"model: the factory returned {type(built).__name__}, not an nn.Module")
     return layers_of(built), model

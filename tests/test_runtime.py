@@ -265,12 +265,47 @@ def test_a_rendezvous_that_cannot_form_fails_clearly(tmp_path):
     assert "RendezvousTimeoutError" in out.stderr
 
 
-def test_layerfit_run_refuses_bad_steps_before_launching(tmp_path):
+@pytest.mark.parametrize("extra, message", [
+    (["--steps", "0"], "--steps: expected a whole number of steps ≥ 1, got 0"),
+    (["--batch", "6", "--micro-batches", "4"], "--micro-batches: 4 must be ≥ 1 and divide the batch of 6"),
+    (["--micro-batches", "0"], "--micro-batches: 0 must be ≥ 1 and divide the batch of 8"),
+    (["--schedule", "1f1b", "--micro-batches", "1"], "--micro-batches: 1F1B needs at least one micro-batch per stage (2), got 1"),
+    (["--batch", "0"], "--batch: the batch needs at least one sample, got 0"),
+    (["--timeout", "-1"], "--timeout: expected a positive number of seconds, got -1.0"),
+])
+def test_layerfit_run_refuses_bad_options_before_launching(tmp_path, capsys, extra, message):
+    from solver.cli import main
+
     plan = _write_plan(tmp_path, 2)
-    out = subprocess.run([sys.executable, "-m", "solver.cli", "run", str(plan), "--model", "runtime.synthetic:synthetic_model",
-                          "--steps", "0"], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert out.returncode == 2 and out.stdout == ""
-    assert out.stderr == "layerfit: error: --steps: expected a whole number of steps ≥ 1, got 0\n"
+    assert main(["run", str(plan), "--model", "runtime.synthetic:synthetic_model", *extra]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"layerfit: error: {message}\n"
+
+
+def test_layerfit_run_refuses_bad_files_and_models(tmp_path, capsys):
+    from solver.cli import main
+
+    plan = _write_plan(tmp_path, 2)
+    broken = tmp_path / "broken.json"
+    broken.write_text("{bad")
+    instance = tmp_path / "instance.json"
+    instance.write_text(json.dumps(chain_instance().to_dict()))
+    cases = [
+        ([str(broken), "--model", "runtime.synthetic:synthetic_model"],
+         f"{broken}: not JSON (Expecting property name enclosed in double quotes at line 1, column 2)"),
+        ([str(instance), "--model", "runtime.synthetic:synthetic_model"],
+         f"{instance}: an instance, not a plan or placement; solve it first (layerfit solve FILE --json > plan.json)"),
+        ([str(plan), "--model", "runtime.synthetic:nothing"], "model: 'runtime.synthetic' has no function 'nothing'"),
+        ([str(plan), "--model", "no_such_module:build"], "model: cannot import 'no_such_module' (No module named 'no_such_module')"),
+        ([str(plan), "--model", "runtime_models:failing_chain"], "model has 4 layers, the plan 8"),
+        ([str(plan), "--model", "runtime.synthetic:example_inputs"],
+         "model: the factory failed on the meta device (TypeError: example_inputs() missing 1 required positional "
+         "argument: 'batch')"),
+    ]
+    for args, message in cases:
+        assert main(["run", *args]) == 2, args
+        out, err = capsys.readouterr()
+        assert out == "" and err == f"layerfit: error: {message}\n", (args, err)
 
 
 def _stopped(pid):
