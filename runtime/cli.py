@@ -132,8 +132,13 @@ def _run(args: argparse.Namespace) -> int:
     check_layers(layers, num_layers, None)
     world = len(partitions)
     check_run(world, args.batch, args.micro_batches, args.schedule, args.steps, args.timeout, names=_FLAGS)
-    if world % args.nnodes:
+    if args.nnodes < 1 or world % args.nnodes:
         raise ExecutionError(f"--nnodes: {world} ranks do not split evenly over {args.nnodes} nodes")
+    if args.node_rank is not None and not 0 <= args.node_rank < args.nnodes:
+        raise ExecutionError(f"--node-rank: expected 0 to {args.nnodes - 1} for {args.nnodes} nodes, got {args.node_rank}")
+    host, _, port = (args.rdzv_endpoint or "127.0.0.1:29400").rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ExecutionError(f"--rdzv-endpoint: expected HOST:PORT, got {args.rdzv_endpoint!r}")
     inputs, target = _inputs(args.model, args.batch, args.seed, args.train)
     torchrun = shutil.which("torchrun")
     job_dir = Path(args.job_dir or tempfile.mkdtemp(prefix="layerfit-run-"))

@@ -272,6 +272,9 @@ def test_a_rendezvous_that_cannot_form_fails_clearly(tmp_path):
     (["--schedule", "1f1b", "--micro-batches", "1"], "--micro-batches: 1F1B needs at least one micro-batch per stage (2), got 1"),
     (["--batch", "0"], "--batch: the batch needs at least one sample, got 0"),
     (["--timeout", "-1"], "--timeout: expected a positive number of seconds, got -1.0"),
+    (["--nnodes", "0"], "--nnodes: 2 ranks do not split evenly over 0 nodes"),
+    (["--nnodes", "2", "--node-rank", "2"], "--node-rank: expected 0 to 1 for 2 nodes, got 2"),
+    (["--nnodes", "2", "--rdzv-endpoint", "localhost"], "--rdzv-endpoint: expected HOST:PORT, got 'localhost'"),
 ])
 def test_layerfit_run_refuses_bad_options_before_launching(tmp_path, capsys, extra, message):
     from solver.cli import main
