@@ -158,6 +158,9 @@ def execute(
     layers, shipped = meta_layers(model)
     check_layers(layers, num_layers, instance)
     world = len(partitions)
+    if not isinstance(inputs, torch.Tensor) or inputs.dim() == 0:
+        raise ExecutionError(f"inputs: expected a batch tensor (samples along dimension 0), got {type(inputs).__name__}"
+                             + (" with no dimensions" if isinstance(inputs, torch.Tensor) else ""))
     check_run(world, inputs.shape[0], micro_batches, schedule, steps, timeout_s)
     if train and target is None:
         raise ExecutionError("target: training needs a target for the loss")

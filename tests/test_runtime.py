@@ -88,6 +88,10 @@ def test_several_steps_report_the_first_steps_outputs_and_gradients():
     assert result.report["ranks"][0]["bytes_sent"] == 8 * 16 * 4
     with pytest.raises(runtime.ExecutionError, match=r"^steps: expected a whole number of steps ≥ 1, got 0$"):
         runtime.execute(plan_for(inst, [[0, 1, 2, 3], [4, 5, 6, 7]]), model, x, steps=0)
+    with pytest.raises(runtime.ExecutionError, match=r"^inputs: expected a batch tensor \(samples along dimension 0\), got list$"):
+        runtime.execute(plan_for(inst, [[0, 1, 2, 3], [4, 5, 6, 7]]), model, [[1.0] * 16])
+    with pytest.raises(runtime.ExecutionError, match=r"^timeout_s: expected a positive number of seconds, got 0$"):
+        runtime.execute(plan_for(inst, [[0, 1, 2, 3], [4, 5, 6, 7]]), model, x, timeout_s=0)
 
 
 def test_saved_for_backward_bytes_are_those_still_held():
