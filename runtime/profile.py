@@ -135,11 +135,17 @@ def _layer_seconds(layer: nn.Module, args: tuple, kwargs: dict, device: torch.de
             torch.cuda.synchronize(device)
         return time.perf_counter() - started
 
-    for _ in range(_WARM_UP_RUNS):
-        once()
-    seconds = statistics.median(once() for _ in range(_TIMED_RUNS))
-    layer.zero_grad(set_to_none=True)  # the timing's gradients are not the caller's
-    return seconds
+    # The timing's gradients are not the caller's: theirs are put back as they were.
+    callers = [(p, p.grad) for p in layer.parameters()]
+    for p, _ in callers:
+        p.grad = None
+    try:
+        for _ in range(_WARM_UP_RUNS):
+            once()
+        return statistics.median(once() for _ in range(_TIMED_RUNS))
+    finally:
+        for p, grad in callers:
+            p.grad = grad
 
 
 def profile_module(

@@ -100,9 +100,13 @@ def test_timed_layers_plan_by_measured_time(training):
     inst = profile_module(model, ids, layers=LAYERS, training=training, time_layers=True)
     assert all(layer.time is not None and layer.time > 0 for layer in inst.layers)
     assert all(layer.time is None for layer in untimed.layers)
-    # Timing changes nothing else it measures, and leaves no gradient behind.
+    # Timing changes nothing else it measures, and leaves the caller's gradients as they were.
     assert [(l.params, l.activation_bytes) for l in inst.layers] == [(l.params, l.activation_bytes) for l in untimed.layers]
     assert all(p.grad is None for p in model.parameters())
+    model.head.weight.grad = torch.ones_like(model.head.weight)
+    profile_module(model, ids, layers=LAYERS, training=training, time_layers=True)
+    assert torch.equal(model.head.weight.grad, torch.ones_like(model.head.weight))
+    assert all(p.grad is None for n, p in model.named_parameters() if n != "head.weight")
     kind = "forward and backward" if training else "forward"
     assert f"; time: median of 21 runs of each layer on cpu with {torch.get_num_threads()} threads, {kind}" in inst.description
     plan = solve(inst, objective="min_stage_time", num_partitions=3)
