@@ -139,8 +139,9 @@ def main() -> None:
               "from each layer's time alone; it leaves out the sends and receives between ranks and the schedule's own work. "
               "Measured stage time is the slowest rank's forward per micro-batch inside the pipeline. With one core per rank "
               "the balanced plan's gain is measured close to the prediction; with two ranks to a core the ranks are "
-              "time-sliced (a stage runs slower than its layers alone, and the light stages' waiting is not all handed to "
-              "the heavy one), so less of the predicted gain is measured, and it varies from run to run (from 1.02× to 1.16× "
+              "time-sliced and the prediction is only a bound: balanced stages are busy at the same time, so they share "
+              "the cores more and each runs slower than its layers alone (a rank waiting on a receive takes no CPU), while "
+              "the even split's heavy stage often has a core to itself; so less of the predicted gain is measured, and it varies from run to run (from 1.02× to 1.16× "
               "in four runs on this machine on 2026-12-01): a plan balanced for dedicated devices, run on shared cores."]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "runtime.json").write_text(json.dumps(doc, indent=2) + "\n")
