@@ -11,7 +11,10 @@ rule of thumb:
 * whether buffer reuse or activation recomputation would make it fit, by switching them on;
 * for layers whose weights alone exceed the capacity, how many pieces a finer split needs.
 
-Instances of more than :data:`MAX_LAYERS` layers get the cheap remedies only.
+Instances of more than :data:`MAX_LAYERS` layers get the cheap remedies only. On a DAG the
+capacity is the least largest partition (relayed tensors included) that CP-SAT proves for
+each partition count, and the batch is bisected with that test; DAGs of more than
+:data:`MAX_DAG_LAYERS` layers get the cheap remedies only.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from .units import format_bytes, format_size
 __all__ = ["remedies", "fits"]
 
 MAX_LAYERS = 500  # above this the bisections cost more than the explanation is worth
+MAX_DAG_LAYERS = 40  # a DAG's remedies solve the CP-SAT model once per partition count, per step
 _STEPS = 12  # bisection steps over the batch scale: a resolution of 1/4096
 
 
@@ -32,6 +36,8 @@ def fits(instance: Instance, k: int | None = None) -> bool:
     """Whether ``instance`` has a plan (with exactly ``k`` partitions, when given)."""
     from .stages import min_stages, probe_stages
 
+    if instance.edges is not None:
+        return _dag_fits(instance, k)
     if instance.free_pool:
         from .pools import min_free_devices, probe_free
 
@@ -43,6 +49,40 @@ def fits(instance: Instance, k: int | None = None) -> bool:
     if plain:  # an additive (or monotone) chain fits iff every layer alone fits
         return all(instance.partition_bytes([i], 0, 1) <= instance.usable_capacity for i in range(instance.num_layers))
     return min_stages(instance) is not None
+
+
+def _dag_fits(instance: Instance, k: int | None) -> bool:
+    from .dag import cpsat_dag, greedy_dag
+
+    usable = instance.usable_capacity
+    if max(instance.sizes) > usable:
+        return False  # a partition holds at least each of its layers
+    if k is not None:
+        return cpsat_dag(instance, k, hint=None, time_limit=None, seed=0, num_workers=8)[1] is not None
+    if greedy_dag(instance) is not None:
+        return True  # greedy's plan is a plan
+    lowest = max(1, math.ceil(sum(instance.sizes) / usable))
+    return any(cpsat_dag(instance, count, hint=None, time_limit=None, seed=0, num_workers=8)[1] is not None
+               for count in range(lowest, instance.num_layers + 1))
+
+
+def _dag_least_bottleneck(instance: Instance, k: int | None) -> int | None:
+    """The least largest partition of the DAG (relayed tensors included) with ``k`` partitions,
+    or with the best count; None when there is no plan of that count (more than the layers)."""
+    from .dag import cpsat_dag, dag_loads
+
+    # A capacity no partition can reach, so that CP-SAT's bottleneck is bounded by the plans alone.
+    roomy = sum(instance.sizes) + sum(layer.sent_bytes for layer in instance.layers) + instance.constraints.reserve
+    unbounded = dataclasses.replace(instance, capacity=roomy, model=None)
+    least = None
+    for count in ([k] if k is not None else range(1, instance.num_layers + 1)):
+        _, parts, _, _, _ = cpsat_dag(unbounded, count, hint=None, time_limit=None, seed=0, num_workers=8)
+        if parts is not None:
+            largest = max(dag_loads(unbounded, parts))
+            least = largest if least is None else min(least, largest)
+            if least == max(instance.sizes):
+                break  # no count does better than the largest layer alone
+    return least
 
 
 def _with_capacity(instance: Instance, capacity: int) -> Instance:
@@ -68,6 +108,9 @@ def _scaled(instance: Instance, scale: float) -> Instance:
 
 def _smallest_capacity(instance: Instance, k: int | None) -> int | None:
     """The least capacity (reserve included) at which the instance fits; None if none does."""
+    if instance.edges is not None:
+        least = _dag_least_bottleneck(instance, k)
+        return None if least is None else least + instance.constraints.reserve
     lo, hi = instance.capacity + 1, 2 * instance.capacity
     while not fits(_with_capacity(instance, hi), k):
         lo, hi = hi + 1, 2 * hi
@@ -114,8 +157,8 @@ def remedies(instance: Instance, k: int | None = None) -> list[str]:
             f"layers would need at least {pieces} pieces each (a transformer block's attention and MLP apart: "
             f"split='sublayer' in from_hf_config; past that, tensor parallelism within the layer)."
         )
-    if instance.edges is not None:
-        lines.append("(Capacity and batch remedies are not computed for DAG instances in this version.)")
+    if instance.edges is not None and instance.num_layers > MAX_DAG_LAYERS:
+        lines.append(f"(Capacity and batch remedies are computed for DAG instances of up to {MAX_DAG_LAYERS} layers.)")
         return lines
     if instance.num_layers > MAX_LAYERS:
         lines.append(f"(Capacity and batch remedies are computed for instances of up to {MAX_LAYERS} layers.)")
@@ -139,6 +182,8 @@ def remedies(instance: Instance, k: int | None = None) -> list[str]:
                          f"(activations, outputs and KV caches scale with it; workspaces kept).")
         else:
             lines.append(f"Remedy: no {what} size fits: weights, training state and workspaces alone are too large.")
+    if instance.edges is not None:
+        return lines  # a DAG instance takes neither buffer reuse nor recomputation in this version
     for option, label, needs in (
         ("buffer_reuse", "buffer reuse (buffer_reuse: true, one workspace a partition)", "buffer_bytes"),
         ("activation_recompute", "activation recomputation (activation_recompute: true)", "activation_bytes"),
