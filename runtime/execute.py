@@ -19,6 +19,7 @@ import torch
 import torch.multiprocessing as mp
 
 from solver import Instance, LayerfitError, Placement, Plan
+from solver.instance import read_json
 
 from .model import check_layers, meta_layers
 from .rank import SCHEDULES, Job, run_rank, threads_per_rank
@@ -47,12 +48,7 @@ def load_placement(source: Placement | Plan | dict | str | Path) -> tuple[list[l
     """
     where = str(source) if isinstance(source, (str, Path)) else None
     if isinstance(source, (str, Path)):
-        try:
-            source = json.loads(Path(source).read_text())
-        except FileNotFoundError:
-            raise ExecutionError(f"{where}: no such file") from None
-        except json.JSONDecodeError as exc:
-            raise ExecutionError(f"{where}: not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+        source = read_json(source)  # InstanceError naming the file: missing, unreadable, not JSON
     if isinstance(source, dict):
         if "layers" in source and "capacity" in source:
             raise ExecutionError(f"{where or 'placement'}: an instance, not a plan or placement; solve it first "

@@ -299,7 +299,9 @@ def test_layerfit_run_refuses_bad_files_and_models(tmp_path, capsys):
     instance.write_text(json.dumps(chain_instance().to_dict()))
     cases = [
         ([str(broken), "--model", "runtime.synthetic:synthetic_model"],
-         f"{broken}: not JSON (Expecting property name enclosed in double quotes at line 1, column 2)"),
+         f"{broken}: not valid JSON (Expecting property name enclosed in double quotes at line 1, column 2)"),
+        ([str(tmp_path / "missing.json"), "--model", "runtime.synthetic:synthetic_model"],
+         f"{tmp_path / 'missing.json'}: no such file"),
         ([str(instance), "--model", "runtime.synthetic:synthetic_model"],
          f"{instance}: an instance, not a plan or placement; solve it first (layerfit solve FILE --json > plan.json)"),
         ([str(plan), "--model", "runtime.synthetic:nothing"], "model: 'runtime.synthetic' has no function 'nothing'"),
