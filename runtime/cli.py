@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from solver import LayerfitError
+from solver import LayerfitError, load_instance
 
 from .execute import (ExecutionError, check_run, default_backend, describe_error, load_placement, recorded_errors,
                       summarise)
@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="layerfit run", description=__doc__.splitlines()[0])
     p.add_argument("placement", help="a placement or plan JSON (partition j runs on rank j)")
     p.add_argument("--model", required=True, help="package.module:factory")
+    p.add_argument("--instance", help="the instance the plan was made for: the model's layer names and parameter "
+                                      "counts are checked against it before any rank starts")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--micro-batches", type=int, default=1)
     p.add_argument("--schedule", default="gpipe", choices=sorted(SCHEDULES))
@@ -129,7 +131,7 @@ def _launch(command: list[str], env: dict[str, str]) -> int:
 def _run(args: argparse.Namespace) -> int:
     partitions, predicted, devices, num_layers = load_placement(args.placement)
     layers, _ = meta_layers(args.model)
-    check_layers(layers, num_layers, None)
+    check_layers(layers, num_layers, load_instance(args.instance) if args.instance else None)
     world = len(partitions)
     check_run(world, args.batch, args.micro_batches, args.schedule, args.steps, args.timeout, names=_FLAGS)
     if args.nnodes < 1 or world % args.nnodes:

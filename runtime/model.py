@@ -64,6 +64,8 @@ def check_layers(layers: Sequence[tuple[str, nn.Module]], num_layers: int, insta
         raise ModelError(f"model has {len(layers)} layers, the plan {num_layers}")
     if instance is None:
         return
+    if instance.num_layers != num_layers:
+        raise ModelError(f"instance: {instance.name!r} has {instance.num_layers} layers, the plan {num_layers}")
     for i, ((name, module), layer) in enumerate(zip(layers, instance.layers)):
         if name != layer.name:
             raise ModelError(f"layer {i}: the model calls it {name!r}, the instance {layer.name!r}")

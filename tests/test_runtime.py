@@ -290,6 +290,8 @@ def test_layerfit_run_refuses_bad_options_before_launching(tmp_path, capsys, ext
 
 
 def test_layerfit_run_refuses_bad_files_and_models(tmp_path, capsys):
+    import dataclasses
+
     from solver.cli import main
 
     plan = _write_plan(tmp_path, 2)
@@ -310,6 +312,22 @@ def test_layerfit_run_refuses_bad_files_and_models(tmp_path, capsys):
         ([str(plan), "--model", "runtime.synthetic:example_inputs"],
          "model: the factory failed on the meta device (TypeError: example_inputs() missing 1 required positional "
          "argument: 'batch')"),
+    ]
+    synthetic = tmp_path / "synthetic.json"
+    synthetic.write_text(json.dumps(synthetic_instance(synthetic_model(), micro_batch=2).to_dict()))
+    short = tmp_path / "short.json"
+    short.write_text(json.dumps(dataclasses.replace(chain_instance(4), name="short").to_dict()))
+    wide = tmp_path / "wide.json"  # the same layer names, a wider model than the factory builds
+    wide.write_text(json.dumps(synthetic_instance(synthetic_model(hidden=128), micro_batch=2).to_dict()))
+    cases += [
+        ([str(plan), "--model", "runtime.synthetic:synthetic_model", "--instance", str(instance)],
+         "layer 0: the model calls it 'embed', the instance 'l0'"),
+        ([str(plan), "--model", "runtime.synthetic:synthetic_model", "--instance", str(short)],
+         "instance: 'short' has 4 layers, the plan 8"),
+        ([str(plan), "--model", "runtime.synthetic:synthetic_model", "--instance", str(wide)],
+         "layer 0 (embed): the model has 32,832 parameters, the instance 65,664"),
+        ([str(plan), "--model", "runtime.synthetic:synthetic_model", "--instance", str(tmp_path / "none.json")],
+         f"{tmp_path / 'none.json'}: no such file"),
     ]
     for args, message in cases:
         assert main(["run", *args]) == 2, args
