@@ -26,7 +26,7 @@ from solver import LayerfitError, load_instance
 from .execute import (ExecutionError, check_run, default_backend, describe_error, load_placement, recorded_errors,
                       summarise)
 from .model import check_layers, meta_layers
-from .rank import SCHEDULES, Job, threads_per_rank
+from .rank import OPTIMIZERS, SCHEDULES, Job, threads_per_rank
 
 __all__ = ["main", "render_report"]
 
@@ -40,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--micro-batches", type=int, default=1)
     p.add_argument("--schedule", default="gpipe", choices=sorted(SCHEDULES))
-    p.add_argument("--train", action="store_true", help="forward, backward and an SGD step")
+    p.add_argument("--train", action="store_true", help="forward, backward and an optimizer step")
+    p.add_argument("--optimizer", default="sgd", choices=sorted(OPTIMIZERS), help="training: plain SGD (no state) or Adam")
     p.add_argument("--steps", type=int, default=1, help="timed steps, after one untimed warm-up step")
     p.add_argument("--report", help="write the report as JSON here")
     p.add_argument("--seed", type=int, default=0)
@@ -94,9 +95,9 @@ def render_report(report: dict) -> str:
             f"{r['forward_s_per_micro_batch'] * 1e3:>7.2f}ms"
         )
     lines.append("")
-    lines.append("measured = parameter bytes + activations (training: gradients + what autograd saved for backward and "
-                 "still holds, at its peak); predicted = the plan's S(P). Bytes are exact; on CUDA, cuda_max_allocated_bytes "
-                 "is in the JSON.")
+    lines.append("measured = parameter bytes + activations (training: gradients + optimizer state + what autograd saved "
+                 "for backward and still holds, at its peak); predicted = the plan's S(P). Bytes are exact; on CUDA, "
+                 "cuda_max_allocated_bytes is in the JSON.")
     return "\n".join(lines)
 
 
@@ -149,7 +150,7 @@ def _run(args: argparse.Namespace) -> int:
         partitions=partitions, predicted_bytes=predicted, devices=devices, model=args.model, inputs=inputs,
         target=target, micro_batches=args.micro_batches, schedule=args.schedule, train=args.train,
         backend=default_backend(world // args.nnodes), master_addr=None, master_port=None,
-        out_dir=str(job_dir), timeout_s=args.timeout, seed=args.seed, steps=args.steps,
+        out_dir=str(job_dir), timeout_s=args.timeout, seed=args.seed, steps=args.steps, optimizer=args.optimizer,
         threads=threads_per_rank(world // args.nnodes),
     )
     job_file = job_dir / "job.pt"

@@ -22,7 +22,7 @@ from solver import Instance, LayerfitError, Placement, Plan
 from solver.instance import read_json
 
 from .model import check_layers, meta_layers
-from .rank import SCHEDULES, Job, run_rank, threads_per_rank
+from .rank import OPTIMIZERS, SCHEDULES, Job, run_rank, threads_per_rank
 
 __all__ = ["ExecutionError", "ExecutionResult", "execute", "load_placement"]
 
@@ -120,6 +120,7 @@ def execute(
     steps: int = 1,
     loss_fn: Any = None,
     lr: float = 0.1,
+    optimizer: str = "sgd",
     seed: int = 0,
     timeout_s: float = 60.0,
 ) -> ExecutionResult:
@@ -138,7 +139,8 @@ def execute(
     instance:
         When given, layer names and parameter counts are checked against it.
     train:
-        Forward, backward (``loss_fn``, default MSE) and an SGD step with ``lr``.
+        Forward, backward (``loss_fn``, default MSE) and an optimizer step with ``lr``:
+        ``optimizer`` ``"sgd"`` (plain, no state) or ``"adam"``.
     steps:
         Timed steps, after one untimed warm-up step; the report's times are per step.
         Outputs and gradients are the first timed step's (at the initial weights).
@@ -160,13 +162,15 @@ def execute(
     check_run(world, inputs.shape[0], micro_batches, schedule, steps, timeout_s)
     if train and target is None:
         raise ExecutionError("target: training needs a target for the loss")
+    if optimizer not in OPTIMIZERS:
+        raise ExecutionError(f"optimizer: unknown optimizer {optimizer!r} (allowed: {', '.join(OPTIMIZERS)})")
     backend = backend or default_backend(world)
     with tempfile.TemporaryDirectory(prefix="layerfit-run-") as out_dir:
         job = Job(
             partitions=partitions, predicted_bytes=predicted, devices=devices, model=shipped, inputs=inputs,
             target=target, micro_batches=micro_batches, schedule=schedule, train=train, backend=backend,
             master_addr="127.0.0.1", master_port=_free_port(), out_dir=out_dir, timeout_s=timeout_s, seed=seed,
-            lr=lr, loss_fn=loss_fn, steps=steps, threads=threads_per_rank(world),
+            lr=lr, loss_fn=loss_fn, optimizer=optimizer, steps=steps, threads=threads_per_rank(world),
         )
         context = mp.start_processes(run_rank, args=(job,), nprocs=world, join=False, start_method="spawn")
         try:

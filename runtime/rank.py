@@ -35,9 +35,10 @@ from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGP
 from .l2_cache import reserve_weights
 from .model import layers_of, materialise_layer, resolve_factory
 
-__all__ = ["Job", "run_rank", "SCHEDULES"]
+__all__ = ["Job", "run_rank", "SCHEDULES", "OPTIMIZERS"]
 
 SCHEDULES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
+OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}  # plain SGD keeps no state; Adam two moments
 
 
 @dataclass
@@ -61,6 +62,7 @@ class Job:
     seed: int = 0
     lr: float = 0.1
     loss_fn: Any = None
+    optimizer: str = "sgd"
     steps: int = 1  # timed steps, after one warm-up step
     threads: int | None = None  # intra-op threads of a CPU rank; None: torch's default
 
@@ -234,7 +236,7 @@ def _run(rank: int, world: int, local: int, job: Job) -> None:
     schedule = SCHEDULES[job.schedule](stage, n_microbatches=job.micro_batches, loss_fn=loss_fn if job.train else None)
     inputs = job.inputs.to(device) if first and job.inputs is not None else None
     target = job.target.to(device) if last and job.target is not None else None
-    optimizer = torch.optim.SGD(module.parameters(), lr=job.lr) if job.train and param_bytes else None
+    optimizer = OPTIMIZERS[job.optimizer](module.parameters(), lr=job.lr) if job.train and param_bytes else None
     args = (inputs,) if first else ()
     module.train(job.train)
 
@@ -254,7 +256,7 @@ def _run(rank: int, world: int, local: int, job: Job) -> None:
         torch.cuda.reset_peak_memory_stats(device)
     dist.barrier()
     losses: list[torch.Tensor] = []
-    output, grads, grad_bytes = None, {}, 0
+    output, grads, grad_bytes, state_bytes = None, {}, 0, 0
     busy = 0.0  # this rank's time in the timed steps; copying out what it reports is left out
 
     def timed(work: Any) -> Any:
@@ -275,14 +277,17 @@ def _run(rank: int, world: int, local: int, job: Job) -> None:
                 grad_bytes = sum(_nbytes(p.grad) for p in module.parameters() if p.grad is not None)
         if optimizer is not None:
             timed(lambda: (optimizer.step(), optimizer.zero_grad(set_to_none=True)))
+            if index == 0:  # the optimizer's state exists once it has stepped
+                state_bytes = sum(_nbytes(value) for state in optimizer.state.values() for value in state.values())
     step_s = busy / job.steps
     dist.barrier()
 
     activation_bytes = sum(meter.layer_outputs.values())
     sent, received = meter.step_totals(job.steps)
     forward_times = meter.forward_times
-    # Training holds the gradients beside the weights (plain SGD keeps no other state).
-    held = param_bytes + (grad_bytes + meter.saved_peak if job.train else activation_bytes)
+    # Training holds the gradients and the optimizer's state beside the weights: the terms the
+    # plan adds up, each measured.
+    held = param_bytes + (grad_bytes + state_bytes + meter.saved_peak if job.train else activation_bytes)
     report = {
         "rank": rank,
         "device": (job.devices or [None] * world)[rank] or str(device),
@@ -291,6 +296,7 @@ def _run(rank: int, world: int, local: int, job: Job) -> None:
         "predicted_bytes": job.predicted_bytes[rank] if job.predicted_bytes else None,
         "param_bytes": param_bytes,
         "grad_bytes": grad_bytes if job.train else None,
+        "optimizer_state_bytes": state_bytes if job.train else None,
         "activation_bytes_per_micro_batch": activation_bytes,
         "saved_for_backward_peak_bytes": meter.saved_peak if job.train else None,
         "measured_bytes": held,

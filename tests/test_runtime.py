@@ -92,6 +92,8 @@ def test_several_steps_report_the_first_steps_outputs_and_gradients():
         runtime.execute(plan_for(inst, [[0, 1, 2, 3], [4, 5, 6, 7]]), model, [[1.0] * 16])
     with pytest.raises(runtime.ExecutionError, match=r"^timeout_s: expected a positive number of seconds, got 0$"):
         runtime.execute(plan_for(inst, [[0, 1, 2, 3], [4, 5, 6, 7]]), model, x, timeout_s=0)
+    with pytest.raises(runtime.ExecutionError, match=r"^optimizer: unknown optimizer 'lamb' \(allowed: sgd, adam\)$"):
+        runtime.execute(plan_for(inst, [[0, 1, 2, 3], [4, 5, 6, 7]]), model, x, target=y, train=True, optimizer="lamb")
 
 
 def test_saved_for_backward_bytes_are_those_still_held():
@@ -112,11 +114,12 @@ def test_saved_for_backward_bytes_are_those_still_held():
     assert all(f < g for f, g in zip(one_f_one_b, gpipe)), (one_f_one_b, gpipe)
 
 
-@pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
-def test_training_memory_matches_a_profiled_training_instance(schedule):
+@pytest.mark.parametrize("schedule, optimizer", [("gpipe", "sgd"), ("1f1b", "sgd"), ("gpipe", "adam"), ("1f1b", "adam")])
+def test_training_memory_matches_a_profiled_training_instance(schedule, optimizer):
     # profile_module(training=True) counts what each layer saves for backward; with the
-    # schedule's micro-batches in flight and plain SGD's gradients (optimizer "none"), the plan
-    # predicts what each rank then holds: weights, gradients and the saved tensors at their peak.
+    # schedule's micro-batches in flight and the optimizer's state (plain SGD: gradients only,
+    # optimizer "none"; Adam on fp32 weights: gradients and two moments), the plan predicts
+    # what each rank then holds: weights, gradients, state and the saved tensors at their peak.
     import dataclasses
 
     from runtime import profile_module
@@ -125,11 +128,18 @@ def test_training_memory_matches_a_profiled_training_instance(schedule):
     model = synthetic_model()
     x, y = example_inputs(16)
     profiled = profile_module(model, x[:4], training=True)
-    inst = dataclasses.replace(profiled, schedule=schedule, micro_batches=4, training=Training("none"))
+    inst = dataclasses.replace(profiled, schedule=schedule, micro_batches=4,
+                               training=Training("none" if optimizer == "sgd" else "adam"))
     plan = solve(inst, objective="min_bottleneck", num_partitions=4)
-    result = runtime.execute(plan, model, x, target=y, micro_batches=4, schedule=schedule, train=True)
+    result = runtime.execute(plan, model, x, target=y, micro_batches=4, schedule=schedule, train=True, optimizer=optimizer)
     ranks = result.report["ranks"]
-    assert all(r["grad_bytes"] == r["param_bytes"] for r in ranks)
+    tensors = len(list(model.parameters()))  # at least each rank's: Adam keeps a step counter per tensor
+    for r in ranks:
+        assert r["grad_bytes"] == r["param_bytes"]
+        if optimizer == "sgd":
+            assert r["optimizer_state_bytes"] == 0
+        else:  # exp_avg and exp_avg_sq per parameter, and a scalar step counter per tensor
+            assert 2 * r["param_bytes"] < r["optimizer_state_bytes"] <= 2 * r["param_bytes"] + 8 * tensors
     # The prediction also holds each stage's largest workspace, which a peak of saved tensors
     # does not see; the last rank holds the loss's saved output and target besides, which no
     # layer of the instance has.
