@@ -235,7 +235,8 @@ def test_layerfit_run_with_torchrun(tmp_path):
     plan.write_text(json.dumps(placement.to_dict()))
     report = tmp_path / "report.json"
     out = subprocess.run([sys.executable, "-m", "solver.cli", "run", str(plan), "--model", "runtime.synthetic:synthetic_model",
-                          "--batch", "8", "--micro-batches", "4", "--train", "--steps", "2", "--report", str(report)],
+                          "--batch", "8", "--micro-batches", "4", "--train", "--optimizer", "adam", "--steps", "2",
+                          "--report", str(report)],
                          capture_output=True, text=True, cwd=ROOT, timeout=240)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "2 ranks (gloo), schedule gpipe, 4 micro-batches of 2: step " in out.stdout
@@ -243,6 +244,7 @@ def test_layerfit_run_with_torchrun(tmp_path):
     doc = json.loads(report.read_text())
     assert [r["rank"] for r in doc["ranks"]] == [0, 1] and doc["ranks"][1]["loss"] is not None
     assert [r["device"] for r in doc["ranks"]] == placement.devices
+    assert all(r["optimizer_state_bytes"] > 2 * r["param_bytes"] for r in doc["ranks"])  # Adam's two moments
     assert f"   0  {placement.devices[0]}@cpu " in out.stdout
 
 
