@@ -23,8 +23,8 @@ import torch
 
 from solver import LayerfitError, load_instance
 
-from .execute import (ExecutionError, check_run, default_backend, describe_error, load_placement, recorded_errors,
-                      summarise)
+from .execute import (ExecutionError, check_run, default_backend, describe_error, graph_of, load_placement,
+                      recorded_errors, summarise)
 from .model import check_layers, meta_layers
 from .rank import OPTIMIZERS, SCHEDULES, Job, threads_per_rank
 
@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("placement", help="a placement or plan JSON (partition j runs on rank j)")
     p.add_argument("--model", required=True, help="package.module:factory")
     p.add_argument("--instance", help="the instance the plan was made for: the model's layer names and parameter "
-                                      "counts are checked against it before any rank starts")
+                                      "counts are checked against it before any rank starts; a DAG's edges are followed")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--micro-batches", type=int, default=1)
     p.add_argument("--schedule", default="gpipe", choices=sorted(SCHEDULES))
@@ -132,7 +132,9 @@ def _launch(command: list[str], env: dict[str, str]) -> int:
 def _run(args: argparse.Namespace) -> int:
     partitions, predicted, devices, num_layers = load_placement(args.placement)
     layers, _ = meta_layers(args.model)
-    check_layers(layers, num_layers, load_instance(args.instance) if args.instance else None)
+    instance = load_instance(args.instance) if args.instance else None
+    check_layers(layers, num_layers, instance)
+    graph = graph_of(partitions, instance)
     world = len(partitions)
     check_run(world, args.batch, args.micro_batches, args.schedule, args.steps, args.timeout, names=_FLAGS)
     if args.nnodes < 1 or world % args.nnodes:
@@ -150,7 +152,7 @@ def _run(args: argparse.Namespace) -> int:
         partitions=partitions, predicted_bytes=predicted, devices=devices, model=args.model, inputs=inputs,
         target=target, micro_batches=args.micro_batches, schedule=args.schedule, train=args.train,
         backend=default_backend(world // args.nnodes), master_addr=None, master_port=None,
-        out_dir=str(job_dir), timeout_s=args.timeout, seed=args.seed, steps=args.steps, optimizer=args.optimizer,
+        out_dir=str(job_dir), timeout_s=args.timeout, seed=args.seed, steps=args.steps, optimizer=args.optimizer, graph=graph,
         threads=threads_per_rank(world // args.nnodes),
     )
     job_file = job_dir / "job.pt"

@@ -19,8 +19,10 @@ import torch
 import torch.multiprocessing as mp
 
 from solver import Instance, LayerfitError, Placement, Plan
+from solver.dag import check_dag_plan
 from solver.instance import read_json
 
+from .graph import Graph
 from .model import check_layers, meta_layers
 from .rank import OPTIMIZERS, SCHEDULES, Job, run_rank, threads_per_rank
 
@@ -43,8 +45,8 @@ class ExecutionResult:
 def load_placement(source: Placement | Plan | dict | str | Path) -> tuple[list[list[int]], list[int], list[str] | None, int]:
     """(partitions, predicted bytes per partition, devices or None, number of layers).
 
-    Refuses what cannot run: a file that is not a plan's or placement's JSON, a status with no
-    plan, and a DAG plan (its partitions are convex sets of the layers, not runs of the chain).
+    Refuses what cannot run: a file that is not a plan's or placement's JSON, or a status with
+    no plan.
     """
     where = str(source) if isinstance(source, (str, Path)) else None
     if isinstance(source, (str, Path)):
@@ -66,12 +68,23 @@ def load_placement(source: Placement | Plan | dict | str | Path) -> tuple[list[l
         partitions, n = source.partitions, source.num_layers
     else:
         raise ExecutionError(f"expected a Placement, a Plan or their JSON, got {type(source).__name__}")
-    if [i for part in partitions for i in part] != list(range(n)):
-        # A DAG plan's stages are convex sets, not runs of the layer list; each rank here runs
-        # a run of the chain and sends one activation on.
-        raise ExecutionError("plan: its partitions are not consecutive runs of the layers (a DAG plan); the "
-                             "runtime runs chains of layers in this version")
     return partitions, predicted, devices, n
+
+
+def graph_of(partitions: list[list[int]], instance: Instance | None) -> Graph | None:
+    """The DAG the ranks follow (None: a chain, each stage sending one activation on).
+
+    An instance with ``edges`` makes the run a DAG's: the plan is checked against it (convex
+    stages, no edge backwards). A plan whose stages are not runs of the layer list is a DAG
+    plan, which needs that instance.
+    """
+    if instance is not None and instance.edges is not None:
+        check_dag_plan(instance, partitions)
+        return Graph(instance)
+    if [i for part in partitions for i in part] != list(range(sum(len(part) for part in partitions))):
+        raise ExecutionError("plan: its partitions are not consecutive runs of the layers (a DAG plan); give the "
+                             "instance with its edges (instance=, --instance) for the ranks to follow")
+    return None
 
 
 def check_run(world: int, batch: int, micro_batches: Any, schedule: str, steps: Any, timeout_s: Any,
@@ -155,6 +168,7 @@ def execute(
     partitions, predicted, devices, num_layers = load_placement(placement)
     layers, shipped = meta_layers(model)
     check_layers(layers, num_layers, instance)
+    graph = graph_of(partitions, instance)
     world = len(partitions)
     if not isinstance(inputs, torch.Tensor) or inputs.dim() == 0:
         raise ExecutionError(f"inputs: expected a batch tensor (samples along dimension 0), got {type(inputs).__name__}"
@@ -170,7 +184,7 @@ def execute(
             partitions=partitions, predicted_bytes=predicted, devices=devices, model=shipped, inputs=inputs,
             target=target, micro_batches=micro_batches, schedule=schedule, train=train, backend=backend,
             master_addr="127.0.0.1", master_port=_free_port(), out_dir=out_dir, timeout_s=timeout_s, seed=seed,
-            lr=lr, loss_fn=loss_fn, optimizer=optimizer, steps=steps, threads=threads_per_rank(world),
+            lr=lr, loss_fn=loss_fn, optimizer=optimizer, steps=steps, threads=threads_per_rank(world), graph=graph,
         )
         context = mp.start_processes(run_rank, args=(job,), nprocs=world, join=False, start_method="spawn")
         try:

@@ -32,6 +32,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
+from .graph import Graph
 from .l2_cache import reserve_weights
 from .model import layers_of, materialise_layer, resolve_factory
 
@@ -63,6 +64,7 @@ class Job:
     lr: float = 0.1
     loss_fn: Any = None
     optimizer: str = "sgd"
+    graph: Graph | None = None  # a DAG plan's wiring; None: a chain
     steps: int = 1  # timed steps, after one warm-up step
     threads: int | None = None  # intra-op threads of a CPU rank; None: torch's default
 
@@ -109,6 +111,10 @@ class _Meter:
         stage.register_full_backward_pre_hook(self._backward_pre)
         stage.register_full_backward_hook(self._backward_post)
         self.first, self.last = first, last
+        # A DAG stage's outputs that only pass through it (skip connections it relays).
+        gives, takes = getattr(stage, "gives", []), getattr(stage, "takes", [])
+        self._relayed = [i for i, u in enumerate(gives) if u in takes]
+        self.relayed_bytes = 0
 
     def _output_hook(self, name: str):  # type: ignore[no-untyped-def]
         def hook(module, args, output):  # type: ignore[no-untyped-def]
@@ -122,6 +128,8 @@ class _Meter:
     def _post(self, module, args, output):  # type: ignore[no-untyped-def]
         self.forward_times.append(time.perf_counter() - self._started)
         self.sent_per_call.append(0 if self.last else _nbytes(output))
+        outputs = output if isinstance(output, tuple) else (output,)
+        self.relayed_bytes = max(self.relayed_bytes, sum(_nbytes(outputs[i]) for i in self._relayed))
 
     def start_timing(self) -> None:
         """Forget the warm-up step's calls (and the stage's shape inference before it)."""
@@ -227,7 +235,10 @@ def _run(rank: int, world: int, local: int, job: Job) -> None:
     if device.type == "cpu" and job.threads:
         torch.set_num_threads(job.threads)
     first, last = rank == 0, rank == world - 1
-    module = nn.Sequential(_own_layers(job, rank, device))
+    layers = _own_layers(job, rank, device)
+    # A chain's stage passes one activation on; a DAG's takes and gives every tensor crossing its boundaries.
+    module = (job.graph.stage(layers, job.partitions[rank], job.partitions, rank) if job.graph is not None
+              else nn.Sequential(layers))
     l2 = reserve_weights(module, device)  # the seed's step 4: the stage's weights in persisting L2
     meter = _Meter(module, first, last)
     param_bytes = sum(_nbytes(p) for p in module.parameters())
@@ -287,7 +298,8 @@ def _run(rank: int, world: int, local: int, job: Job) -> None:
     forward_times = meter.forward_times
     # Training holds the gradients and the optimizer's state beside the weights: the terms the
     # plan adds up, each measured.
-    held = param_bytes + (grad_bytes + state_bytes + meter.saved_peak if job.train else activation_bytes)
+    held = param_bytes + meter.relayed_bytes + (grad_bytes + state_bytes + meter.saved_peak if job.train
+                                                else activation_bytes)
     report = {
         "rank": rank,
         "device": (job.devices or [None] * world)[rank] or str(device),
@@ -298,6 +310,7 @@ def _run(rank: int, world: int, local: int, job: Job) -> None:
         "grad_bytes": grad_bytes if job.train else None,
         "optimizer_state_bytes": state_bytes if job.train else None,
         "activation_bytes_per_micro_batch": activation_bytes,
+        "relayed_bytes_per_micro_batch": meter.relayed_bytes,
         "saved_for_backward_peak_bytes": meter.saved_peak if job.train else None,
         "measured_bytes": held,
         "cuda_max_allocated_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,

@@ -57,3 +57,25 @@ def hanging_chain() -> nn.Sequential:
 def example_inputs(batch: int):
     """The batch ``layerfit run --model runtime_models:...`` takes."""
     return torch.randn(batch, 16), torch.randn(batch, 16)
+
+
+class Join(nn.Module):
+    """A decoder layer of a U-Net: its input and a skip, concatenated, projected back."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        self.proj = nn.Linear(2 * width, width)
+
+    def forward(self, x, skip):
+        return self.proj(torch.cat([x, skip], dim=-1))
+
+
+UNET_EDGES = (("enc0", "enc1"), ("enc1", "mid"), ("mid", "dec1"), ("dec1", "dec0"), ("dec0", "head"),
+              ("enc1", "dec1"), ("enc0", "dec0"))  # the chain, then the two skips
+
+
+def unet_like(width: int = 16) -> nn.Sequential:
+    """Six layers wired by UNET_EDGES: dec1 takes (mid, enc1), dec0 takes (dec1, enc0)."""
+    layers = [("enc0", nn.Linear(width, width)), ("enc1", nn.Linear(width, width)), ("mid", nn.Linear(width, width)),
+              ("dec1", Join(width)), ("dec0", Join(width)), ("head", nn.Linear(width, width))]
+    return nn.Sequential(OrderedDict(layers))

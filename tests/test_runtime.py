@@ -1,6 +1,7 @@
 """The runtime with real processes (gloo on CPU): outputs and gradients equal the
 single-process model's, failures name the rank, torchrun launches (one node and two)."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -14,8 +15,8 @@ from torch import nn  # noqa: E402
 import runtime  # noqa: E402
 from runtime.model import ModelError, build_model  # noqa: E402
 from runtime.synthetic import example_inputs, synthetic_instance, synthetic_model  # noqa: E402
-from runtime_models import failing_chain, linear_chain  # noqa: E402
-from solver import Instance, Layer, Plan, Status, solve  # noqa: E402
+from runtime_models import UNET_EDGES, failing_chain, linear_chain  # noqa: E402
+from solver import Instance, Layer, Plan, PlanError, Status, solve  # noqa: E402
 from solver.metrics import plan_metrics  # noqa: E402
 
 from helpers import ROOT  # noqa: E402
@@ -158,6 +159,70 @@ def test_cpu_ranks_share_the_cores(monkeypatch):
     inst = chain_instance(4)
     result = runtime.execute(solve(inst, objective="min_bottleneck", num_partitions=2), linear_chain(4), torch.randn(4, 16))
     assert [r["threads"] for r in result.report["ranks"]] == [3, 3]
+
+
+def unet_instance(model, micro_batch):
+    from runtime.model import layers_of, param_count
+    from runtime_models import UNET_EDGES
+
+    return Instance(name="unet", capacity=10**6, dtype="fp32", edges=UNET_EDGES,
+                    layers=[Layer(name, params=param_count(layer), activation_bytes=micro_batch * 16 * 4)
+                            for name, layer in layers_of(model)])
+
+
+@pytest.mark.parametrize("schedule, partitions", [("gpipe", [[0, 1], [2, 3], [4, 5]]), ("1f1b", [[0], [1, 2, 3, 4], [5]]),
+                                                  ("gpipe", [[0, 1, 2], [3, 4, 5]])])
+def test_a_dag_plan_runs_with_its_skips_relayed(schedule, partitions):
+    from runtime.graph import graph_forward
+    from runtime_models import unet_like
+    from solver.dag import dag_cuts
+
+    torch.manual_seed(4)
+    model = unet_like()
+    inst = unet_instance(model, micro_batch=2)
+    x = torch.randn(8, 16)
+    result = runtime.execute(plan_for(inst, partitions), model, x, instance=inst, micro_batches=4, schedule=schedule)
+    assert torch.allclose(result.outputs, graph_forward(model, inst, x), atol=1e-6)
+    ranks = result.report["ranks"]
+    # Every tensor that crosses a boundary is sent over it, a skip relayed through the stages
+    # between: the bytes the planner counts for each cut, for each of the 4 micro-batches.
+    assert [r["bytes_sent"] for r in ranks] == [4 * cut for cut in dag_cuts(inst, partitions)] + [0]
+    # Held: weights, the layers' outputs and the skips relayed, as the plan's S(P) counts them.
+    assert all(r["measured_over_predicted"] == 1.0 for r in ranks), ranks
+
+
+def test_a_dag_plan_trains_to_the_single_process_gradients():
+    from runtime.graph import graph_forward
+    from runtime_models import unet_like
+
+    torch.manual_seed(5)
+    model = unet_like()
+    inst = unet_instance(model, micro_batch=2)
+    x, y = torch.randn(8, 16), torch.randn(8, 16)
+    partitions = [[0, 1], [2, 3], [4, 5]]  # enc0's skip is relayed through the middle stage
+    result = runtime.execute(plan_for(inst, partitions), model, x, target=y, instance=inst, micro_batches=4,
+                             schedule="1f1b", train=True)
+    assert result.report["ranks"][1]["relayed_bytes_per_micro_batch"] == 2 * 16 * 4
+    model.zero_grad()
+    nn.functional.mse_loss(graph_forward(model, inst, x), y).backward()
+    for name, param in model.named_parameters():
+        assert torch.allclose(result.grads[name], param.grad, atol=1e-6), name
+
+
+def test_a_dag_plan_needs_its_instance_and_its_order():
+    from runtime_models import unet_like
+
+    model = unet_like()
+    inst = unet_instance(model, micro_batch=2)
+    with pytest.raises(runtime.ExecutionError, match=r"^plan: its partitions are not consecutive runs of the layers "
+                                                     r"\(a DAG plan\); give the instance with its edges"):
+        runtime.execute(plan_for(inst, [[0, 1, 3], [2, 4, 5]]), model, torch.randn(4, 16))
+    with pytest.raises(PlanError, match=r"^edge mid → dec1 runs backwards: partition 1 feeds partition 0$"):
+        runtime.execute(plan_for(inst, [[0, 1, 3], [2, 4, 5]]), model, torch.randn(4, 16), instance=inst)
+    two_outputs = dataclasses.replace(inst, edges=UNET_EDGES[:4] + UNET_EDGES[5:])  # head fed by nothing... and dec0 feeds none
+    with pytest.raises(ModelError, match=r"^edges: the runtime runs a DAG with one output layer; 'dec0', 'head' feed no "
+                                         r"other layer$"):
+        runtime.execute(plan_for(two_outputs, [[0, 1, 2], [3, 4, 5]]), model, torch.randn(4, 16), instance=two_outputs)
 
 
 def test_the_callers_model_is_not_modified_by_training():
@@ -341,6 +406,11 @@ def test_layerfit_run_refuses_bad_files_and_models(tmp_path, capsys):
         ([str(plan), "--model", "runtime.synthetic:synthetic_model", "--instance", str(tmp_path / "none.json")],
          f"{tmp_path / 'none.json'}: no such file"),
     ]
+    convex = tmp_path / "convex.json"  # a DAG plan's sets, without the instance that makes them so
+    convex.write_text(json.dumps(plan_for(synthetic_instance(synthetic_model(), 2), [[0, 2, 3], [1, 4, 5, 6, 7]]).to_dict()))
+    cases.append(([str(convex), "--model", "runtime.synthetic:synthetic_model"],
+                  "plan: its partitions are not consecutive runs of the layers (a DAG plan); give the instance with its "
+                  "edges (instance=, --instance) for the ranks to follow"))
     for args, message in cases:
         assert main(["run", *args]) == 2, args
         out, err = capsys.readouterr()
@@ -423,3 +493,25 @@ def test_layerfit_run_names_the_rank_that_failed(tmp_path):
     assert out.returncode == 1
     assert out.stderr.endswith("layerfit: error: rank 1 failed: RuntimeError: boom in layer l2; the other ranks were stopped\n"), \
         out.stderr[-2000:]
+
+
+def test_layerfit_run_follows_a_dags_edges(tmp_path):
+    import os
+
+    from runtime_models import unet_like
+
+    inst = unet_instance(unet_like(), micro_batch=2)
+    instance = tmp_path / "unet.json"
+    instance.write_text(json.dumps(inst.to_dict()))
+    plan = tmp_path / "plan.json"
+    # Runs of the layer list, but dec1 and dec0 take skips: only the instance's edges say so.
+    plan.write_text(json.dumps(plan_for(inst, [[0, 1, 2], [3, 4, 5]]).to_dict()))
+    report = tmp_path / "report.json"
+    command = [sys.executable, "-m", "solver.cli", "run", str(plan), "--model", "runtime_models:unet_like", "--batch", "8",
+               "--micro-batches", "4", "--instance", str(instance), "--report", str(report)]
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}:{ROOT}"}
+    out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=180, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    doc = json.loads(report.read_text())
+    # enc0's and enc1's outputs cross the one boundary (the skips), mid's too: 3 tensors × 8 rows × 16 floats
+    assert doc["ranks"][0]["bytes_sent"] == 3 * 8 * 16 * 4
