@@ -1,12 +1,14 @@
 """What one rank does: hold its partition, run it as a pipeline stage, measure it.
 
-Each rank builds an ``nn.Sequential`` of its partition's layers and runs it through
-``torch.distributed.pipelining`` (``PipelineStage`` with ``ScheduleGPipe`` or
-``Schedule1F1B``): the schedule sends each micro-batch's boundary activation to the next
-rank (and, when training, the gradient back). The rank measures what it held and sent
-from the tensors themselves: parameter bytes, activation bytes (each layer's output per
-micro-batch; when training, the bytes autograd saved for backward and still held, at
-their peak), bytes sent and received, and time per micro-batch and per step.
+Each rank builds an ``nn.Sequential`` of its partition's layers (a DAG plan: a
+:class:`~runtime.graph.GraphStage`) and runs it through ``torch.distributed.pipelining``
+(``PipelineStage`` with ``ScheduleGPipe`` or ``Schedule1F1B``): the schedule sends each
+micro-batch's boundary tensors to the next rank (and, when training, their gradients back).
+The rank measures what it held and sent from the tensors themselves: parameter bytes,
+activation bytes (each layer's output per micro-batch, and the skips a DAG stage relays;
+when training, the bytes autograd saved for backward and still held, at their peak, the
+gradients and the optimizer's state), bytes sent and received, and time per micro-batch and
+per step.
 
 A rank runs one untimed warm-up step first (the stage's shape inference, the first
 allocations; training: forward and backward, gradients discarded, no weight update), then
