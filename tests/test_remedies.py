@@ -36,8 +36,12 @@ def infeasible(draw):
 @given(case=infeasible())
 def test_the_smallest_capacity_is_exactly_the_threshold(case):
     inst, k = case
-    if fits(inst, k):
-        return
+    if not fits(inst, k):
+        assert_capacity_remedy_is_the_threshold(inst, k)
+
+
+def assert_capacity_remedy_is_the_threshold(inst, k):
+    """The infeasible plan's capacity remedy: planning at it succeeds, one byte below fails."""
     kwargs = {} if k is None else {"objective": "min_bottleneck", "num_partitions": k}
     plan = solve(inst, **kwargs)
     assert plan.status is Status.INFEASIBLE
@@ -45,6 +49,7 @@ def test_the_smallest_capacity_is_exactly_the_threshold(case):
     assert solve(dataclasses.replace(inst, capacity=threshold), **kwargs).status is Status.OPTIMAL
     if threshold > 1:
         assert solve(dataclasses.replace(inst, capacity=threshold - 1), **kwargs).status is Status.INFEASIBLE
+    return plan
 
 
 def test_schedule_micro_batch_and_buffer_reuse_remedies():
@@ -80,11 +85,5 @@ def test_a_dags_smallest_capacity_is_exactly_the_threshold(case):
     assert fits(inst, k) == (bool(feasible) if k is None else k in feasible)
     if fits(inst, k):
         return
-    kwargs = {} if k is None else {"objective": "min_bottleneck", "num_partitions": k}
-    plan = solve(inst, **kwargs)
-    assert plan.status is Status.INFEASIBLE
-    threshold = capacity_remedy(plan.explanation)
-    assert solve(dataclasses.replace(inst, capacity=threshold), **kwargs).status is Status.OPTIMAL
-    if threshold > 1:
-        assert solve(dataclasses.replace(inst, capacity=threshold - 1), **kwargs).status is Status.INFEASIBLE
+    plan = assert_capacity_remedy_is_the_threshold(inst, k)
     assert "buffer reuse" not in plan.explanation  # a DAG takes neither option in this version
