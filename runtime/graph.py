@@ -35,6 +35,7 @@ class Graph:
 
     def __init__(self, instance: Instance) -> None:
         index = {layer.name: i for i, layer in enumerate(instance.layers)}
+        self.names = [layer.name for layer in instance.layers]
         self.num_layers = instance.num_layers
         self.producers: list[list[int]] = [[] for _ in range(self.num_layers)]
         for a, b in instance.edges or ():
@@ -64,13 +65,13 @@ class Graph:
         return [sorted((u for u, last in last_use.items() if stage_of[u] <= j < last), key=self._position.__getitem__)
                 for j in range(len(partitions) - 1)]
 
-    def stage(self, layers: "OrderedDict[str, nn.Module]", indices: Sequence[int], partitions: Sequence[Sequence[int]],
+    def stage(self, layers: "OrderedDict[str, nn.Module]", partitions: Sequence[Sequence[int]],
               position: int) -> "GraphStage":
-        """Stage ``position`` of ``partitions``, holding ``layers`` (the model's layers ``indices``)."""
+        """Stage ``position`` of ``partitions``, holding ``layers`` (by the instance's names)."""
         crossings = self.crossings(partitions)
         takes = [INPUT] if position == 0 else crossings[position - 1]
         gives = [self.output] if position == len(partitions) - 1 else crossings[position]
-        return GraphStage(layers, indices, self, takes, gives)
+        return GraphStage(layers, partitions[position], self, takes, gives)
 
 
 class _ContiguousGrad(torch.autograd.Function):
@@ -87,7 +88,7 @@ class _ContiguousGrad(torch.autograd.Function):
 
 
 class GraphStage(nn.Module):
-    """A stage of a DAG plan: its layers (as children, in the model's order), run in
+    """A stage of a DAG plan: its layers (children named as in the instance), run in
     topological order on the tensors that cross into it; returns those that cross out (one
     tensor, or a tuple). A tensor only passing through is returned as it came."""
 
@@ -96,8 +97,11 @@ class GraphStage(nn.Module):
         super().__init__()
         for name, layer in layers.items():
             self.add_module(name, layer)
-        names = dict(zip(indices, layers.keys()))
-        self._run = [(v, names[v]) for v in graph.order if v in names]
+        mine = set(indices)
+        missing = [graph.names[v] for v in indices if graph.names[v] not in layers]
+        if missing:
+            raise ModelError(f"layers: the stage has no layer {missing[0]!r}")
+        self._run = [(v, graph.names[v]) for v in graph.order if v in mine]
         self._inputs = {v: graph.inputs_of(v) for v in indices}
         self.takes, self.gives = list(takes), list(gives)
         self.relayed = [u for u in self.gives if u in self.takes]  # held here only to be passed on

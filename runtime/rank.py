@@ -239,7 +239,7 @@ def _run(rank: int, world: int, local: int, job: Job) -> None:
     first, last = rank == 0, rank == world - 1
     layers = _own_layers(job, rank, device)
     # A chain's stage passes one activation on; a DAG's takes and gives every tensor crossing its boundaries.
-    module = (job.graph.stage(layers, job.partitions[rank], job.partitions, rank) if job.graph is not None
+    module = (job.graph.stage(layers, job.partitions, rank) if job.graph is not None
               else nn.Sequential(layers))
     l2 = reserve_weights(module, device)  # the seed's step 4: the stage's weights in persisting L2
     meter = _Meter(module, first, last)
