@@ -7,11 +7,13 @@ in the graph. A tensor (a layer's ``sent_bytes``) whose last consumer is in a la
 partition than its producer crosses every boundary in between and is held by every
 partition it passes through on the way:
 
-    S(P_j) = Σ_{v ∈ P_j} size(v) + Σ_{u : x[u] < j < last(u)} out(u)
+    S(P_j) = Σ_{v ∈ P_j} (size(v) + (f_j − 1) act(v)) + Σ_{u : x[u] < j < last(u)} f_j out(u)
 
-As in the seed's chain, a partition's inputs are not counted in its own footprint (the
-producer's activation is); a tensor relayed through a partition is. On a chain (edges
-i → i+1) this is the seed's S(P) exactly.
+with f_j the micro-batches stage j holds at once under the instance's schedule (1 without
+one; GPipe m; 1F1B min(k − j, m)): every activation and every relayed tensor is held once per
+micro-batch in flight, weights and workspaces once. As in the seed's chain, a partition's
+inputs are not counted in its own footprint (the producer's activation is); a tensor
+relayed through a partition is. On a chain (edges i → i+1) this is the seed's S(P) exactly.
 
 Methods: ``greedy`` — the seed's algorithm over a topological order (the listed order
 when it is one); ``cpsat`` and ``mip`` (CBC or HiGHS) — exact, the same linear model:
@@ -34,8 +36,8 @@ from .count_search import Attempt, deadline, search_counts
 from .errors import PlanError
 from .instance import Instance
 
-__all__ = ["topological_order", "dag_loads", "dag_cuts", "check_dag_plan", "greedy_dag", "cpsat_dag", "mip_dag",
-           "solve_dag"]
+__all__ = ["topological_order", "size_at", "dag_loads", "dag_cuts", "check_dag_plan", "greedy_dag", "cpsat_dag",
+           "mip_dag", "solve_dag"]
 
 
 def _consumers(instance: Instance) -> list[list[int]]:
@@ -79,15 +81,22 @@ def _where(partitions: Sequence[Sequence[int]], n: int) -> list[int]:
     return where
 
 
+def size_at(instance: Instance, v: int, f: int) -> int:
+    """Layer ``v``'s bytes in a stage that holds ``f`` micro-batches at once."""
+    return instance.sizes[v] + (f - 1) * instance.layers[v].activation_bytes
+
+
 def dag_loads(instance: Instance, partitions: Sequence[Sequence[int]]) -> list[int]:
     """S(P_j) of every partition (the module's formula)."""
     consumers = _consumers(instance)
     where = _where(partitions, instance.num_layers)
-    loads = [sum(instance.sizes[i] for i in part) for part in partitions]
+    k = len(partitions)
+    flights = [instance.in_flight(j, k) for j in range(k)]
+    loads = [sum(size_at(instance, i, flights[j]) for i in part) for j, part in enumerate(partitions)]
     for u, users in enumerate(consumers):
         last = max((where[v] for v in users), default=where[u])
         for j in range(where[u] + 1, last):
-            loads[j] += instance.layers[u].sent_bytes
+            loads[j] += flights[j] * instance.layers[u].sent_bytes
     return loads
 
 
@@ -127,16 +136,20 @@ def check_dag_plan(instance: Instance, partitions: Sequence[Sequence[int]]) -> N
 
 def greedy_dag(instance: Instance) -> list[list[int]] | None:
     """The seed's greedy over a topological order: each partition filled while its footprint
-    (with the tensors passing through it) fits; None when one layer alone does not fit."""
+    (with the tensors passing through it) fits; None when one layer alone does not fit.
+    With a schedule, every stage is planned for the most micro-batches any stage holds."""
     order = topological_order(instance)
     position = {v: p for p, v in enumerate(order)}
     consumers = _consumers(instance)
     reach = [max((position[v] for v in consumers[u]), default=position[u]) for u in range(instance.num_layers)]
     capacity = instance.usable_capacity
 
+    # Like the chain's greedy, every stage is planned for the most micro-batches any stage holds.
+    m = instance.micro_batches if instance.schedule != "none" else 1
+
     def run_cost(a: int, b: int) -> int:  # the run order[a:b], every later layer in a later partition
         held = sum(instance.layers[u].sent_bytes for u in order[:a] if reach[u] >= b)
-        return sum(instance.sizes[v] for v in order[a:b]) + held
+        return sum(size_at(instance, v, m) for v in order[a:b]) + m * held
 
     parts: list[list[int]] = []
     start = 0
@@ -199,8 +212,9 @@ def cpsat_dag(instance: Instance, k: int, *, hint: Sequence[Sequence[int]] | Non
             model.add_bool_or([held, ~a[u][j - 1], ~needed[j]])  # produced before j, needed after j
             passing[j].append((out, held))
     for j in range(k):
-        load = sum(instance.sizes[v] * (at(v, j) - at(v, j - 1)) for v in range(n))
-        load += sum(out * held for out, held in passing[j])
+        f = instance.in_flight(j, k)
+        load = sum(size_at(instance, v, f) * (at(v, j) - at(v, j - 1)) for v in range(n))
+        load += sum(f * out * held for out, held in passing[j])
         model.add(load <= bottleneck)
     model.minimize(bottleneck)
     if hint is not None:
@@ -259,8 +273,9 @@ def mip_dag(instance: Instance, k: int, *, hint: Sequence[Sequence[int]] | None,
             prob += held >= a[u][j - 1] + needed[j] - 1, f"held_{u}_{j}"
             passing[j].append((out, held))
     for j in range(k):
-        load = pulp.lpSum(instance.sizes[v] * (at(v, j) - at(v, j - 1)) for v in range(n))
-        prob += load + pulp.lpSum(out * held for out, held in passing[j]) <= bottleneck, f"load_{j}"
+        f = instance.in_flight(j, k)
+        load = pulp.lpSum(size_at(instance, v, f) * (at(v, j) - at(v, j - 1)) for v in range(n))
+        prob += load + pulp.lpSum(f * out * held for out, held in passing[j]) <= bottleneck, f"load_{j}"
     start: dict[str, float] = {}
     if hint is not None:
         where = _where(hint, n)

@@ -614,7 +614,7 @@ class Instance:
             raise InstanceError(f"flops_per_s: layer {counted[0]!r} gives flops; the instance needs a throughput to time it")
         if self.edges is not None:
             object.__setattr__(self, "edges", _check_edges(self.edges, [layer.name for layer in layers]))
-            others = [name for name, on in (("schedule", self.schedule != "none"), ("devices", self.devices is not None),
+            others = [name for name, on in (("devices", self.devices is not None),
                                             ("buffer_reuse", self.buffer_reuse),
                                             ("activation_recompute", self.activation_recompute),
                                             ("constraints", self.constraints != Constraints())) if on]

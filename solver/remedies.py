@@ -72,7 +72,8 @@ def _dag_least_bottleneck(instance: Instance, k: int | None) -> int | None:
     from .dag import cpsat_dag, dag_loads
 
     # A capacity no partition can reach, so that CP-SAT's bottleneck is bounded by the plans alone.
-    roomy = sum(instance.sizes) + sum(layer.sent_bytes for layer in instance.layers) + instance.constraints.reserve
+    m = instance.micro_batches if instance.schedule != "none" else 1  # the most a stage holds at once
+    roomy = m * (sum(instance.sizes) + sum(layer.sent_bytes for layer in instance.layers)) + instance.constraints.reserve
     unbounded = dataclasses.replace(instance, capacity=roomy, model=None)
     least = None
     for count in ([k] if k is not None else range(1, instance.num_layers + 1)):

@@ -1,6 +1,7 @@
 """DAG instances: ordered convex partitions, relayed tensors counted — CP-SAT against
 exhaustive search over every monotone assignment; greedy over a topological order."""
 
+import dataclasses
 from itertools import product
 
 import pytest
@@ -39,7 +40,8 @@ def dags(draw):
     edges = [(f"l{order[a]}", f"l{order[b]}") for a in range(n) for b in range(a + 1, n)
              if draw(st.booleans()) or b == a + 1 and draw(st.booleans())]
     capacity = draw(st.integers(20, 70))
-    return Instance(name="g", capacity=capacity, layers=layers, edges=tuple(edges))
+    schedule, m = draw(st.sampled_from([("none", 1), ("none", 1), ("gpipe", 2), ("1f1b", 3)]))
+    return Instance(name="g", capacity=capacity, layers=layers, edges=tuple(edges), schedule=schedule, micro_batches=m)
 
 
 @settings(max_examples=150, deadline=None)
@@ -105,6 +107,22 @@ def test_relayed_skips_are_held_and_sent():
         validate_plan(inst, backwards)
 
 
+def test_a_schedule_holds_activations_and_relays_per_micro_batch_in_flight():
+    # unet(): weights 30 each, enc activations 50, the others 5; stages [enc0 enc1] [mid dec1] [dec0 head]
+    parts = [[0, 1], [2, 3], [4, 5]]
+    gpipe = dataclasses.replace(unet(), schedule="gpipe", micro_batches=2)
+    # every stage holds 2 micro-batches: activations ×2, and the middle one relays enc0's skip ×2
+    assert dag_loads(gpipe, parts) == [30 + 2 * 50 + 30 + 2 * 50, 30 + 2 * 5 + 30 + 2 * 5 + 2 * 50, 30 + 2 * 5 + 30 + 2 * 5]
+    one_f_one_b = dataclasses.replace(unet(), schedule="1f1b", micro_batches=4)
+    # 1F1B: stage j of 3 holds min(3 − j, 4) micro-batches: 3, 2, 1
+    assert dag_loads(one_f_one_b, parts) == [30 + 3 * 50 + 30 + 3 * 50, 30 + 2 * 5 + 30 + 2 * 5 + 2 * 50, 30 + 5 + 30 + 5]
+    assert dag_cuts(one_f_one_b, parts) == dag_cuts(unet(), parts)  # per micro-batch, whatever the schedule
+    roomy = dataclasses.replace(one_f_one_b, capacity=400)
+    plan = solve(roomy, objective="min_bottleneck", num_partitions=3)
+    validate_plan(roomy, plan)
+    assert plan.metrics["max_bytes"] == max(dag_loads(roomy, plan.partitions))
+
+
 def test_encoder_decoder_and_a_non_topological_listing():
     layers = [Layer(n, weight_bytes=10, activation_bytes=4) for n in ("dec0", "enc0", "enc1", "dec1")]
     edges = (("enc0", "enc1"), ("enc1", "dec0"), ("enc1", "dec1"), ("dec0", "dec1"))
@@ -134,8 +152,8 @@ def test_bad_edges(edges, message):
 
 def test_dag_options_and_methods():
     raw = {"capacity": 10, "layers": [{"name": n, "weight_bytes": 1} for n in "abc"], "edges": [["a", "b"]],
-           "schedule": "gpipe", "micro_batches": 2}
-    with pytest.raises(InstanceError, match=r"^edges: a DAG instance does not combine with schedule in this version$"):
+           "buffer_reuse": True}
+    with pytest.raises(InstanceError, match=r"^edges: a DAG instance does not combine with buffer_reuse in this version$"):
         Instance.from_dict(raw)
     inst = unet()
     with pytest.raises(OptionError, match=r"^edges: DAG instances are planned by methods 'cpsat' and 'mip' \(exact\) "

@@ -13,7 +13,7 @@ from torch import nn  # noqa: E402
 
 from runtime.graph import INPUT, Graph, graph_forward  # noqa: E402
 from runtime.model import ModelError  # noqa: E402
-from solver.dag import check_dag_plan, dag_cuts, dag_loads  # noqa: E402
+from solver.dag import check_dag_plan, dag_cuts, dag_loads, size_at  # noqa: E402
 
 from test_dag import dags  # noqa: E402
 
@@ -41,12 +41,14 @@ def test_what_crosses_each_boundary_is_what_the_planner_counts(case):
     crossings = Graph(inst).crossings(partitions)
     sent = [sum(inst.layers[u].sent_bytes for u in crossing if u != INPUT) for crossing in crossings]
     assert sent == dag_cuts(inst, partitions)
-    # A stage relays what crosses into it and out of it again; the planner holds it there.
+    # A stage relays what crosses into it and out of it again; the planner holds it there, once
+    # per micro-batch in flight, as it holds its layers' activations.
     for j, part in enumerate(partitions):
         into = set(crossings[j - 1]) if j > 0 else {INPUT}
         out = set(crossings[j]) if j < len(partitions) - 1 else set()
         relayed = sum(inst.layers[u].sent_bytes for u in into & out if u != INPUT)
-        assert dag_loads(inst, partitions)[j] == sum(inst.sizes[v] for v in part) + relayed
+        f = inst.in_flight(j, len(partitions))
+        assert dag_loads(inst, partitions)[j] == sum(size_at(inst, v, f) for v in part) + f * relayed
 
 
 class Mix(nn.Module):
