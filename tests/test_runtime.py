@@ -209,6 +209,30 @@ def test_a_dag_plan_trains_to_the_single_process_gradients():
         assert torch.allclose(result.grads[name], param.grad, atol=1e-6), name
 
 
+def test_a_dag_relays_the_models_input_too():
+    # a and b both read the input; with b on a later stage the input crosses to it (a tensor that
+    # needs no gradient, relayed beside a's output), and c joins them.
+    from collections import OrderedDict
+
+    from runtime.graph import graph_forward
+    from runtime_models import Join
+
+    torch.manual_seed(6)
+    model = nn.Sequential(OrderedDict([("a", nn.Linear(16, 16)), ("b", nn.Linear(16, 16)), ("c", Join(16))]))
+    inst = Instance(name="two-in", capacity=10**6, dtype="fp32", edges=(("a", "c"), ("b", "c")),
+                    layers=[Layer(n, params=sum(p.numel() for p in m.parameters()), activation_bytes=2 * 16 * 4)
+                            for n, m in model.named_children()])
+    x, y = torch.randn(8, 16), torch.randn(8, 16)
+    result = runtime.execute(plan_for(inst, [[0], [1], [2]]), model, x, target=y, instance=inst, micro_batches=4,
+                             schedule="1f1b", train=True)
+    model.zero_grad()
+    nn.functional.mse_loss(graph_forward(model, inst, x), y).backward()
+    for name, param in model.named_parameters():
+        assert torch.allclose(result.grads[name], param.grad, atol=1e-6), name
+    # the input (8 × 16 floats) and a's output cross both boundaries; the planner counts a's only
+    assert [r["bytes_sent"] for r in result.report["ranks"]] == [2 * 8 * 16 * 4, 2 * 8 * 16 * 4, 0]
+
+
 def test_a_dag_plan_needs_its_instance_and_its_order():
     from runtime_models import unet_like
 
