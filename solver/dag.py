@@ -81,6 +81,20 @@ def _where(partitions: Sequence[Sequence[int]], n: int) -> list[int]:
     return where
 
 
+def _rules(instance: Instance, k: int) -> tuple[dict[int, int], int | None, int | None] | None:
+    """The constraints for ``k`` partitions: each pinned layer's partition, the most and the
+    fewest layers a partition may have; None when a pin names a partition past the k-th."""
+    c = instance.constraints
+    index = {layer.name: i for i, layer in enumerate(instance.layers)}
+    pins = {}
+    for name, pin in c.pinned:
+        target = pin if pin >= 0 else k + pin
+        if not 0 <= target < k:
+            return None
+        pins[index[name]] = target
+    return pins, c.max_layers_per_partition, c.min_layers_per_partition
+
+
 def size_at(instance: Instance, v: int, f: int) -> int:
     """Layer ``v``'s bytes in a stage that holds ``f`` micro-batches at once."""
     return instance.sizes[v] + (f - 1) * instance.layers[v].activation_bytes
@@ -193,8 +207,18 @@ def cpsat_dag(instance: Instance, k: int, *, hint: Sequence[Sequence[int]] | Non
         for v in consumers[u]:
             for j in range(k - 1):
                 model.add_implication(a[v][j], a[u][j])  # v done by j ⇒ u done by j
+    rules = _rules(instance, k)
+    if rules is None:
+        return "INFEASIBLE (a pin past the last partition)", None, 0, False, True
+    pins, most, fewest = rules
     for j in range(k):
-        model.add(sum(at(v, j) - at(v, j - 1) for v in range(n)) >= 1)
+        count = sum(at(v, j) - at(v, j - 1) for v in range(n))
+        model.add(count >= max(1, fewest or 0))
+        if most:
+            model.add(count <= most)
+    for v, j in pins.items():  # x[v] = j: done by j, not by j − 1
+        model.add(at(v, j) == 1)
+        model.add(at(v, j - 1) == 0)
     bottleneck = model.new_int_var(0, capacity, "M")
     passing = [[] for _ in range(k)]
     for u in range(n):
@@ -255,8 +279,20 @@ def mip_dag(instance: Instance, k: int, *, hint: Sequence[Sequence[int]] | None,
         for v in consumers[u]:
             for j in range(k - 1):
                 prob += a[v][j] <= a[u][j], f"edge_{u}_{v}_{j}"
+    rules = _rules(instance, k)
+    if rules is None:
+        return "Infeasible (a pin past the last partition)", None, 0, False, True
+    pins, most, fewest = rules
     for j in range(k):
-        prob += pulp.lpSum(at(v, j) - at(v, j - 1) for v in range(n)) >= 1, f"nonempty_{j}"
+        count = pulp.lpSum(at(v, j) - at(v, j - 1) for v in range(n))
+        prob += count >= max(1, fewest or 0), f"nonempty_{j}"
+        if most:
+            prob += count <= most, f"most_{j}"
+    for v, j in pins.items():
+        if j < k - 1:
+            prob += a[v][j] == 1, f"pin_done_{v}"
+        if j > 0:
+            prob += a[v][j - 1] == 0, f"pin_not_before_{v}"
     bottleneck = prob.add_variable("M", 0, instance.usable_capacity, cat=pulp.LpInteger)
     prob += bottleneck
     passing: list[list] = [[] for _ in range(k)]
@@ -316,10 +352,13 @@ def solve_dag(instance: Instance, method: str, objective: str, k: int | None, fi
         counts = [int(k)]  # type: ignore[arg-type]
     else:
         lowest = max(1, math.ceil(sum(instance.sizes) / instance.usable_capacity))
-        counts = list(range(lowest, (len(greedy) if greedy else instance.num_layers) + 1))
+        # Greedy's count bounds the fewest only when greedy's plan keeps the rules (it knows none).
+        ruled = instance.constraints.structural
+        counts = list(range(lowest, (len(greedy) if greedy and not ruled else instance.num_layers) + 1))
 
     def hint_for(count: int):  # type: ignore[no-untyped-def]
-        return (greedy, None) if greedy is not None and len(greedy) == count else None
+        usable = greedy is not None and len(greedy) == count and not instance.constraints.structural
+        return (greedy, None) if usable else None
 
     def attempt(count: int, hint) -> Attempt:  # type: ignore[no-untyped-def]
         start = hint[0] if hint else None
@@ -333,5 +372,6 @@ def solve_dag(instance: Instance, method: str, objective: str, k: int | None, fi
 
     what = f"{k} partitions" if objective == "min_bottleneck" else "any number of partitions"
     return search_counts(instance, objective, counts, attempt, hint_for, finish, infeasible_why=(
-        f"no ordered convex split of the DAG into {what} fits the capacity of {instance.usable_capacity:,} B "
-        f"({'the MIP' if method == 'mip' else 'CP-SAT'} proved it), counting the tensors each partition relays"))
+        f"no ordered convex split of the DAG into {what} fits the capacity of {instance.usable_capacity:,} B"
+        + (" and keeps the pins and layer counts" if instance.constraints.structural else "")
+        + f" ({'the MIP' if method == 'mip' else 'CP-SAT'} proved it), counting the tensors each partition relays"))

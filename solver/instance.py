@@ -614,14 +614,20 @@ class Instance:
             raise InstanceError(f"flops_per_s: layer {counted[0]!r} gives flops; the instance needs a throughput to time it")
         if self.edges is not None:
             object.__setattr__(self, "edges", _check_edges(self.edges, [layer.name for layer in layers]))
+            c = self.constraints if isinstance(self.constraints, Constraints) else Constraints()
             others = [name for name, on in (("devices", self.devices is not None),
                                             ("buffer_reuse", self.buffer_reuse),
                                             ("activation_recompute", self.activation_recompute),
-                                            ("constraints", self.constraints != Constraints())) if on]
+                                            ("constraints.no_cut_after", bool(c.no_cut_after)),
+                                            ("constraints.must_cut_after", bool(c.must_cut_after)),
+                                            ("constraints.tied", bool(c.tied))) if on]
             if others:
                 raise InstanceError(f"edges: a DAG instance does not combine with {others[0]} in this version")
         if not isinstance(self.constraints, Constraints):
             raise InstanceError(f"constraints: expected a Constraints, got {self.constraints!r}")
+        reserve = self.constraints.reserve
+        if reserve and reserve >= self.capacity:  # the JSON reader says so too; Python-built instances here
+            raise InstanceError(f"constraints.reserve: {reserve} B leaves nothing of the capacity ({self.capacity} B)")
         if self.constraints.tied:
             _parse_tied([group.to_dict() for group in self.constraints.tied], layers)  # the same checks as JSON
             index = {layer.name: i for i, layer in enumerate(layers)}

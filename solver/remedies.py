@@ -59,8 +59,8 @@ def _dag_fits(instance: Instance, k: int | None) -> bool:
         return False  # a partition holds at least each of its layers
     if k is not None:
         return cpsat_dag(instance, k, hint=None, time_limit=None, seed=0, num_workers=8)[1] is not None
-    if greedy_dag(instance) is not None:
-        return True  # greedy's plan is a plan
+    if not instance.constraints.structural and greedy_dag(instance) is not None:
+        return True  # greedy's plan is a plan (it keeps no rules, so only when there are none)
     lowest = max(1, math.ceil(sum(instance.sizes) / usable))
     return any(cpsat_dag(instance, count, hint=None, time_limit=None, seed=0, num_workers=8)[1] is not None
                for count in range(lowest, instance.num_layers + 1))
@@ -165,10 +165,14 @@ def remedies(instance: Instance, k: int | None = None) -> list[str]:
         lines.append(f"(Capacity and batch remedies are computed for instances of up to {MAX_LAYERS} layers.)")
         return lines
     smallest = _smallest_capacity(instance, k)
-    if smallest is not None:
-        lines.append(f"Remedy: the smallest capacity at which it fits with {want} is {format_bytes(smallest)}"
-                     + (f" (the reserve of {format_size(instance.constraints.reserve)} included)"
-                        if instance.constraints.reserve else "") + ".")
+    if smallest is None:  # then no memory remedy can help either
+        why = ("the pins, layer counts and cut rules cannot all be kept" if instance.constraints.structural
+               else "no plan of that shape exists")
+        lines.append(f"Remedy: no capacity makes it fit with {want}: {why}.")
+        return lines
+    lines.append(f"Remedy: the smallest capacity at which it fits with {want} is {format_bytes(smallest)}"
+                 + (f" (the reserve of {format_size(instance.constraints.reserve)} included)"
+                    if instance.constraints.reserve else "") + ".")
     if not weights_over:
         scale = _largest_scale(instance, k)
         what = "micro-batch" if instance.schedule != "none" else "batch"

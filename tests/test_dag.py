@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from solver import Instance, InstanceError, Layer, OptionError, PlanError, Status, solve, validate_plan
+from solver import Constraints, Instance, InstanceError, Layer, OptionError, PlanError, Status, solve, validate_plan
 from solver.dag import dag_cuts, dag_loads, greedy_dag, topological_order
 
 from helpers import assert_fewest_then_balanced
@@ -19,12 +19,19 @@ def dag_oracle(instance):
     n = instance.num_layers
     index = {layer.name: i for i, layer in enumerate(instance.layers)}
     edges = [(index[a], index[b]) for a, b in instance.edges]
+    c = instance.constraints
+    pins = [(index[name], pin) for name, pin in c.pinned]
     per_k = {}
     for k in range(1, n + 1):
         for x in product(range(k), repeat=n):
             if len(set(x)) != k or any(x[a] > x[b] for a, b in edges):
                 continue
+            if any(x[v] != (pin if pin >= 0 else k + pin) for v, pin in pins):
+                continue
             parts = [[v for v in range(n) if x[v] == j] for j in range(k)]
+            if any(len(p) > (c.max_layers_per_partition or n) or len(p) < (c.min_layers_per_partition or 1)
+                   for p in parts):
+                continue
             largest = max(dag_loads(instance, parts))
             if largest <= instance.usable_capacity:
                 per_k[k] = min(per_k.get(k, largest), largest)
@@ -41,7 +48,15 @@ def dags(draw):
              if draw(st.booleans()) or b == a + 1 and draw(st.booleans())]
     capacity = draw(st.integers(20, 70))
     schedule, m = draw(st.sampled_from([("none", 1), ("none", 1), ("gpipe", 2), ("1f1b", 3)]))
-    return Instance(name="g", capacity=capacity, layers=layers, edges=tuple(edges), schedule=schedule, micro_batches=m)
+    rules = Constraints()
+    if draw(st.integers(0, 3)) == 0:  # pins, layer counts and a reserve, sometimes
+        pinned = tuple((f"l{i}", draw(st.integers(-2, 2))) for i in draw(st.sets(st.integers(0, n - 1), max_size=2)))
+        most = draw(st.one_of(st.none(), st.integers(2, 4)))
+        rules = Constraints(pinned=pinned, max_layers_per_partition=most,
+                            min_layers_per_partition=draw(st.one_of(st.none(), st.integers(1, 2))),
+                            reserve=draw(st.integers(0, 5)))
+    return Instance(name="g", capacity=capacity, layers=layers, edges=tuple(edges), schedule=schedule, micro_batches=m,
+                    constraints=rules)
 
 
 @settings(max_examples=150, deadline=None)
@@ -74,6 +89,10 @@ def test_mip_matches_the_oracle(inst, backend):
 @settings(max_examples=150, deadline=None)
 @given(inst=dags())
 def test_greedy_over_a_topological_order_is_valid(inst):
+    if inst.constraints.structural:  # pins and layer counts: greedy plans for none of them
+        with pytest.raises(OptionError, match=r"^constraints: pinned layers, layer counts"):
+            solve(inst, "greedy")
+        return
     plan = solve(inst, "greedy")
     validate_plan(inst, plan)
     if plan.status.has_plan:

@@ -13,8 +13,8 @@ from test_dag import dag_oracle, dags
 
 
 def capacity_remedy(text):
-    match = re.search(r"the smallest capacity at which it fits with .*? is .*?\(([\d,]+) B\)|"
-                      r"the smallest capacity at which it fits with .*? is (\d+) B\.", text)
+    # "is 14.24 GB (14,235,760,000 B)", or below a kilobyte "is 380 B", a reserve said after it
+    match = re.search(r"the smallest capacity at which it fits with .*? is (?:[\d.]+ [kMGT]B \(([\d,]+) B\)|(\d+) B)", text)
     assert match, text
     return int((match[1] or match[2]).replace(",", ""))
 
@@ -71,7 +71,7 @@ def test_schedule_micro_batch_and_buffer_reuse_remedies():
 def infeasible_dags(draw):
     inst = draw(dags())
     k = draw(st.one_of(st.none(), st.integers(1, inst.num_layers)))
-    return dataclasses.replace(inst, capacity=draw(st.integers(1, 40))), k
+    return dataclasses.replace(inst, capacity=draw(st.integers(inst.constraints.reserve + 1, 40))), k
 
 
 @settings(max_examples=100, deadline=None)
@@ -85,5 +85,22 @@ def test_a_dags_smallest_capacity_is_exactly_the_threshold(case):
     assert fits(inst, k) == (bool(feasible) if k is None else k in feasible)
     if fits(inst, k):
         return
+    anywhere = dag_oracle(dataclasses.replace(inst, capacity=10**9))
+    if not (anywhere if k is None else k in anywhere):  # pins and layer counts no capacity can meet
+        assert "smallest capacity" not in solve(inst, **({} if k is None else {
+            "objective": "min_bottleneck", "num_partitions": k})).explanation
+        return
     plan = assert_capacity_remedy_is_the_threshold(inst, k)
     assert "buffer reuse" not in plan.explanation  # a DAG takes neither option in this version
+
+
+def test_rules_no_capacity_can_meet_are_said_so():
+    from solver import Constraints
+
+    from test_dag import unet
+
+    rules = Constraints(max_layers_per_partition=1, pinned=(("head", 2),))  # six stages, yet the head third
+    for inst in (unet(), Instance(name="c", capacity=200, layers=unet().layers)):
+        text = solve(dataclasses.replace(inst, constraints=rules)).explanation
+        assert text.endswith("Remedy: no capacity makes it fit with any number of partitions: the pins, layer counts "
+                             "and cut rules cannot all be kept."), text
