@@ -81,18 +81,11 @@ def _where(partitions: Sequence[Sequence[int]], n: int) -> list[int]:
     return where
 
 
-def _rules(instance: Instance, k: int) -> tuple[dict[int, int], int | None, int | None] | None:
-    """The constraints for ``k`` partitions: each pinned layer's partition, the most and the
-    fewest layers a partition may have; None when a pin names a partition past the k-th."""
-    c = instance.constraints
+def _pins(instance: Instance, k: int) -> dict[int, int] | None:
+    """Each pinned layer's partition among ``k``; None when a pin names one past the k-th."""
     index = {layer.name: i for i, layer in enumerate(instance.layers)}
-    pins = {}
-    for name, pin in c.pinned:
-        target = pin if pin >= 0 else k + pin
-        if not 0 <= target < k:
-            return None
-        pins[index[name]] = target
-    return pins, c.max_layers_per_partition, c.min_layers_per_partition
+    pins = {index[name]: instance.constraints.resolve_pin(pin, k) for name, pin in instance.constraints.pinned}
+    return None if any(not 0 <= j < k for j in pins.values()) else pins
 
 
 def size_at(instance: Instance, v: int, f: int) -> int:
@@ -207,10 +200,10 @@ def cpsat_dag(instance: Instance, k: int, *, hint: Sequence[Sequence[int]] | Non
         for v in consumers[u]:
             for j in range(k - 1):
                 model.add_implication(a[v][j], a[u][j])  # v done by j ⇒ u done by j
-    rules = _rules(instance, k)
-    if rules is None:
+    pins = _pins(instance, k)
+    if pins is None:
         return "INFEASIBLE (a pin past the last partition)", None, 0, False, True
-    pins, most, fewest = rules
+    most, fewest = instance.constraints.max_layers_per_partition, instance.constraints.min_layers_per_partition
     for j in range(k):
         count = sum(at(v, j) - at(v, j - 1) for v in range(n))
         model.add(count >= max(1, fewest or 0))
@@ -279,10 +272,10 @@ def mip_dag(instance: Instance, k: int, *, hint: Sequence[Sequence[int]] | None,
         for v in consumers[u]:
             for j in range(k - 1):
                 prob += a[v][j] <= a[u][j], f"edge_{u}_{v}_{j}"
-    rules = _rules(instance, k)
-    if rules is None:
+    pins = _pins(instance, k)
+    if pins is None:
         return "Infeasible (a pin past the last partition)", None, 0, False, True
-    pins, most, fewest = rules
+    most, fewest = instance.constraints.max_layers_per_partition, instance.constraints.min_layers_per_partition
     for j in range(k):
         count = pulp.lpSum(at(v, j) - at(v, j - 1) for v in range(n))
         prob += count >= max(1, fewest or 0), f"nonempty_{j}"

@@ -345,6 +345,11 @@ class Constraints:
     reserve: int = 0
     tied: tuple[TiedGroup, ...] = ()
 
+    @staticmethod
+    def resolve_pin(pin: int, count: int) -> int:
+        """The partition a pin names among ``count`` partitions (−1 the last, −2 the one before)."""
+        return pin if pin >= 0 else count + pin
+
     @property
     def structural(self) -> bool:
         """Whether a rule on the cuts is asked, beyond the capacity and the reserve (pins,

@@ -27,9 +27,7 @@ def solve_staged_model(instance: Instance, method: str, objective: str, k: int |
                        time_limit: float | None, seed: int, num_workers: int, backend: str,
                        warm_start: str | None):
     """solve() with ``cpsat`` or ``mip`` on an instance with any of this module's options."""
-    from .stages import greedy_walk, min_stage_bottleneck, min_stages
-
-    from .stages import layer_parts
+    from .stages import greedy_walk, layer_parts, min_stage_bottleneck, min_stages
 
     fixed, acts, reused = layer_parts(instance)  # held once; per micro-batch; the workspace when reused
     options = {
@@ -81,7 +79,7 @@ def solve_staged_model(instance: Instance, method: str, objective: str, k: int |
     else:  # the model proves the count itself: every smaller one infeasible
         counts = list(range(1, (len(walked) if walked is not None else instance.max_partitions) + 1))
     def attempt(count: int, hint) -> Attempt:  # type: ignore[no-untyped-def]
-        pins = [(index[name], where if where >= 0 else count + where) for name, where in c.pinned]
+        pins = [(index[name], c.resolve_pin(where, count)) for name, where in c.pinned]
         form = None if any(not 0 <= p < count for _, p in pins) else formulate(
             fixed, count, instance.usable_capacity, hint[0] if hint else None, acts=acts,
             flights=[instance.in_flight(p, count) for p in range(count)],

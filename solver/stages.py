@@ -171,8 +171,7 @@ def probe_stages(instance: Instance, bound: int, count: int, time_bound: int | N
     c = instance.constraints
     next_must, forbidden, pins = _rules(instance)
     pinned_at = [i for i in range(n) if pins[i] is not None]
-    # A pin of −1 means the last stage, −2 the one before, …
-    resolved = {i: (pins[i] if pins[i] >= 0 else count + pins[i]) for i in pinned_at}  # type: ignore[operator]
+    resolved = {i: c.resolve_pin(pins[i], count) for i in pinned_at}  # type: ignore[arg-type]
     if any(not 0 <= where < count for where in resolved.values()):
         return None
     next_pin = [n] * (n + 1)

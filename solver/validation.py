@@ -21,7 +21,7 @@ def _check_constraints(instance: Instance, partitions: list[list[int]]) -> None:
     where = {i: j for j, part in enumerate(partitions) for i in part}
     index = {layer.name: i for i, layer in enumerate(instance.layers)}
     for name, pin in c.pinned:
-        target = pin if pin >= 0 else count + pin
+        target = c.resolve_pin(pin, count)
         if where[index[name]] != target:
             raise PlanError(f"layer {name!r} is pinned to partition {pin}, the plan puts it in {where[index[name]]}")
     for j, part in enumerate(partitions):
