@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 _FLAGS = {"batch": "--batch", "micro_batches": "--micro-batches", "schedule": "--schedule", "steps": "--steps",
-          "timeout_s": "--timeout"}
+          "timeout_s": "--timeout", "optimizer": "--optimizer"}
 
 
 def _inputs(spec: str, batch: int, seed: int, train: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -136,14 +136,17 @@ def _run(args: argparse.Namespace) -> int:
     check_layers(layers, num_layers, instance)
     graph = graph_of(partitions, instance)
     world = len(partitions)
-    check_run(world, args.batch, args.micro_batches, args.schedule, args.steps, args.timeout, names=_FLAGS)
+    check_run(world, args.batch, args.micro_batches, args.schedule, args.steps, args.timeout, args.optimizer,
+              names=_FLAGS)
     if args.nnodes < 1 or world % args.nnodes:
         raise ExecutionError(f"--nnodes: {world} ranks do not split evenly over {args.nnodes} nodes")
     if args.node_rank is not None and not 0 <= args.node_rank < args.nnodes:
         raise ExecutionError(f"--node-rank: expected 0 to {args.nnodes - 1} for {args.nnodes} nodes, got {args.node_rank}")
-    host, _, port = (args.rdzv_endpoint or "127.0.0.1:29400").rpartition(":")
+    endpoint = args.rdzv_endpoint or "127.0.0.1:29400"
+    host, _, port = endpoint.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ExecutionError(f"--rdzv-endpoint: expected HOST:PORT, got {args.rdzv_endpoint!r}")
+    per_node = world // args.nnodes
     inputs, target = _inputs(args.model, args.batch, args.seed, args.train)
     torchrun = shutil.which("torchrun")
     job_dir = Path(args.job_dir or tempfile.mkdtemp(prefix="layerfit-run-"))
@@ -151,18 +154,18 @@ def _run(args: argparse.Namespace) -> int:
     job = Job(
         partitions=partitions, predicted_bytes=predicted, devices=devices, model=args.model, inputs=inputs,
         target=target, micro_batches=args.micro_batches, schedule=args.schedule, train=args.train,
-        backend=default_backend(world // args.nnodes), master_addr=None, master_port=None,
-        out_dir=str(job_dir), timeout_s=args.timeout, seed=args.seed, steps=args.steps, optimizer=args.optimizer, graph=graph,
-        threads=threads_per_rank(world // args.nnodes),
+        backend=default_backend(per_node), master_addr=None, master_port=None, out_dir=str(job_dir),
+        timeout_s=args.timeout, seed=args.seed, steps=args.steps, optimizer=args.optimizer, graph=graph,
+        threads=threads_per_rank(per_node),
     )
     job_file = job_dir / "job.pt"
     torch.save(job, job_file)
     launcher = [torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]
-    command = [*launcher, f"--nproc-per-node={world // args.nnodes}"]
+    command = [*launcher, f"--nproc-per-node={per_node}"]
     if args.nnodes == 1 and args.rdzv_endpoint is None:
         command.append("--standalone")  # rendezvous on 127.0.0.1, a free port
     else:
-        command += [f"--nnodes={args.nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={args.rdzv_endpoint or '127.0.0.1:29400'}",
+        command += [f"--nnodes={args.nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}",
                     # A rendezvous that cannot form fails within the timeout instead of waiting on.
                     f"--rdzv-conf=join_timeout={int(args.timeout)}"]
         if args.node_rank is not None:

@@ -88,27 +88,33 @@ def graph_of(partitions: list[list[int]], instance: Instance | None) -> Graph | 
 
 
 def check_run(world: int, batch: int, micro_batches: Any, schedule: str, steps: Any, timeout_s: Any,
-              names: dict[str, str] | None = None) -> None:
+              optimizer: str, names: dict[str, str] | None = None) -> None:
     """Refuse run options that cannot work, before any process starts; ``names`` renames the
-    fields in the messages (the CLI's flags)."""
-    name = (names or {}).get
+    fields in the messages (the CLI's flags; in Python the batch is ``inputs``)."""
+    fields = {"batch": "inputs", **(names or {})}
+
+    def name(key: str) -> str:
+        return fields.get(key, key)
+
     if schedule not in SCHEDULES:
-        raise ExecutionError(f"{name('schedule', 'schedule')}: unknown schedule {schedule!r} (allowed: {', '.join(SCHEDULES)})")
+        raise ExecutionError(f"{name('schedule')}: unknown schedule {schedule!r} (allowed: {', '.join(SCHEDULES)})")
+    if optimizer not in OPTIMIZERS:
+        raise ExecutionError(f"{name('optimizer')}: unknown optimizer {optimizer!r} (allowed: {', '.join(OPTIMIZERS)})")
     if batch < 1:
-        raise ExecutionError(f"{name('batch', 'inputs')}: the batch needs at least one sample, got {batch}")
+        raise ExecutionError(f"{name('batch')}: the batch needs at least one sample, got {batch}")
     if isinstance(micro_batches, bool) or not isinstance(micro_batches, int) or micro_batches < 1 or batch % micro_batches:
-        raise ExecutionError(f"{name('micro_batches', 'micro_batches')}: {micro_batches!r} must be ≥ 1 and divide the "
-                             f"batch of {batch}")
+        raise ExecutionError(f"{name('micro_batches')}: {micro_batches!r} must be ≥ 1 and divide the batch of {batch}")
     if schedule == "1f1b" and micro_batches < world:
-        raise ExecutionError(f"{name('micro_batches', 'micro_batches')}: 1F1B needs at least one micro-batch per stage "
-                             f"({world}), got {micro_batches}")
+        raise ExecutionError(f"{name('micro_batches')}: 1F1B needs at least one micro-batch per stage ({world}), got "
+                             f"{micro_batches}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ExecutionError(f"{name('steps', 'steps')}: expected a whole number of steps ≥ 1, got {steps!r}")
+        raise ExecutionError(f"{name('steps')}: expected a whole number of steps ≥ 1, got {steps!r}")
     if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s < math.inf:
-        raise ExecutionError(f"{name('timeout_s', 'timeout_s')}: expected a positive number of seconds, got {timeout_s!r}")
+        raise ExecutionError(f"{name('timeout_s')}: expected a positive number of seconds, got {timeout_s!r}")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a rendezvous)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -173,17 +179,15 @@ def execute(
     if not isinstance(inputs, torch.Tensor) or inputs.dim() == 0:
         raise ExecutionError(f"inputs: expected a batch tensor (samples along dimension 0), got {type(inputs).__name__}"
                              + (" with no dimensions" if isinstance(inputs, torch.Tensor) else ""))
-    check_run(world, inputs.shape[0], micro_batches, schedule, steps, timeout_s)
+    check_run(world, inputs.shape[0], micro_batches, schedule, steps, timeout_s, optimizer)
     if train and target is None:
         raise ExecutionError("target: training needs a target for the loss")
-    if optimizer not in OPTIMIZERS:
-        raise ExecutionError(f"optimizer: unknown optimizer {optimizer!r} (allowed: {', '.join(OPTIMIZERS)})")
     backend = backend or default_backend(world)
     with tempfile.TemporaryDirectory(prefix="layerfit-run-") as out_dir:
         job = Job(
             partitions=partitions, predicted_bytes=predicted, devices=devices, model=shipped, inputs=inputs,
             target=target, micro_batches=micro_batches, schedule=schedule, train=train, backend=backend,
-            master_addr="127.0.0.1", master_port=_free_port(), out_dir=out_dir, timeout_s=timeout_s, seed=seed,
+            master_addr="127.0.0.1", master_port=free_port(), out_dir=out_dir, timeout_s=timeout_s, seed=seed,
             lr=lr, loss_fn=loss_fn, optimizer=optimizer, steps=steps, threads=threads_per_rank(world), graph=graph,
         )
         context = mp.start_processes(run_rank, args=(job,), nprocs=world, join=False, start_method="spawn")

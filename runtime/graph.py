@@ -104,7 +104,8 @@ class GraphStage(nn.Module):
         self._run = [(v, graph.names[v]) for v in graph.order if v in mine]
         self._inputs = {v: graph.inputs_of(v) for v in indices}
         self.takes, self.gives = list(takes), list(gives)
-        self.relayed = [u for u in self.gives if u in self.takes]  # held here only to be passed on
+        # Places among the outputs of the tensors held here only to be passed on (relayed skips).
+        self.relayed = [i for i, u in enumerate(self.gives) if u in self.takes]
 
     def forward(self, *incoming: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         values = {u: _ContiguousGrad.apply(t) if t.requires_grad else t for u, t in zip(self.takes, incoming)}

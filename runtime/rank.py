@@ -113,9 +113,7 @@ class _Meter:
         stage.register_full_backward_pre_hook(self._backward_pre)
         stage.register_full_backward_hook(self._backward_post)
         self.first, self.last = first, last
-        # A DAG stage's outputs that only pass through it (skip connections it relays).
-        gives, takes = getattr(stage, "gives", []), getattr(stage, "takes", [])
-        self._relayed = [i for i, u in enumerate(gives) if u in takes]
+        self._relayed = getattr(stage, "relayed", [])  # a DAG stage's outputs that only pass through it
         self.relayed_bytes = 0
 
     def _output_hook(self, name: str):  # type: ignore[no-untyped-def]
@@ -281,15 +279,19 @@ def _run(rank: int, world: int, local: int, job: Job) -> None:
         busy += time.perf_counter() - started
         return result
 
+    def update() -> None:
+        optimizer.step()  # type: ignore[union-attr]
+        optimizer.zero_grad(set_to_none=True)  # type: ignore[union-attr]
+
     for index in range(job.steps):
         result = timed(lambda: step(losses if index == 0 else []))
         if index == 0:  # the outputs and gradients at the initial weights
             output = result.detach().cpu().clone() if isinstance(result, torch.Tensor) else result
             if optimizer is not None:
                 grads = {n: p.grad.detach().cpu().clone() for n, p in module.named_parameters() if p.grad is not None}
-                grad_bytes = sum(_nbytes(p.grad) for p in module.parameters() if p.grad is not None)
+                grad_bytes = sum(_nbytes(g) for g in grads.values())
         if optimizer is not None:
-            timed(lambda: (optimizer.step(), optimizer.zero_grad(set_to_none=True)))
+            timed(update)
             if index == 0:  # the optimizer's state exists once it has stepped
                 state_bytes = sum(_nbytes(value) for state in optimizer.state.values() for value in state.values())
     step_s = busy / job.steps
@@ -297,7 +299,6 @@ def _run(rank: int, world: int, local: int, job: Job) -> None:
 
     activation_bytes = sum(meter.layer_outputs.values())
     sent, received = meter.step_totals(job.steps)
-    forward_times = meter.forward_times
     # Training holds the gradients and the optimizer's state beside the weights: the terms the
     # plan adds up, each measured.
     held = param_bytes + meter.relayed_bytes + (grad_bytes + state_bytes + meter.saved_peak if job.train
@@ -322,7 +323,7 @@ def _run(rank: int, world: int, local: int, job: Job) -> None:
         "micro_batches": job.micro_batches,
         "steps": job.steps,
         "threads": torch.get_num_threads() if device.type == "cpu" else None,
-        "forward_s_per_micro_batch": sum(forward_times) / max(1, len(forward_times)),
+        "forward_s_per_micro_batch": sum(meter.forward_times) / max(1, len(meter.forward_times)),
         "backward_s_per_micro_batch": sum(meter.backward_times) / len(meter.backward_times) if meter.backward_times else 0.0,
         "step_s": step_s,
         "loss": float(sum(l.item() for l in losses) / len(losses)) if losses else None,

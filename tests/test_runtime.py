@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 import runtime  # noqa: E402
+from runtime.execute import free_port  # noqa: E402
 from runtime.model import ModelError, build_model  # noqa: E402
 from runtime.synthetic import example_inputs, synthetic_instance, synthetic_model  # noqa: E402
 from runtime_models import UNET_EDGES, failing_chain, linear_chain  # noqa: E402
@@ -338,7 +339,7 @@ def test_layerfit_run_with_torchrun(tmp_path):
 
 
 def test_two_nodes_on_loopback(tmp_path):
-    port = _free_port()
+    port = free_port()
     plan = _write_plan(tmp_path, 4)
     job_dir = tmp_path / "job"
     common = [sys.executable, "-m", "solver.cli", "run", str(plan), "--model", "runtime.synthetic:synthetic_model",
@@ -352,18 +353,10 @@ def test_two_nodes_on_loopback(tmp_path):
     assert (job_dir / "outputs.pt").exists()
 
 
-def _free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_rendezvous_that_cannot_form_fails_clearly(tmp_path):
     plan = _write_plan(tmp_path, 2)
     out = subprocess.run([sys.executable, "-m", "solver.cli", "run", str(plan), "--model", "runtime.synthetic:synthetic_model",
-                          "--nnodes", "2", "--node-rank", "0", "--rdzv-endpoint", f"127.0.0.1:{_free_port()}", "--timeout", "5",
+                          "--nnodes", "2", "--node-rank", "0", "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--timeout", "5",
                           "--job-dir", str(tmp_path / "job")], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 1
     assert "layerfit: error: the ranks failed (torchrun exit code 1)" in out.stderr
