@@ -135,3 +135,18 @@ def assert_fewest_then_balanced(plan, per_k: dict) -> bool:
     fewest = min(per_k)
     assert plan.status is Status.OPTIMAL and (plan.objective, plan.secondary_objective) == (fewest, per_k[fewest])
     return True
+
+
+def check_solve_against_oracle(inst, per_k: dict, *, every_count: bool) -> None:
+    """solve(inst) is valid and fewest-then-balanced against the oracle; then min_bottleneck
+    matches the oracle at every count it reaches (``every_count``), or at the largest."""
+    from solver import solve, validate_plan
+
+    plan = solve(inst)
+    validate_plan(inst, plan)
+    if not assert_fewest_then_balanced(plan, per_k):
+        return
+    for k in (per_k if every_count else [max(per_k)]):
+        bottleneck = solve(inst, objective="min_bottleneck", num_partitions=k)
+        validate_plan(inst, bottleneck)
+        assert bottleneck.objective == per_k[k]

@@ -11,7 +11,7 @@ from solver import Device, Instance, Layer, OptionError, PlanError, Status, solv
 from solver.instance import InstanceError
 from solver.metrics import plan_metrics
 
-from helpers import all_plans, assert_fewest_then_balanced
+from helpers import all_plans, check_solve_against_oracle
 
 
 def free_oracle(instance):
@@ -45,15 +45,7 @@ def free_pools(draw):
 @settings(max_examples=300)
 @given(inst=free_pools())
 def test_dp_matches_the_oracle(inst):
-    per_k = free_oracle(inst)
-    plan = solve(inst)
-    validate_plan(inst, plan)
-    if not assert_fewest_then_balanced(plan, per_k):
-        return
-    for k, value in per_k.items():
-        bottleneck = solve(inst, objective="min_bottleneck", num_partitions=k)
-        validate_plan(inst, bottleneck)
-        assert bottleneck.objective == value
+    check_solve_against_oracle(inst, free_oracle(inst), every_count=True)
 
 
 @settings(max_examples=90, deadline=None)
