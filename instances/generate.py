@@ -77,6 +77,11 @@ def hf(config: str, *, batch: int, seq: int, **options) -> dict:
     return inst.to_dict()
 
 
+def gpus(*groups: tuple[str, str, int]) -> list[dict]:
+    """A pool's devices in order: (kind, capacity, how many) groups, named kind-0, kind-1, …"""
+    return [{"name": f"{kind}-{i}", "capacity": capacity} for kind, capacity, count in groups for i in range(count)]
+
+
 def body(data: dict) -> dict:
     """An imported instance without its own name and description (the bundled file gives them)."""
     return {k: v for k, v in data.items() if k not in ("name", "description")}
@@ -157,8 +162,7 @@ def real_models() -> None:
         "description": "Llama-3.1-70B with FP8 weights, batch 4 × seq 8192, on an ordered pool of mixed GPUs (vendor "
         "capacities): an L40S 48 GB, two H100 80 GB and an A100 40 GB, partition j on device j.",
         **body(pool),
-        "devices": [{"name": "l40s-0", "capacity": "48GB"}, {"name": "h100-0", "capacity": "80GB"},
-                    {"name": "h100-1", "capacity": "80GB"}, {"name": "a100-0", "capacity": "40GB"}],
+        "devices": gpus(("l40s", "48GB", 1), ("h100", "80GB", 2), ("a100", "40GB", 1)),
     })
     # Time as the objective: layer times from FLOPs at 40 % of the H100 SXM's 989 TFLOP/s dense BF16
     # (vendor spec); the embedding is a lookup (no time) but heavy, the head heavy in both.
@@ -177,9 +181,7 @@ def real_models() -> None:
         "devices and in which order.",
         **body(pool),
         "device_order": "free",
-        "devices": [{"name": "a100-0", "capacity": "40GB"}, {"name": "a100-1", "capacity": "40GB"},
-                    {"name": "l40s-0", "capacity": "48GB"}, {"name": "l40s-1", "capacity": "48GB"},
-                    {"name": "h100-0", "capacity": "80GB"}, {"name": "h100-1", "capacity": "80GB"}],
+        "devices": gpus(("a100", "40GB", 2), ("l40s", "48GB", 2), ("h100", "80GB", 2)),
     })
     moe = hf("mixtral-8x7b-v0.1", batch=8, seq=4096, capacity="80GB", kv_cache=True)
     write("mixtral-8x7b-kv-free-pool", {
@@ -187,17 +189,14 @@ def real_models() -> None:
         "RTX 4090 24 GB, two A100 40 GB and two H100 80 GB (vendor capacities).",
         **body(moe),
         "device_order": "free",
-        "devices": [*({"name": f"rtx4090-{i}", "capacity": "24GB"} for i in range(4)),
-                    {"name": "a100-0", "capacity": "40GB"}, {"name": "a100-1", "capacity": "40GB"},
-                    {"name": "h100-0", "capacity": "80GB"}, {"name": "h100-1", "capacity": "80GB"}],
+        "devices": gpus(("rtx4090", "24GB", 4), ("a100", "40GB", 2), ("h100", "80GB", 2)),
     })
     ordered = hf("llama-3-8b", batch=16, seq=4096, capacity="48GB", kv_cache=True)
     write("llama-3-8b-kv-ordered-pool", {
         "description": "Llama-3-8B serving in BF16 with its KV cache, batch 16 × seq 4096, on an ordered pool (partition "
         "j on device j) of an L40S 48 GB and two RTX 4090 24 GB: greedy fills the L40S first, the optimum balances.",
         **body(ordered),
-        "devices": [{"name": "l40s-0", "capacity": "48GB"}, {"name": "rtx4090-0", "capacity": "24GB"},
-                    {"name": "rtx4090-1", "capacity": "24GB"}],
+        "devices": gpus(("l40s", "48GB", 1), ("rtx4090", "24GB", 2)),
     })
     # Against L2: small batches, and the finer split (attention and MLP apart) that can make it fit.
     real("gpt2-int8-rtx4090-l2", "GPT-2 small with INT8 weights and BF16 activations (batch 1, seq 256) against "
