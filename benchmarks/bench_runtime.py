@@ -7,7 +7,7 @@ LM's vocabulary projection against its blocks), inference with GPipe, on 2 gloo 
 each on this 2-core machine) and on 4 (two ranks to a core). Each layer is timed alone on
 one micro-batch (``profile_module(time_layers=True)``, with a rank's share of the cores),
 and layerfit plans ``min_stage_time`` on those times; the even split is Megatron's and
-vLLM's default (equal layer counts, the remainder to the last stages).
+vLLM's default (``solver.baselines.even_split``: equal layer counts, vLLM's remainder rule).
 
 Predicted step time of a plan: m micro-batches take (m + k − 1) slots of its slowest stage
 (the pipeline), but never less than all the work over the cores that run it (m × the sum of
@@ -36,21 +36,12 @@ from bench_solver import machine, provenance  # noqa: E402
 import runtime  # noqa: E402
 from runtime.synthetic import synthetic_model  # noqa: E402
 from solver import Plan, Status, solve  # noqa: E402
+from solver.baselines import even_split  # noqa: E402
 from solver.metrics import plan_metrics  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 RANK_COUNTS, BATCH, MICRO = (2, 4), 512, 8
 SHAPE = {"blocks": 8, "hidden": 512, "ffn": 2048, "width": 1024, "head_width": 16384}
-
-
-def even_split(n: int, k: int) -> list[list[int]]:
-    base, extra = divmod(n, k)
-    sizes = [base + (1 if j >= k - extra else 0) for j in range(k)]  # remainder to the last stages (vLLM)
-    out, start = [], 0
-    for size in sizes:
-        out.append(list(range(start, start + size)))
-        start += size
-    return out
 
 
 def as_plan(instance, partitions) -> Plan:
@@ -141,8 +132,8 @@ def main() -> None:
               "the balanced plan's gain is measured close to the prediction; with two ranks to a core the ranks are "
               "time-sliced and the prediction is only a bound: balanced stages are busy at the same time, so they share "
               "the cores more and each runs slower than its layers alone (a rank waiting on a receive takes no CPU), while "
-              "the even split's heavy stage often has a core to itself; so less of the predicted gain is measured, and it varies from run to run (from 1.02× to 1.16× "
-              "in four runs on this machine on 2026-12-01): a plan balanced for dedicated devices, run on shared cores."]
+              "the even split's heavy stage often has a core to itself; so less of the predicted gain is measured, and it varies from run to run: a plan balanced "
+              "for dedicated devices, run on shared cores."]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "runtime.json").write_text(json.dumps(doc, indent=2) + "\n")
     (RESULTS / "runtime.md").write_text("\n".join(lines) + "\n")
