@@ -43,7 +43,7 @@ class Graph:
         fed = {index[a] for a, _ in instance.edges or ()}
         sinks = [i for i in range(self.num_layers) if i not in fed]
         if len(sinks) != 1:
-            names = ", ".join(repr(instance.layers[i].name) for i in sinks)
+            names = ", ".join(repr(self.names[i]) for i in sinks)
             raise ModelError(f"edges: the runtime runs a DAG with one output layer; {names} feed no other layer")
         self.output = sinks[0]
         self.order = topological_order(instance)
