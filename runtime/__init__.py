@@ -2,15 +2,17 @@
 
 >>> import runtime                                                    # doctest: +SKIP
 >>> result = runtime.execute(placement, model, inputs, micro_batches=4, schedule="1f1b")
+>>> result = runtime.execute(plan, "path/to/hf-model", token_ids)   # a save_pretrained directory
 >>> result.outputs, result.report
 
 This package imports torch; it never imports ortools or pulp.
 """
 
 from .execute import ExecutionError, ExecutionResult, execute, load_placement
-from .model import ModelError, build_model
+from .errors import ModelError
+from .model import build_model, prepare_model
 from .profile import profile_module
 from .rank import threads_per_rank
 
-__all__ = ["ExecutionError", "ExecutionResult", "ModelError", "build_model", "execute", "load_placement", "profile_module",
-           "threads_per_rank"]
+__all__ = ["ExecutionError", "ExecutionResult", "ModelError", "build_model", "execute", "load_placement", "prepare_model",
+           "profile_module", "threads_per_rank"]

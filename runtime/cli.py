@@ -1,9 +1,12 @@
-"""``layerfit run PLACEMENT --model SPEC``: launch the ranks with torchrun, print the report.
+"""``layerfit run PLACEMENT --model M``: launch the ranks with torchrun, print the report.
 
 On one machine torchrun runs standalone (rendezvous on 127.0.0.1); for clusters the usual
 ``--nnodes``, ``--node-rank`` and ``--rdzv-endpoint`` pass through, and every node runs the
-same command. The model spec is ``package.module:factory``; the batch comes from the same
-module's ``example_inputs(batch)`` (returning inputs, or (inputs, target) to train).
+same command. The model is ``package.module:factory`` (with ``--checkpoint`` to load its
+weights, or ``--init random``) or a Hugging Face model directory. The batch comes from
+``--inputs FILE``; else, for a directory, seeded random token ids of ``--batch`` × ``--seq-len``
+(the labels to train on: the same ids); for a factory, its module's ``example_inputs(batch)``
+(returning inputs, or (inputs, target) to train).
 """
 
 from __future__ import annotations
@@ -18,15 +21,17 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from solver import LayerfitError, load_instance
 
-from .execute import (ExecutionError, check_run, default_backend, describe_error, graph_of, load_placement,
+from .execute import (ExecutionError, default_backend, describe_error, load_placement, make_job, read_placement,
                       recorded_errors, summarise)
-from .model import check_layers, meta_layers
-from .rank import OPTIMIZERS, SCHEDULES, Job, threads_per_rank
+from .hf import HFSource, random_token_ids
+from .model import INITS, ModelSource, prepare_model
+from .rank import OPTIMIZERS, SCHEDULES, threads_per_rank
 
 __all__ = ["main", "render_report"]
 
@@ -34,7 +39,15 @@ __all__ = ["main", "render_report"]
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="layerfit run", description=__doc__.splitlines()[0])
     p.add_argument("placement", help="a placement or plan JSON (partition j runs on rank j)")
-    p.add_argument("--model", required=True, help="package.module:factory")
+    p.add_argument("--model", required=True, help="package.module:factory, or a Hugging Face model directory "
+                                                  "(config.json and *.safetensors)")
+    p.add_argument("--checkpoint", help="the weights each rank reads its own layers from: a safetensors file, a folder "
+                                        "of shards, or a torch state_dict (weights only)")
+    p.add_argument("--init", choices=INITS, help="seeded random weights instead of loaded ones (benchmarks)")
+    p.add_argument("--inputs", help="the batch: a .safetensors file (tensors 'inputs' and 'target') or a .pt file (a "
+                                    "tensor, or a dict with 'inputs' and 'target'), read as weights only")
+    p.add_argument("--seq-len", type=int, help="a Hugging Face model's random token ids: the sequence length "
+                                               "(default 128)")
     p.add_argument("--instance", help="the instance the plan was made for: the model's layer names and parameter "
                                       "counts are checked against it before any rank starts; a DAG's edges are followed")
     p.add_argument("--batch", type=int, default=8)
@@ -54,18 +67,56 @@ def _parser() -> argparse.ArgumentParser:
 
 
 _FLAGS = {"batch": "--batch", "micro_batches": "--micro-batches", "schedule": "--schedule", "steps": "--steps",
-          "timeout_s": "--timeout", "optimizer": "--optimizer"}
+          "timeout_s": "--timeout", "optimizer": "--optimizer", "inputs": "--inputs"}
 
 
-def _inputs(spec: str, batch: int, seed: int, train: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    module = importlib.import_module(spec.partition(":")[0])
-    make = getattr(module, "example_inputs", None)
-    if make is None:
-        raise ExecutionError(f"--model: {module.__name__} has no example_inputs(batch) to make a batch from")
-    made = make(batch, seed) if "seed" in make.__code__.co_varnames else make(batch)
-    inputs, target = made if isinstance(made, tuple) else (made, None)
-    if train and target is None:
-        raise ExecutionError("--train: example_inputs returned no target")
+def _read_inputs(path: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``--inputs``: (inputs, target or None) from a safetensors or weights-only torch file."""
+    file = Path(path)
+    if not file.is_file():
+        raise ExecutionError(f"--inputs: no such file {path!r}")
+    try:
+        if file.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            tensors: Any = load_file(str(file))
+        else:
+            tensors = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unreadable, not tensors: said in one line
+        raise ExecutionError(f"--inputs: cannot read {path} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if isinstance(tensors, torch.Tensor):
+        return tensors, None
+    if not isinstance(tensors, dict) or not isinstance(tensors.get("inputs"), torch.Tensor) \
+            or not isinstance(tensors.get("target", torch.empty(0)), torch.Tensor):
+        raise ExecutionError(f"--inputs: {path} holds neither a tensor nor tensors named 'inputs' (and 'target')")
+    return tensors["inputs"], tensors.get("target")
+
+
+def _inputs(args: argparse.Namespace, source: ModelSource) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The batch of the run: ``--inputs``, a directory's random token ids, or ``example_inputs``."""
+    hf = isinstance(source, HFSource)
+    if args.seq_len is not None and (not hf or args.inputs):
+        raise ExecutionError("--seq-len: sets the random token ids of a Hugging Face model directory; "
+                             + ("--inputs gives the batch" if hf else f"{args.model} is not one"))
+    if args.inputs:
+        inputs, target = _read_inputs(args.inputs)
+    elif hf:
+        seq_len = 128 if args.seq_len is None else args.seq_len
+        if seq_len < 1:
+            raise ExecutionError(f"--seq-len: expected a positive number of tokens, got {seq_len}")
+        inputs = random_token_ids(source.config(), args.batch, seq_len, args.seed)
+        target = inputs  # language modelling: the labels are the inputs, shifted by the loss
+    else:
+        module = importlib.import_module(args.model.partition(":")[0])
+        make = getattr(module, "example_inputs", None)
+        if make is None:
+            raise ExecutionError(f"--model: {module.__name__} has no example_inputs(batch) to make a batch from; "
+                                 "give --inputs")
+        made = make(args.batch, args.seed) if "seed" in make.__code__.co_varnames else make(args.batch)
+        inputs, target = made if isinstance(made, tuple) else (made, None)
+    if args.train and target is None:
+        raise ExecutionError("--train: no target to train on (" + ("--inputs has none named 'target'" if args.inputs
+                                                                    else "example_inputs returned none") + ")")
     return inputs, target
 
 
@@ -75,7 +126,18 @@ def _device_label(rank: dict) -> str:
     return ran if named == ran else f"{named}@{ran}"
 
 
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _bytes(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
 def render_report(report: dict) -> str:
+    ranks = report["ranks"]
+    spans = [r["layers"][0] if len(r["layers"]) == 1 else f"{r['layers'][0]} … {r['layers'][-1]}" for r in ranks]
+    width = max(6, *(len(span) for span in spans))
     lines = [
         f"{report['stages']} ranks ({report['backend']}), schedule {report['schedule']}, {report['micro_batches']} "
         f"micro-batches of {report['batch'] // report['micro_batches']}: step {report['step_s'] * 1e3:.1f} ms "
@@ -83,21 +145,29 @@ def render_report(report: dict) -> str:
         f"{report['throughput_samples_per_s']:.1f} samples/s; bubble {100 * report['measured_bubble_fraction']:.0f}% "
         f"measured, {100 * report['theoretical_bubble_fraction']:.0f}% in theory",
         "",
-        f"{'rank':>4}  {'device':<12} {'layers':<22} {'predicted':>11} {'measured':>11} {'ratio':>6} {'sent':>10} "
+        f"{'rank':>4}  {'device':<12} {'layers':<{width}} {'predicted':>11} {'measured':>11} {'ratio':>6} {'sent':>10} "
         f"{'received':>10} {'fwd/mb':>9}",
     ]
-    for r in report["ranks"]:
-        layers = r["layers"][0] if len(r["layers"]) == 1 else f"{r['layers'][0]} … {r['layers'][-1]}"
-        ratio = r["measured_over_predicted"]
+    for r, span in zip(ranks, spans):
         lines.append(
-            f"{r['rank']:>4}  {_device_label(r):<12} {layers:<22} {r['predicted_bytes']:>11,} {r['measured_bytes']:>11,} "
-            f"{'-' if ratio is None else f'{ratio:.2f}':>6} {r['bytes_sent']:>10,} {r['bytes_received']:>10,} "
-            f"{r['forward_s_per_micro_batch'] * 1e3:>7.2f}ms"
+            f"{r['rank']:>4}  {_device_label(r):<12} {span:<{width}} {_bytes(r['predicted_bytes']):>11} "
+            f"{r['measured_bytes']:>11,} {_ratio(r['measured_over_predicted']):>6} {r['bytes_sent']:>10,} "
+            f"{r['bytes_received']:>10,} {r['forward_s_per_micro_batch'] * 1e3:>7.2f}ms"
         )
-    lines.append("")
-    lines.append("measured = parameter bytes + activations (training: gradients + optimizer state + what autograd saved "
-                 "for backward and still holds, at its peak); predicted = the plan's S(P). Bytes are exact; on CUDA, "
-                 "cuda_max_allocated_bytes is in the JSON.")
+    lines += ["", "measured = parameter bytes + activations (training: gradients + optimizer state + what autograd "
+                  "saved for backward and still holds, at its peak); predicted = the plan's S(P). Bytes are exact; on "
+                  "CUDA, cuda_max_allocated_bytes is in the JSON."]
+    if any(r["predicted_weight_bytes"] is not None or r["loaded_bytes"] is not None for r in ranks):
+        lines += ["", f"{'rank':>4}  {'weights':>13} {'parameters':>13} {'read':>13} {'activations':>13} {'measured':>13} "
+                      f"{'ratio':>6}",
+                  f"{'':>4}  {'(predicted)':>13} {'(held)':>13} {'(checkpoint)':>13} {'(predicted)':>13} {'':>13} {'':>6}"]
+        for r in ranks:
+            lines.append(f"{r['rank']:>4}  {_bytes(r['predicted_weight_bytes']):>13} {r['param_bytes']:>13,} "
+                         f"{_bytes(r['loaded_bytes']):>13} {_bytes(r['predicted_activation_bytes']):>13} "
+                         f"{r['activation_bytes']:>13,} {_ratio(r['activations_measured_over_predicted']):>6}")
+        lines += ["", f"predicted: {report['prediction']}; activations: "
+                      + ("saved for backward, at the peak" if report.get("train") else "each layer's output, one "
+                         "micro-batch")]
     return "\n".join(lines)
 
 
@@ -130,14 +200,11 @@ def _launch(command: list[str], env: dict[str, str]) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    partitions, predicted, devices, num_layers = load_placement(args.placement)
-    layers, _ = meta_layers(args.model)
+    placed = read_placement(args.placement)
+    partitions, _, _, num_layers = load_placement(placed)
     instance = load_instance(args.instance) if args.instance else None
-    check_layers(layers, num_layers, instance)
-    graph = graph_of(partitions, instance)
+    prepared = prepare_model(args.model, num_layers, instance, checkpoint=args.checkpoint, init=args.init)
     world = len(partitions)
-    check_run(world, args.batch, args.micro_batches, args.schedule, args.steps, args.timeout, args.optimizer,
-              names=_FLAGS)
     if args.nnodes < 1 or world % args.nnodes:
         raise ExecutionError(f"--nnodes: {world} ranks do not split evenly over {args.nnodes} nodes")
     if args.node_rank is not None and not 0 <= args.node_rank < args.nnodes:
@@ -147,17 +214,17 @@ def _run(args: argparse.Namespace) -> int:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ExecutionError(f"--rdzv-endpoint: expected HOST:PORT, got {args.rdzv_endpoint!r}")
     per_node = world // args.nnodes
-    inputs, target = _inputs(args.model, args.batch, args.seed, args.train)
-    torchrun = shutil.which("torchrun")
-    job_dir = Path(args.job_dir or tempfile.mkdtemp(prefix="layerfit-run-"))
+    if args.batch < 1:  # before a batch of random token ids is made from it
+        raise ExecutionError(f"--batch: the batch needs at least one sample, got {args.batch}")
+    inputs, target = _inputs(args, prepared.source)
+    job = make_job(placed, prepared, inputs, target, instance=instance, micro_batches=args.micro_batches,
+                   schedule=args.schedule, train=args.train, steps=args.steps, timeout_s=args.timeout,
+                   optimizer=args.optimizer, names=_FLAGS, backend=default_backend(per_node), master_addr=None,
+                   master_port=None, out_dir="", seed=args.seed, threads=threads_per_rank(per_node))
+    job_dir = Path(args.job_dir or tempfile.mkdtemp(prefix="layerfit-run-"))  # made once the job is known to be good
     job_dir.mkdir(parents=True, exist_ok=True)
-    job = Job(
-        partitions=partitions, predicted_bytes=predicted, devices=devices, model=args.model, inputs=inputs,
-        target=target, micro_batches=args.micro_batches, schedule=args.schedule, train=args.train,
-        backend=default_backend(per_node), master_addr=None, master_port=None, out_dir=str(job_dir),
-        timeout_s=args.timeout, seed=args.seed, steps=args.steps, optimizer=args.optimizer, graph=graph,
-        threads=threads_per_rank(per_node),
-    )
+    job.out_dir = str(job_dir)
+    torchrun = shutil.which("torchrun")
     job_file = job_dir / "job.pt"
     torch.save(job, job_file)
     launcher = [torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]
@@ -186,7 +253,7 @@ def _run(args: argparse.Namespace) -> int:
     if len(reports) != world:
         print(f"layerfit: this node's ranks finished; reports for {len(reports)} of {world} ranks are in {job_dir}")
         return 0
-    report = summarise(reports, inputs.shape[0], args.schedule, args.micro_batches, job.backend)
+    report = summarise(reports, job)
     print(render_report(report))
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2, default=str) + "\n")

@@ -7,6 +7,7 @@ notebooks need no shell; ``layerfit run`` launches the same ranks with torchrun.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import socket
@@ -21,9 +22,10 @@ import torch.multiprocessing as mp
 from solver import Instance, LayerfitError, Placement, Plan
 from solver.dag import check_dag_plan
 from solver.instance import read_json
+from solver.metrics import plan_metrics
 
 from .graph import Graph
-from .model import check_layers, meta_layers
+from .model import ModelError, PreparedModel, prepare_model
 from .rank import OPTIMIZERS, SCHEDULES, Job, run_rank, threads_per_rank
 
 __all__ = ["ExecutionError", "ExecutionResult", "execute", "load_placement"]
@@ -42,12 +44,8 @@ class ExecutionResult:
     grads: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def load_placement(source: Placement | Plan | dict | str | Path) -> tuple[list[list[int]], list[int], list[str] | None, int]:
-    """(partitions, predicted bytes per partition, devices or None, number of layers).
-
-    Refuses what cannot run: a file that is not a plan's or placement's JSON, or a status with
-    no plan.
-    """
+def read_placement(source: Placement | Plan | dict | str | Path) -> Placement | Plan:
+    """The Placement or Plan that ``source`` is or holds (a file, its JSON dict, or itself)."""
     where = str(source) if isinstance(source, (str, Path)) else None
     if isinstance(source, (str, Path)):
         source = read_json(source)  # InstanceError naming the file: missing, unreadable, not JSON
@@ -56,6 +54,16 @@ def load_placement(source: Placement | Plan | dict | str | Path) -> tuple[list[l
             raise ExecutionError(f"{where or 'placement'}: an instance, not a plan or placement; solve it first "
                                  "(layerfit solve FILE --json > plan.json)")
         source = Placement.from_dict(source) if "devices" in source and "boundaries" in source else Plan.from_dict(source)
+    return source
+
+
+def load_placement(source: Placement | Plan | dict | str | Path) -> tuple[list[list[int]], list[int], list[str] | None, int]:
+    """(partitions, predicted bytes per partition, devices or None, number of layers).
+
+    Refuses what cannot run: a file that is not a plan's or placement's JSON, or a status with
+    no plan.
+    """
+    source = read_placement(source)
     if isinstance(source, Placement):
         if not source.status.has_plan:
             raise ExecutionError(f"placement: status {source.status} has nothing to run")
@@ -69,6 +77,31 @@ def load_placement(source: Placement | Plan | dict | str | Path) -> tuple[list[l
     else:
         raise ExecutionError(f"expected a Placement, a Plan or their JSON, got {type(source).__name__}")
     return partitions, predicted, devices, n
+
+
+def predicted_components(prepared: PreparedModel, instance: Instance | None, placed: Placement | Plan,
+                         partitions: list[list[int]], inputs: torch.Tensor, micro_batches: int, schedule: str,
+                         train: bool) -> tuple[list[int] | None, list[int] | None, str | None]:
+    """Each rank's predicted weight and activation bytes, beside which the report puts what it
+    measured: from the importer at the run's own micro-batch and sequence (a Hugging Face
+    model), else from the instance, else from the plan's metrics (None without any).
+
+    In training a stage holds its activations for the micro-batches in flight (the run's
+    schedule); in inference the runtime measures one micro-batch's, as the seed's model counts.
+    """
+    micro_batch = inputs.shape[0] // micro_batches
+    basis = prepared.source.run_instance(micro_batch, inputs, train)
+    where = f"from_hf_config at micro-batch {micro_batch}, sequence {inputs.shape[1]}" if basis is not None else None
+    if basis is None and instance is not None:
+        basis, where = instance, f"the instance {instance.name!r}"
+    if basis is not None:
+        basis = dataclasses.replace(basis, schedule=schedule if train else "none", micro_batches=micro_batches if train else 1)
+        rows = plan_metrics(basis, partitions)["partitions"]
+    elif isinstance(placed, Plan):
+        rows, where = placed.metrics["partitions"], "the plan's metrics"
+    else:
+        return None, None, None
+    return [row["weight_bytes"] for row in rows], [row["activation_bytes"] for row in rows], where
 
 
 def graph_of(partitions: list[list[int]], instance: Instance | None) -> Graph | None:
@@ -113,6 +146,37 @@ def check_run(world: int, batch: int, micro_batches: Any, schedule: str, steps: 
         raise ExecutionError(f"{name('timeout_s')}: expected a positive number of seconds, got {timeout_s!r}")
 
 
+def make_job(placed: Placement | Plan, prepared: PreparedModel, inputs: Any, target: Any, *, instance: Instance | None,
+             micro_batches: Any, schedule: str, train: bool, steps: Any, timeout_s: Any, optimizer: str,
+             names: dict[str, str] | None = None, **launch: Any) -> Job:
+    """The job the ranks run, once everything about it is checked (before any rank starts):
+    the plan against the instance's edges, the run's options (``names``: the CLI's flags),
+    the batch against the model. ``launch``: the Job's fields of where and how to run."""
+    partitions, predicted, devices, _ = load_placement(placed)
+    graph = graph_of(partitions, instance)
+    if graph is not None and prepared.source.loss_fn() is not None:
+        raise ModelError("instance: a Hugging Face causal LM is a chain; its instance has no edges")
+    where = (names or {}).get("inputs", "inputs")
+    if not isinstance(inputs, torch.Tensor) or inputs.dim() == 0:
+        raise ExecutionError(f"{where}: expected a batch tensor (samples along dimension 0), got {type(inputs).__name__}"
+                             + (" with no dimensions" if isinstance(inputs, torch.Tensor) else ""))
+    check_run(len(partitions), inputs.shape[0], micro_batches, schedule, steps, timeout_s, optimizer, names)
+    if train and target is None:
+        raise ExecutionError("target: training needs a target for the loss")
+    if target is not None and (not isinstance(target, torch.Tensor) or target.dim() == 0
+                               or target.shape[0] != inputs.shape[0]):
+        got = (f"{target.shape[0] if target.dim() else 'no'} samples" if isinstance(target, torch.Tensor)
+               else type(target).__name__)
+        raise ExecutionError(f"target: expected a tensor of the batch's {inputs.shape[0]} samples, got {got}")
+    prepared.source.check_batch(inputs, target)
+    weights, activations, where = predicted_components(prepared, instance, placed, partitions, inputs, micro_batches,
+                                                       schedule, train)
+    return Job(partitions=partitions, predicted_bytes=predicted, devices=devices, model=prepared, inputs=inputs,
+               target=target, micro_batches=micro_batches, schedule=schedule, train=train, steps=steps,
+               timeout_s=timeout_s, optimizer=optimizer, graph=graph, predicted_weight_bytes=weights,
+               predicted_activation_bytes=activations, prediction=where, **launch)
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 now (for a rendezvous)."""
     with socket.socket() as s:
@@ -132,6 +196,8 @@ def execute(
     *,
     target: torch.Tensor | None = None,
     instance: Instance | None = None,
+    checkpoint: str | Path | None = None,
+    init: str | None = None,
     backend: str | None = None,
     micro_batches: int = 1,
     schedule: str = "gpipe",
@@ -150,16 +216,24 @@ def execute(
     placement:
         A Placement or Plan (or their JSON dict or file): partition j runs on rank j.
     model:
-        An ``nn.Module`` whose children are the layers, or a picklable factory (or
-        ``"module:function"``) built on the meta device, each rank materialising its own
-        layers (runtime.model).
+        An ``nn.Module``; a factory (a picklable callable, or ``"module:function"``) that each
+        rank calls; a factory with ``checkpoint``; or a Hugging Face model directory
+        (:mod:`runtime.model`). Each rank holds only its own layers.
     inputs, target:
         The batch (split into ``micro_batches`` along dimension 0) and, to train, its target.
+        A Hugging Face model takes token ids [batch, sequence] and gives logits; its target is
+        the labels (token ids; the loss shifts them as transformers does).
     instance:
-        When given, layer names and parameter counts are checked against it.
+        When given, layer names (module paths) and parameter counts are checked against it.
+    checkpoint:
+        With a factory: a safetensors file, a folder of shards, or a weights-only state_dict,
+        from which each rank reads its own layers' tensors. With a Hugging Face directory:
+        weights to read instead of the directory's.
+    init:
+        ``"random"``: seeded random weights (``seed``), for benchmarks.
     train:
-        Forward, backward (``loss_fn``, default MSE) and an optimizer step with ``lr``:
-        ``optimizer`` ``"sgd"`` (plain, no state) or ``"adam"``.
+        Forward, backward (``loss_fn``; default MSE, or a Hugging Face model's causal-LM loss)
+        and an optimizer step with ``lr``: ``optimizer`` ``"sgd"`` (plain, no state) or ``"adam"``.
     steps:
         Timed steps, after one untimed warm-up step; the report's times are per step.
         Outputs and gradients are the first timed step's (at the initial weights).
@@ -167,29 +241,21 @@ def execute(
     Raises
     ------
     ModelError
-        Before any process starts, when the model does not match the plan.
+        Before any process starts, when the model, its checkpoint or its initialisation does
+        not match the plan.
     ExecutionError
         When a rank raises, dies or times out (naming the rank).
     """
-    partitions, predicted, devices, num_layers = load_placement(placement)
-    layers, shipped = meta_layers(model)
-    check_layers(layers, num_layers, instance)
-    graph = graph_of(partitions, instance)
+    placed = read_placement(placement)
+    partitions, _, _, num_layers = load_placement(placed)  # refuses a plan with nothing to run
+    prepared = prepare_model(model, num_layers, instance, checkpoint=checkpoint, init=init)
     world = len(partitions)
-    if not isinstance(inputs, torch.Tensor) or inputs.dim() == 0:
-        raise ExecutionError(f"inputs: expected a batch tensor (samples along dimension 0), got {type(inputs).__name__}"
-                             + (" with no dimensions" if isinstance(inputs, torch.Tensor) else ""))
-    check_run(world, inputs.shape[0], micro_batches, schedule, steps, timeout_s, optimizer)
-    if train and target is None:
-        raise ExecutionError("target: training needs a target for the loss")
     backend = backend or default_backend(world)
     with tempfile.TemporaryDirectory(prefix="layerfit-run-") as out_dir:
-        job = Job(
-            partitions=partitions, predicted_bytes=predicted, devices=devices, model=shipped, inputs=inputs,
-            target=target, micro_batches=micro_batches, schedule=schedule, train=train, backend=backend,
-            master_addr="127.0.0.1", master_port=free_port(), out_dir=out_dir, timeout_s=timeout_s, seed=seed,
-            lr=lr, loss_fn=loss_fn, optimizer=optimizer, steps=steps, threads=threads_per_rank(world), graph=graph,
-        )
+        job = make_job(placed, prepared, inputs, target, instance=instance, micro_batches=micro_batches,
+                       schedule=schedule, train=train, steps=steps, timeout_s=timeout_s, optimizer=optimizer,
+                       backend=backend, master_addr="127.0.0.1", master_port=free_port(), out_dir=out_dir, seed=seed,
+                       lr=lr, loss_fn=loss_fn, threads=threads_per_rank(world))
         context = mp.start_processes(run_rank, args=(job,), nprocs=world, join=False, start_method="spawn")
         try:
             while not context.join():
@@ -205,7 +271,7 @@ def execute(
         if train:
             for r in range(world):
                 grads.update(torch.load(out / f"grads{r}.pt"))
-    return ExecutionResult(outputs=outputs, report=summarise(ranks, inputs.shape[0], schedule, micro_batches, backend), grads=grads)
+    return ExecutionResult(outputs=outputs, report=summarise(ranks, job), grads=grads)
 
 
 def _stop(context: Any, grace_s: float = 5.0) -> None:
@@ -251,17 +317,22 @@ def _first_failure(out: Path, context: Any) -> str:
     return describe_error(errors[0]) if errors else "a rank failed without a report; the other ranks were stopped"
 
 
-def summarise(ranks: list[dict[str, Any]], batch: int, schedule: str, micro_batches: int, backend: str) -> dict[str, Any]:
+def summarise(ranks: list[dict[str, Any]], job: Job) -> dict[str, Any]:
     """The overall report: throughput and the pipeline bubble, measured against theory."""
-    p, m = len(ranks), micro_batches
+    p, m, batch = len(ranks), job.micro_batches, job.inputs.shape[0]
     step = max(r["step_s"] for r in ranks)
     busy = [(r["forward_s_per_micro_batch"] + r["backward_s_per_micro_batch"]) * m for r in ranks]
     for r in ranks:
-        predicted = r["predicted_bytes"]
-        r["measured_over_predicted"] = r["measured_bytes"] / predicted if predicted else None
+        for measured, predicted, ratio in (("measured_bytes", "predicted_bytes", "measured_over_predicted"),
+                                           ("param_bytes", "predicted_weight_bytes", "weights_measured_over_predicted"),
+                                           ("activation_bytes", "predicted_activation_bytes",
+                                            "activations_measured_over_predicted")):
+            r[ratio] = r[measured] / r[predicted] if r.get(predicted) else None
     return {
-        "backend": backend,
-        "schedule": schedule,
+        "backend": job.backend,
+        "schedule": job.schedule,
+        "train": job.train,
+        "prediction": job.prediction,
         "stages": p,
         "micro_batches": m,
         "batch": batch,

@@ -13,7 +13,6 @@ topological order, taking what crosses into it and returning what crosses out, s
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,7 +22,8 @@ from torch import nn
 from solver import Instance
 from solver.dag import topological_order
 
-from .model import ModelError, layers_of
+from .errors import ModelError
+from .stage import Stage, layer_modules
 
 __all__ = ["INPUT", "Graph", "GraphStage", "graph_forward"]
 
@@ -65,13 +65,12 @@ class Graph:
         return [sorted((u for u, last in last_use.items() if stage_of[u] <= j < last), key=self._position.__getitem__)
                 for j in range(len(partitions) - 1)]
 
-    def stage(self, layers: "OrderedDict[str, nn.Module]", partitions: Sequence[Sequence[int]],
-              position: int) -> "GraphStage":
-        """Stage ``position`` of ``partitions``, holding ``layers`` (by the instance's names)."""
+    def stage(self, root: nn.Module, partitions: Sequence[Sequence[int]], position: int) -> "GraphStage":
+        """Stage ``position`` of ``partitions``, its layers found in ``root`` by the instance's names."""
         crossings = self.crossings(partitions)
         takes = [INPUT] if position == 0 else crossings[position - 1]
         gives = [self.output] if position == len(partitions) - 1 else crossings[position]
-        return GraphStage(layers, partitions[position], self, takes, gives)
+        return GraphStage(root, partitions[position], self, takes, gives)
 
 
 class _ContiguousGrad(torch.autograd.Function):
@@ -87,21 +86,17 @@ class _ContiguousGrad(torch.autograd.Function):
         return grad.contiguous()
 
 
-class GraphStage(nn.Module):
-    """A stage of a DAG plan: its layers (children named as in the instance), run in
-    topological order on the tensors that cross into it; returns those that cross out (one
-    tensor, or a tuple). A tensor only passing through is returned as it came."""
+class GraphStage(Stage):
+    """A stage of a DAG plan: its layers (found by the instance's names), run in topological
+    order on the tensors that cross into it; returns those that cross out (one tensor, or a
+    tuple). A tensor only passing through is returned as it came."""
 
-    def __init__(self, layers: "OrderedDict[str, nn.Module]", indices: Sequence[int], graph: Graph,
-                 takes: Sequence[int], gives: Sequence[int]) -> None:
-        super().__init__()
-        for name, layer in layers.items():
-            self.add_module(name, layer)
+    def __init__(self, root: nn.Module, indices: Sequence[int], graph: Graph, takes: Sequence[int],
+                 gives: Sequence[int]) -> None:
         mine = set(indices)
-        missing = [graph.names[v] for v in indices if graph.names[v] not in layers]
-        if missing:
-            raise ModelError(f"layers: the stage has no layer {missing[0]!r}")
-        self._run = [(v, graph.names[v]) for v in graph.order if v in mine]
+        run = [v for v in graph.order if v in mine]
+        super().__init__(root, [graph.names[v] for v in run])
+        self._run = [(v, graph.names[v], layer_modules(root, graph.names[v])) for v in run]
         self._inputs = {v: graph.inputs_of(v) for v in indices}
         self.takes, self.gives = list(takes), list(gives)
         # Places among the outputs of the tensors held here only to be passed on (relayed skips).
@@ -109,8 +104,12 @@ class GraphStage(nn.Module):
 
     def forward(self, *incoming: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         values = {u: _ContiguousGrad.apply(t) if t.requires_grad else t for u, t in zip(self.takes, incoming)}
-        for v, name in self._run:
-            values[v] = getattr(self, name)(*(values[u] for u in self._inputs[v]))
+        for v, name, modules in self._run:
+            value = modules[0](*(values[u] for u in self._inputs[v]))
+            for module in modules[1:]:
+                value = module(value)
+            values[v] = value
+            self.observe(name, value)
         out = tuple(values[u] for u in self.gives)
         return out[0] if len(out) == 1 else out
 
@@ -118,6 +117,5 @@ class GraphStage(nn.Module):
 def graph_forward(model: nn.Module, instance: Instance, inputs: torch.Tensor) -> torch.Tensor:
     """The whole DAG model in one process, by the runtime's calling convention: the reference
     that a pipelined run of it equals."""
-    layers = OrderedDict(layers_of(model))
     graph = Graph(instance)
-    return GraphStage(layers, range(instance.num_layers), graph, [INPUT], [graph.output])(inputs)
+    return GraphStage(model, range(instance.num_layers), graph, [INPUT], [graph.output])(inputs)

@@ -1,37 +1,61 @@
-"""The model side of a run: resolving a model spec, its layers, and checking it against a plan.
+"""The model side of a run: one contract for what ``model`` may be, and its checks.
 
-A model is an ``nn.Sequential``, a module whose ordered children are the layers, or a
-factory (a picklable callable, or ``"package.module:function"``) that builds one.
-Factories are built on the ``meta`` device, so checking a 70B model costs nothing; each
-rank then materialises only its own layers with :func:`materialise_layer`:
-``torch.manual_seed(seed + index)`` followed by the layer's ``reset_parameters()``.
-:func:`build_model` does the same for every layer in one process, giving the weights
-the ranks will hold (the reference for tests and notebooks).
+``model`` is one of
+
+* an ``nn.Module``: its weights are the ones that run (each rank copies its own layers);
+* a factory — a picklable callable, or ``"package.module:function"`` — that each rank calls
+  for real (after ``torch.manual_seed(seed)``, so that every rank builds the same model): the
+  weights it builds or loads are the weights that run; the rank keeps its own layers and frees
+  the rest;
+* a factory with ``checkpoint=``: built with its parameters on ``meta``, each rank reading
+  only its own layers' tensors from the checkpoint (:mod:`runtime.checkpoint`); every
+  parameter and persistent buffer of the model must be there, with its shape, and nothing
+  else — checked before any rank starts;
+* a Hugging Face model directory (``config.json`` and ``*.safetensors``): transformers' causal
+  LM, each rank reading its layers through transformers' own loader (:mod:`runtime.hf`).
+
+``init="random"`` (factories and Hugging Face directories) asks instead for seeded random
+weights: ``torch.manual_seed(seed + layer index)`` and each module's ``reset_parameters()``
+(for transformers models, their own ``_init_weights``); a module holding parameters with no
+way to set them is an error naming it. Nothing ever runs on uninitialised memory.
+
+Layers are named as the plan's instance names them: module paths (``model.layers.3``; see
+:mod:`runtime.stage`). Without an instance they are the model's children (a Hugging Face
+model's: the importer's names, which an instance must then use too).
 """
 
 from __future__ import annotations
 
 import importlib
+import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from solver import Instance, LayerfitError
+from solver import Instance
 
-__all__ = ["ModelError", "resolve_factory", "layers_of", "check_layers", "build_model", "materialise_layer", "param_count"]
+from .checkpoint import Checkpoint, check_keys
+from .errors import ModelError
+from .loading import (Initialiser, check_covered, check_resettable, initialise, keep_layers, layer_tensors, materialise,
+                      parameters_on_meta, reset_parameters, tied_aliases)
+from .stage import ChainStage, Stage, layer_modules
 
+__all__ = ["INITS", "ModelError", "ModelSource", "PreparedModel", "build_model", "check_layers", "layers_of",
+           "param_count", "prepare_model", "resolve_factory", "resolve_model"]
 
-class ModelError(LayerfitError, ValueError):
-    """A model that does not match its plan, or a model spec that cannot be resolved."""
+INITS = ("random",)
+Aliases = dict[str, tuple[str, ...]]
 
 
 def resolve_factory(spec: str) -> Callable[[], nn.Module]:
     """``"package.module:function"`` → the function."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise ModelError(f"model: expected 'package.module:function', got {spec!r}")
+        raise ModelError(f"model: expected 'package.module:function' or a Hugging Face model directory, got {spec!r}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -43,7 +67,7 @@ def resolve_factory(spec: str) -> Callable[[], nn.Module]:
 
 
 def layers_of(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The layers of a model in execution order: its named children."""
+    """The layers of a model in execution order, when no instance names them: its children."""
     children = list(model.named_children())
     if not children:
         raise ModelError(f"model: {type(model).__name__} has no child modules to use as layers")
@@ -54,66 +78,216 @@ def param_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def check_layers(layers: Sequence[tuple[str, nn.Module]], num_layers: int, instance: Instance | None) -> None:
+class ModelSource:
+    """Where a rank's layers and their weights come from (picklable: it travels to the ranks)."""
+
+    init: str | None = None
+
+    def skeleton(self) -> nn.Module:
+        """The whole model, cheaply (parameters on meta), for the checks before any rank starts."""
+        raise NotImplementedError
+
+    def build(self, seed: int) -> nn.Module:
+        """The whole model as a rank builds it, before it keeps its own layers."""
+        return self.skeleton()
+
+    def layer_names(self, root: nn.Module, instance: Instance | None) -> list[str]:
+        return [layer.name for layer in instance.layers] if instance is not None else [n for n, _ in layers_of(root)]
+
+    def check(self, root: nn.Module, names: Sequence[str]) -> None:
+        """Refuse, before any rank starts, weights that cannot be loaded or set."""
+        if self.init == "random":
+            check_resettable(root, names)
+
+    def load(self, root: nn.Module, names: Sequence[str], own: Sequence[int], aliases: Aliases, seed: int,
+             device: torch.device) -> dict[str, Any]:
+        """Give the layers ``own`` (indices into ``names``; the only ones ``root`` still holds)
+        their weights on ``device``. Returns what was read from a checkpoint (``keys``, ``bytes``)."""
+        raise NotImplementedError
+
+    def stage(self, root: nn.Module, names: Sequence[str]) -> Stage:
+        return ChainStage(root, names)
+
+    def loss_fn(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+        """The training loss when the caller gives none (None: mean squared error)."""
+        return None
+
+    def check_batch(self, inputs: torch.Tensor, target: torch.Tensor | None) -> None:
+        """Refuse inputs (or a target) the model cannot take, naming which."""
+
+    def run_instance(self, micro_batch: int, inputs: torch.Tensor, train: bool) -> Instance | None:
+        """The model's instance at the run's own shapes, where the source can say (None: it cannot)."""
+        return None
+
+
+def random_weights(root: nn.Module, names: Sequence[str], own: Sequence[int], seed: int, device: torch.device,
+                   initialiser: Initialiser) -> dict[str, Any]:
+    """Seeded random weights for the layers ``own`` (see :func:`runtime.loading.initialise`)."""
+    mine = [names[i] for i in own]
+    materialise(root, mine, lambda _, t: torch.empty_like(t, device="cpu"), torch.device("cpu"))
+    initialise(root, mine, own, seed, initialiser)
+    root.to(device)
+    return {}
+
+
+@dataclass
+class ModuleSource(ModelSource):
+    module: nn.Module
+
+    def skeleton(self) -> nn.Module:
+        return self.module
+
+    def load(self, root: nn.Module, names: Sequence[str], own: Sequence[int], aliases: Aliases, seed: int,
+             device: torch.device) -> dict[str, Any]:
+        # The module's tensors are the caller's (torch.multiprocessing shares them): copied, so
+        # that training here never writes into the caller's model.
+        materialise(root, [names[i] for i in own], lambda _, t: t.detach().clone(), device)
+        return {}
+
+
+@dataclass
+class FactorySource(ModelSource):
+    factory: Callable[[], nn.Module] | str
+    checkpoint: str | None = None
+    init: str | None = None
+
+    def _call(self) -> nn.Module:
+        factory = resolve_factory(self.factory) if isinstance(self.factory, str) else self.factory
+        built = factory()
+        if not isinstance(built, nn.Module):
+            raise ModelError(f"model: the factory returned {type(built).__name__}, not an nn.Module")
+        return built
+
+    def skeleton(self) -> nn.Module:
+        with parameters_on_meta(), warnings.catch_warnings():
+            # A factory that loads its weights loads nothing into meta parameters: expected here,
+            # where only the structure is read (each rank calls it for real).
+            warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter.*")
+            return self._call()
+
+    def build(self, seed: int) -> nn.Module:
+        if self.checkpoint is not None or self.init is not None:
+            return self.skeleton()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # every rank builds the same model
+            return self._call()
+
+    @staticmethod
+    def _wanted(root: nn.Module, names: Sequence[str], aliases: Aliases) -> dict:
+        return {key: (aliases[key], tuple(t.shape), layer) for key, (layer, _, _, t, _) in layer_tensors(root, names).items()}
+
+    def check(self, root: nn.Module, names: Sequence[str]) -> None:
+        super().check(root, names)
+        if self.checkpoint is not None:
+            check_keys(Checkpoint(self.checkpoint), self._wanted(root, names, tied_aliases(root, names)))
+
+    def load(self, root: nn.Module, names: Sequence[str], own: Sequence[int], aliases: Aliases, seed: int,
+             device: torch.device) -> dict[str, Any]:
+        mine = [names[i] for i in own]
+        if self.init == "random":
+            return random_weights(root, names, own, seed, device, reset_parameters)
+        if self.checkpoint is None:  # built for real: the factory's own weights
+            materialise(root, mine, lambda _, t: t.detach(), device)
+            return {}
+        checkpoint = Checkpoint(self.checkpoint)
+        # The other layers' keys are the other ranks' (the whole file was checked before any rank started).
+        chosen = check_keys(checkpoint, self._wanted(root, mine, aliases), ignored=lambda _: True)
+        materialise(root, mine, lambda key, t: checkpoint.read(chosen[key]).to(dtype=t.dtype), device)
+        return {"keys": checkpoint.read_keys, "bytes": checkpoint.read_bytes}
+
+
+def resolve_model(model: Any, *, checkpoint: str | Path | None = None, init: str | None = None) -> ModelSource:
+    """The source a model spec stands for (see the module docstring); ModelError if none."""
+    from .hf import HFSource, is_hf_directory
+
+    if init is not None and init not in INITS:
+        raise ModelError(f"init: unknown initialisation {init!r} (allowed: {', '.join(INITS)})")
+    if init is not None and checkpoint is not None:
+        raise ModelError("init: random initialisation and a checkpoint exclude each other; give one")
+    if isinstance(model, nn.Module):
+        if checkpoint is not None or init is not None:
+            which = "checkpoint" if checkpoint is not None else "init"
+            raise ModelError(f"{which}: an nn.Module brings its own weights; give a factory to load or initialise them")
+        return ModuleSource(model)
+    if is_hf_directory(model):
+        return HFSource(str(model), None if checkpoint is None else str(checkpoint), init)
+    if isinstance(model, (str, Path)) and Path(model).is_dir():
+        raise ModelError(f"model: {model} is a folder without a config.json (a Hugging Face model directory has one)")
+    if isinstance(model, str) or callable(model):
+        return FactorySource(model, None if checkpoint is None else str(checkpoint), init)
+    raise ModelError(f"model: expected an nn.Module, a factory or a Hugging Face model directory, got "
+                     f"{type(model).__name__}")
+
+
+@dataclass
+class PreparedModel:
+    """A model checked against its plan: what the ranks receive."""
+
+    source: ModelSource
+    names: list[str]
+    shared: list[dict[str, int]] = field(default_factory=list)  # per tensor that layers share: its names → their layers
+
+    def build_stage(self, own: Sequence[int], seed: int, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
+        """The model pruned to the layers ``own``, with their weights on ``device``, and what
+        was read to load them."""
+        root = self.source.build(seed)
+        aliases = tied_aliases(root, self.names)  # every name of a shared tensor, other ranks' layers included
+        keep_layers(root, self.names, [self.names[i] for i in own])
+        loaded = self.source.load(root, self.names, own, aliases, seed, device)
+        return root, loaded
+
+
+def check_layers(root: nn.Module, names: Sequence[str], num_layers: int | None, instance: Instance | None) -> None:
     """Raise ModelError unless the model's layers match the plan (and the instance, if given).
 
-    Checked: the count; with an instance, each layer's name (by position) and, where the
-    instance gives ``params``, the parameter count.
+    Checked: the count; that each name is a module of the model, every parameter lies in a
+    layer and no layer inside another; with an instance, the names and, where the instance
+    gives ``params``, the parameter counts.
     """
-    if len(layers) != num_layers:
-        raise ModelError(f"model has {len(layers)} layers, the plan {num_layers}")
-    if instance is None:
-        return
-    if instance.num_layers != num_layers:
+    if instance is not None and num_layers is not None and instance.num_layers != num_layers:
         raise ModelError(f"instance: {instance.name!r} has {instance.num_layers} layers, the plan {num_layers}")
-    for i, ((name, module), layer) in enumerate(zip(layers, instance.layers)):
-        if name != layer.name:
-            raise ModelError(f"layer {i}: the model calls it {name!r}, the instance {layer.name!r}")
-        if layer.params and param_count(module) != layer.params:
-            raise ModelError(
-                f"layer {i} ({name}): the model has {param_count(module):,} parameters, the instance {layer.params:,}"
-            )
+    if num_layers is not None and len(names) != num_layers:
+        raise ModelError(f"model has {len(names)} layers, the plan {num_layers}")
+    if instance is not None:
+        if instance.num_layers != len(names):
+            raise ModelError(f"instance: {instance.name!r} has {instance.num_layers} layers, the model {len(names)}")
+        for i, (name, layer) in enumerate(zip(names, instance.layers)):
+            if name != layer.name:
+                raise ModelError(f"layer {i}: the model calls it {name!r}, the instance {layer.name!r}")
+    counts = [sum(param_count(m) for m in layer_modules(root, name)) for name in names]
+    check_covered(root, names)
+    for i, (name, layer) in enumerate(zip(names, instance.layers if instance is not None else ())):
+        if layer.params and counts[i] != layer.params:
+            raise ModelError(f"layer {i} ({name}): the model has {counts[i]:,} parameters, the instance {layer.params:,}")
 
 
-def _reset(module: nn.Module) -> None:
-    for sub in module.modules():
-        reset = getattr(sub, "reset_parameters", None)
-        if callable(reset):
-            reset()
-
-
-def materialise_layer(layer: nn.Module, index: int, seed: int, device: torch.device) -> nn.Module:
-    """Give a meta-device layer real storage on ``device`` and its seeded initial weights."""
-    layer = layer.to_empty(device=device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed + index)
-        _reset(layer)
-    return layer
-
-
-def build_model(factory: Callable[[], nn.Module] | str, seed: int = 0, device: str = "cpu") -> nn.Module:
-    """The whole model with the weights each rank materialises for its layers."""
-    if isinstance(factory, str):
-        factory = resolve_factory(factory)
-    with torch.device("meta"):
-        model = factory()
-    for index, (name, layer) in enumerate(layers_of(model)):
-        setattr(model, name, materialise_layer(layer, index, seed, torch.device(device)))
-    return model
-
-
-def meta_layers(model: nn.Module | Callable[[], nn.Module] | str) -> tuple[list[tuple[str, nn.Module]], Any]:
-    """The layers to check before any process starts, and what the ranks receive."""
-    if isinstance(model, nn.Module):
-        return layers_of(model), model
-    factory = resolve_factory(model) if isinstance(model, str) else model
-    if not callable(factory):
-        raise ModelError(f"model: expected an nn.Module or a factory, got {type(model).__name__}")
+def prepare_model(model: Any, num_layers: int | None = None, instance: Instance | None = None, *,
+                  checkpoint: str | Path | None = None, init: str | None = None) -> PreparedModel:
+    """Resolve ``model`` and check it, before any process starts: against the plan's
+    ``num_layers`` (and ``instance``), and its checkpoint or initialisation."""
+    source = resolve_model(model, checkpoint=checkpoint, init=init)
     try:
-        with torch.device("meta"):
-            built = factory()
+        root = source.skeleton()
+    except ModelError:
+        raise
     except Exception as exc:  # the user's code: said in one line, before any rank starts
         raise ModelError(f"model: the factory failed on the meta device ({type(exc).__name__}: {exc})") from None
-    if not isinstance(built, nn.Module):
-        raise ModelError(f"model: the factory returned {type(built).__name__}, not an nn.Module")
-    return layers_of(built), model
+    names = source.layer_names(root, instance)
+    check_layers(root, names, num_layers, instance)
+    source.check(root, names)
+    index = {name: i for i, name in enumerate(names)}
+    layer_of = {key: index[layer] for key, (layer, *_) in layer_tensors(root, names).items()}
+    groups = sorted({aliases for aliases in tied_aliases(root, names).values() if len(aliases) > 1})
+    return PreparedModel(source, names, [{key: layer_of[key] for key in group} for group in groups])
+
+
+def build_model(model: Any, *, checkpoint: str | Path | None = None, init: str | None = None, seed: int = 0,
+                instance: Instance | None = None, device: str = "cpu") -> nn.Module:
+    """The whole model with the weights the ranks hold for their layers, in one process: the
+    reference that a pipelined run of it equals (a factory, with or without its checkpoint or
+    ``init``, or a Hugging Face directory)."""
+    if isinstance(model, nn.Module):
+        raise ModelError("model: build_model builds from a factory or a Hugging Face directory; an nn.Module is built")
+    prepared = prepare_model(model, None, instance, checkpoint=checkpoint, init=init)
+    root, _ = prepared.build_stage(range(len(prepared.names)), seed, torch.device(device))
+    return root

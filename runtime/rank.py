@@ -1,6 +1,7 @@
 """What one rank does: hold its partition, run it as a pipeline stage, measure it.
 
-Each rank builds an ``nn.Sequential`` of its partition's layers (a DAG plan: a
+Each rank builds the model pruned to its partition's layers, with their weights only
+(:mod:`runtime.model`), as a stage (:mod:`runtime.stage`; a DAG plan's:
 :class:`~runtime.graph.GraphStage`) and runs it through ``torch.distributed.pipelining``
 (``PipelineStage`` with ``ScheduleGPipe`` or ``Schedule1F1B``): the schedule sends each
 micro-batch's boundary tensors to the next rank (and, when training, their gradients back).
@@ -8,7 +9,9 @@ The rank measures what it held and sent from the tensors themselves: parameter b
 activation bytes (each layer's output per micro-batch, and the skips a DAG stage relays;
 when training, the bytes autograd saved for backward and still held, at their peak, the
 gradients and the optimizer's state), bytes sent and received, and time per micro-batch and
-per step.
+per step. A tensor that layers on several ranks share (a head tied to the embedding) starts
+equal on all of them (broadcast from the first), and in training its gradients are summed
+over them before each optimizer step, as Megatron and DeepSpeed keep tied embeddings in sync.
 
 A rank runs one untimed warm-up step first (the stage's shape inference, the first
 allocations; training: forward and backward, gradients discarded, no weight update), then
@@ -18,12 +21,10 @@ the initial weights, so that they equal the single-process model's.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import time
 import warnings
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -36,7 +37,8 @@ from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGP
 
 from .graph import Graph
 from .l2_cache import reserve_weights
-from .model import layers_of, materialise_layer, resolve_factory
+from .model import PreparedModel
+from .stage import Stage
 
 __all__ = ["Job", "run_rank", "SCHEDULES", "OPTIMIZERS"]
 
@@ -51,7 +53,7 @@ class Job:
     partitions: list[list[int]]
     predicted_bytes: list[int]
     devices: list[str] | None
-    model: Any  # an nn.Module, a picklable factory, or "module:function"
+    model: PreparedModel
     inputs: torch.Tensor | None
     target: torch.Tensor | None
     micro_batches: int
@@ -69,6 +71,9 @@ class Job:
     graph: Graph | None = None  # a DAG plan's wiring; None: a chain
     steps: int = 1  # timed steps, after one warm-up step
     threads: int | None = None  # intra-op threads of a CPU rank; None: torch's default
+    predicted_weight_bytes: list[int] | None = None  # per rank, beside the parameters it loaded
+    predicted_activation_bytes: list[int] | None = None  # per rank, beside the activations it held
+    prediction: str | None = None  # where those predictions come from
 
 
 def threads_per_rank(ranks_here: int) -> int:
@@ -95,7 +100,7 @@ def _nbytes(value: Any) -> int:
 class _Meter:
     """Hooks that count what the stage holds, sends and receives, from the real tensors."""
 
-    def __init__(self, stage: nn.Module, first: bool, last: bool) -> None:
+    def __init__(self, stage: Stage, first: bool, last: bool) -> None:
         self.layer_outputs: dict[str, int] = {}
         self.sent_per_call: list[int] = []
         self.received_per_call: list[int] = []
@@ -106,8 +111,7 @@ class _Meter:
         self._live: dict[int, list[int]] = {}  # storage address -> [references, bytes]
         self._params = {p.untyped_storage().data_ptr() for p in stage.parameters()}
         self._started = 0.0
-        for name, layer in stage.named_children():
-            layer.register_forward_hook(self._output_hook(name))
+        stage.observers.append(self._layer_output)
         stage.register_forward_pre_hook(self._pre)
         stage.register_forward_hook(self._post)
         stage.register_full_backward_pre_hook(self._backward_pre)
@@ -116,10 +120,8 @@ class _Meter:
         self._relayed = getattr(stage, "relayed", [])  # a DAG stage's outputs that only pass through it
         self.relayed_bytes = 0
 
-    def _output_hook(self, name: str):  # type: ignore[no-untyped-def]
-        def hook(module, args, output):  # type: ignore[no-untyped-def]
-            self.layer_outputs[name] = max(self.layer_outputs.get(name, 0), _nbytes(output))
-        return hook
+    def _layer_output(self, name: str, output: Any) -> None:
+        self.layer_outputs[name] = max(self.layer_outputs.get(name, 0), _nbytes(output))
 
     def _pre(self, module, args):  # type: ignore[no-untyped-def]
         self.received_per_call.append(0 if self.first else _nbytes(args))
@@ -192,18 +194,21 @@ def _device(job: Job, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def _own_layers(job: Job, rank: int, device: torch.device) -> "OrderedDict[str, nn.Module]":
-    indices = job.partitions[rank]
-    if isinstance(job.model, nn.Module):
-        # torch.multiprocessing hands tensors over in shared memory: copy the layers, so
-        # that training here never writes into the caller's model.
-        layers = layers_of(job.model)
-        return OrderedDict((layers[i][0], copy.deepcopy(layers[i][1]).to(device)) for i in indices)
-    factory = resolve_factory(job.model) if isinstance(job.model, str) else job.model
-    with torch.device("meta"):
-        model = factory()
-    layers = layers_of(model)
-    return OrderedDict((layers[i][0], materialise_layer(layers[i][1], i, job.seed, device)) for i in indices)
+def _shared_tensors(job: Job, rank: int, stage: nn.Module) -> list[tuple[Any, int, nn.Parameter]]:
+    """(process group, its first rank, this rank's tensor) for each tensor that layers on
+    several ranks share and this rank holds. Every rank makes every group (a collective)."""
+    stage_of = {i: j for j, part in enumerate(job.partitions) for i in part}
+    out = []
+    for names in job.model.shared:
+        holders = {key: stage_of[i] for key, i in names.items()}
+        ranks = sorted(set(holders.values()))
+        if len(ranks) < 2:
+            continue  # held by one rank: one tensor there already
+        group = dist.new_group(ranks)
+        mine = [key for key, r in holders.items() if r == rank]
+        if mine:
+            out.append((group, ranks[0], stage.get_parameter(mine[0])))
+    return out
 
 
 def run_rank(rank: int, job: Job, world_size: int | None = None, local_rank: int | None = None) -> None:
@@ -235,15 +240,20 @@ def _run(rank: int, world: int, local: int, job: Job) -> None:
     if device.type == "cpu" and job.threads:
         torch.set_num_threads(job.threads)
     first, last = rank == 0, rank == world - 1
-    layers = _own_layers(job, rank, device)
+    own = job.partitions[rank]
+    root, loaded = job.model.build_stage(own, job.seed, device)
     # A chain's stage passes one activation on; a DAG's takes and gives every tensor crossing its boundaries.
-    module = (job.graph.stage(layers, job.partitions, rank) if job.graph is not None
-              else nn.Sequential(layers))
+    module = (job.graph.stage(root, job.partitions, rank) if job.graph is not None
+              else job.model.source.stage(root, [job.model.names[i] for i in own]))
+    shared = _shared_tensors(job, rank, module)
+    with torch.no_grad():
+        for group, first_rank, tensor in shared:
+            dist.broadcast(tensor, src=first_rank, group=group)
     l2 = reserve_weights(module, device)  # the seed's step 4: the stage's weights in persisting L2
     meter = _Meter(module, first, last)
     param_bytes = sum(_nbytes(p) for p in module.parameters())
     stage = PipelineStage(module, rank, world, device)
-    loss_fn = job.loss_fn or nn.functional.mse_loss
+    loss_fn = job.loss_fn or job.model.source.loss_fn() or nn.functional.mse_loss
     schedule = SCHEDULES[job.schedule](stage, n_microbatches=job.micro_batches, loss_fn=loss_fn if job.train else None)
     inputs = job.inputs.to(device) if first and job.inputs is not None else None
     target = job.target.to(device) if last and job.target is not None else None
@@ -279,12 +289,20 @@ def _run(rank: int, world: int, local: int, job: Job) -> None:
         busy += time.perf_counter() - started
         return result
 
+    def sum_shared() -> None:
+        for group, _, tensor in shared:  # a shared tensor's gradient: the sum of its holders'
+            if tensor.grad is None:
+                tensor.grad = torch.zeros_like(tensor)
+            dist.all_reduce(tensor.grad, group=group)
+
     def update() -> None:
         optimizer.step()  # type: ignore[union-attr]
         optimizer.zero_grad(set_to_none=True)  # type: ignore[union-attr]
 
     for index in range(job.steps):
         result = timed(lambda: step(losses if index == 0 else []))
+        if optimizer is not None:
+            timed(sum_shared)
         if index == 0:  # the outputs and gradients at the initial weights
             output = result.detach().cpu().clone() if isinstance(result, torch.Tensor) else result
             if optimizer is not None:
@@ -307,9 +325,16 @@ def _run(rank: int, world: int, local: int, job: Job) -> None:
         "rank": rank,
         "device": (job.devices or [None] * world)[rank] or str(device),
         "torch_device": str(device),
-        "layers": list(module._modules.keys()),
+        "layers": module.layer_names,
         "predicted_bytes": job.predicted_bytes[rank] if job.predicted_bytes else None,
         "param_bytes": param_bytes,
+        "predicted_weight_bytes": job.predicted_weight_bytes[rank] if job.predicted_weight_bytes else None,
+        # What this rank read of the checkpoint (None: its weights came with the model, or were initialised).
+        "loaded_bytes": loaded.get("bytes"),
+        "loaded_keys": loaded.get("keys"),
+        "predicted_activation_bytes": job.predicted_activation_bytes[rank] if job.predicted_activation_bytes else None,
+        # Per micro-batch in inference; in training what autograd saved and still held, at its peak.
+        "activation_bytes": meter.saved_peak if job.train else activation_bytes,
         "grad_bytes": grad_bytes if job.train else None,
         "optimizer_state_bytes": state_bytes if job.train else None,
         "activation_bytes_per_micro_batch": activation_bytes,

@@ -107,7 +107,7 @@ def from_hf_config(
         The batch (per micro-batch, with a schedule) and the sequence length.
     dtype:
         The weights (``bf16``, ``fp16``, ``fp32``, ``fp8``, ``int8``, ``int4``); default the
-        config's ``torch_dtype``.
+        config's ``dtype`` (transformers 5's spelling; ``torch_dtype`` in older configs).
     activation_dtype:
         The activations and KV cache; default ``dtype`` when it is 16 or 32 bits, else bf16
         (quantized weights compute in bf16).
@@ -149,9 +149,10 @@ def from_hf_config(
     if family not in FAMILIES:
         raise InstanceError(f"config.model_type: unsupported model_type {family!r} (supported: {', '.join(FAMILIES)})")
     if dtype is None:
-        torch_dtype = raw.get("torch_dtype")
+        key = "dtype" if "dtype" in raw else "torch_dtype"
+        torch_dtype = raw.get(key)
         if torch_dtype not in _TORCH_DTYPES:
-            raise InstanceError(f"config.torch_dtype: cannot tell the dtype from {torch_dtype!r}; pass dtype=")
+            raise InstanceError(f"config.{key}: cannot tell the dtype from {torch_dtype!r}; pass dtype=")
         dtype = _TORCH_DTYPES[torch_dtype]
     elif dtype not in DTYPE_BITS:
         raise InstanceError(f"dtype: unknown dtype {dtype!r} (allowed: {', '.join(DTYPE_BITS)})")

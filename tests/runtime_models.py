@@ -79,3 +79,58 @@ def unet_like(width: int = 16) -> nn.Sequential:
     layers = [("enc0", nn.Linear(width, width)), ("enc1", nn.Linear(width, width)), ("mid", nn.Linear(width, width)),
               ("dec1", Join(width)), ("dec0", Join(width)), ("head", nn.Linear(width, width))]
     return nn.Sequential(OrderedDict(layers))
+
+
+class Gain(nn.Module):
+    """A learned gain per feature: a parameter with no reset_parameters()."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        self.gain = nn.Parameter(torch.ones(width))
+
+    def forward(self, x):
+        return x * self.gain
+
+
+class Wave(nn.Module):
+    """A projection plus a fixed sinusoid, computed in the constructor: a non-persistent buffer
+    (as rotary embeddings keep ``inv_freq``), which no checkpoint holds."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        self.proj = nn.Linear(width, width)
+        self.register_buffer("freq", 1.0 / 10000 ** (torch.arange(width) / width), persistent=False)
+
+    def forward(self, x):
+        return self.proj(x) + torch.sin(3.0 * self.freq)
+
+
+def custom_model(width: int = 16) -> nn.Sequential:
+    """Nested: its children are embed, blocks, norm, head; an instance may name the blocks'
+    own modules instead (blocks.b0, blocks.b1)."""
+    blocks = nn.Sequential(OrderedDict(b0=nn.Sequential(Gain(width), Wave(width)),
+                                       b1=nn.Sequential(nn.Linear(width, width), nn.GELU())))
+    return nn.Sequential(OrderedDict(embed=nn.Linear(width, width), blocks=blocks, norm=nn.LayerNorm(width),
+                                     head=nn.Linear(width, width)))
+
+
+def trained_model(path: str) -> nn.Sequential:
+    """custom_model with the trained weights saved at ``path``: a factory that loads them."""
+    model = custom_model()
+    model.load_state_dict(torch.load(path, weights_only=True))
+    return model
+
+
+class Partial(nn.Module):
+    """Its reset_parameters() sets one of its two parameters."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(width))
+        self.bias = nn.Parameter(torch.empty(width))
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+
+    def forward(self, x):
+        return x * self.weight + self.bias

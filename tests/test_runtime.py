@@ -295,7 +295,7 @@ def test_a_mismatched_model_fails_before_any_process_starts():
     with pytest.raises(ModelError, match=r"^layer 3 \(l3\): the model has 1,088 parameters, the instance 272$"):
         runtime.execute(plan, wide, torch.randn(4, 16), instance=inst)
     renamed = nn.Sequential(*linear_chain())  # children named 0, 1, ...
-    with pytest.raises(ModelError, match=r"^layer 0: the model calls it '0', the instance 'l0'$"):
+    with pytest.raises(ModelError, match=r"^layer 'l0': the model has no module 'l0'$"):
         runtime.execute(plan, renamed, torch.randn(4, 16), instance=inst)
     with pytest.raises(runtime.ExecutionError, match=r"^micro_batches: 1F1B needs at least one micro-batch per stage \(2\), got 1$"):
         runtime.execute(plan, linear_chain(), torch.randn(4, 16), schedule="1f1b")
@@ -415,7 +415,7 @@ def test_layerfit_run_refuses_bad_files_and_models(tmp_path, capsys):
     wide.write_text(json.dumps(synthetic_instance(synthetic_model(hidden=128), micro_batch=2).to_dict()))
     cases += [
         ([str(plan), "--model", "runtime.synthetic:synthetic_model", "--instance", str(instance)],
-         "layer 0: the model calls it 'embed', the instance 'l0'"),
+         "layer 'l0': the model has no module 'l0'"),
         ([str(plan), "--model", "runtime.synthetic:synthetic_model", "--instance", str(short)],
          "instance: 'short' has 4 layers, the plan 8"),
         ([str(plan), "--model", "runtime.synthetic:synthetic_model", "--instance", str(wide)],
