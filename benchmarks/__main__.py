@@ -23,6 +23,7 @@ SCRIPTS = [  # (script, takes --quick)
     ("bench_free_pool.py", True),
     ("bench_solver.py", True),
     ("bench_runtime.py", True),
+    ("bench_hf_runtime.py", True),
 ]
 
 

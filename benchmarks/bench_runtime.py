@@ -51,8 +51,9 @@ def as_plan(instance, partitions) -> Plan:
                 num_layers=instance.num_layers, metrics=metrics, num_partitions_requested=len(partitions))
 
 
-def predicted_step_s(instance, plan: Plan, cores: int) -> float:
-    k, m = len(plan.partitions), MICRO
+def predicted_step_s(instance, plan: Plan, cores: int, m: int = MICRO) -> float:
+    """m micro-batches take (m + k − 1) slots of the slowest stage, never less than the work over the cores."""
+    k = len(plan.partitions)
     total = sum(instance.layers[i].time for i in range(instance.num_layers))
     return max((m + k - 1) * plan.metrics["max_time"], m * total / min(cores, k))
 

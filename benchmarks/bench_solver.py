@@ -169,7 +169,7 @@ def machine():
     except OSError:
         pass
     versions = {}
-    for pkg in ("ortools", "pulp", "highspy", "networkx", "torch"):
+    for pkg in ("ortools", "pulp", "highspy", "networkx", "torch", "transformers"):
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:

@@ -104,7 +104,7 @@ def _inputs(args: argparse.Namespace, source: ModelSource) -> tuple[torch.Tensor
         seq_len = 128 if args.seq_len is None else args.seq_len
         if seq_len < 1:
             raise ExecutionError(f"--seq-len: expected a positive number of tokens, got {seq_len}")
-        inputs = random_token_ids(source.config(), args.batch, seq_len, args.seed)
+        inputs = random_token_ids(source.config, args.batch, seq_len, args.seed)
         target = inputs  # language modelling: the labels are the inputs, shifted by the loss
     else:
         module = importlib.import_module(args.model.partition(":")[0])

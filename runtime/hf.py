@@ -24,6 +24,7 @@ import copy
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +48,25 @@ def is_hf_directory(spec: Any) -> bool:
     return isinstance(spec, (str, Path)) and Path(spec).is_dir() and (Path(spec) / CONFIG_FILE).is_file()
 
 
+TRANSFORMERS = (5, 24)  # its loader's API (weight conversions, the loading report) as the runtime calls it
+
+
+def _check_transformers() -> None:
+    try:
+        import transformers
+    except ImportError:
+        raise ModelError("model: a Hugging Face directory needs transformers >= 5.24 "
+                         "(pip install 'layerfit[hf]')") from None
+    found = tuple(int(part) for part in re.findall(r"\d+", transformers.__version__)[:2])
+    if found < TRANSFORMERS:
+        raise ModelError(f"model: a Hugging Face directory needs transformers >= 5.24, found {transformers.__version__}")
+
+
 def load_config(directory: str | Path) -> Any:
     """transformers' config of the model in ``directory``; ModelError if it cannot be read."""
-    try:
-        from transformers import AutoConfig
-    except ImportError:
-        raise ModelError("model: a Hugging Face directory needs transformers (pip install transformers)") from None
+    _check_transformers()
+    from transformers import AutoConfig
+
     try:
         return AutoConfig.from_pretrained(str(directory), local_files_only=True)
     except Exception as exc:  # transformers' own message, in one line
@@ -91,6 +105,7 @@ class Layout:
     blocks: str
     norm: str
     head: str = "lm_head"
+    learned_positions: bool = False  # an embedding per position (GPT-2's wpe): no sequence longer than it
 
     @property
     def embedding(self) -> str:
@@ -102,7 +117,8 @@ class Layout:
                 f"{self.base}.{self.norm}", self.head]
 
 
-LAYOUTS = (Layout("model", ("embed_tokens",), "layers", "norm"), Layout("transformer", ("wte", "wpe"), "h", "ln_f"))
+LAYOUTS = (Layout("model", ("embed_tokens",), "layers", "norm"),
+           Layout("transformer", ("wte", "wpe"), "h", "ln_f", learned_positions=True))
 
 
 def layout_of(model: nn.Module) -> Layout:
@@ -230,6 +246,12 @@ class CausalLMStage(Stage):
         self.__dict__["_recorder"] = _with_modules(base, {layout.blocks: recorders, layout.norm: _Stop(), **absent})
         self.__dict__["_head_model"] = _with_modules(root, {layout.base: _Given()})
 
+    def train(self, mode: bool = True) -> "CausalLMStage":
+        super().train(mode)
+        for twin in (self._recorder, self._head_model):  # their own flags; their modules are the stage's
+            twin.train(mode)
+        return self
+
     def _record(self, x: torch.Tensor) -> dict[int, tuple[tuple, dict]]:
         """The arguments the model's forward gives each decoder layer for this input."""
         self._notes.clear()
@@ -309,11 +331,16 @@ class HFSource(ModelSource):
     def weights(self) -> str:
         return self.checkpoint or self.directory
 
+    @cached_property
     def config(self) -> Any:
         return load_config(self.directory)
 
+    @cached_property
+    def layout(self) -> Layout:
+        return layout_of(self.skeleton())
+
     def skeleton(self) -> nn.Module:
-        return build_causal_lm(self.config())
+        return build_causal_lm(self.config)
 
     def layer_names(self, root: nn.Module, instance: Any) -> list[str]:
         return layer_names(root)
@@ -324,7 +351,7 @@ class HFSource(ModelSource):
     def check_batch(self, inputs: torch.Tensor, target: torch.Tensor | None) -> None:
         """Token ids [batch, sequence] within the vocabulary and the model's positions; a target
         (labels: token ids, -100 ignored) of the same shape."""
-        config = self.config()
+        config = self.config
         for where, tensor in (("inputs", inputs), ("target", target)):
             if tensor is None:
                 continue
@@ -338,7 +365,7 @@ class HFSource(ModelSource):
                 bad = int(ids.min()) if int(ids.min()) < 0 else int(ids.max())
                 raise ModelError(f"{where}: token id {bad} is outside the vocabulary (0 to {config.vocab_size - 1})")
         positions = getattr(config, "max_position_embeddings", None)
-        if positions and inputs.shape[1] > positions:
+        if self.layout.learned_positions and positions and inputs.shape[1] > positions:
             raise ModelError(f"inputs: sequences of {inputs.shape[1]} tokens, beyond the model's {positions} positions "
                              "(max_position_embeddings)")
 
@@ -347,7 +374,7 @@ class HFSource(ModelSource):
         length, in the model's dtype (None when the importer does not read this model type)."""
         from solver import InstanceError, from_hf_config
 
-        dtype = _DTYPE_NAMES.get(build_dtype(self.config()))
+        dtype = _DTYPE_NAMES.get(build_dtype(self.config))
         try:
             return from_hf_config(Path(self.directory) / CONFIG_FILE, batch_size=micro_batch, seq_len=inputs.shape[1],
                                   dtype=dtype, mode="training" if train else "inference")
@@ -367,9 +394,9 @@ class HFSource(ModelSource):
         aliases = tied_aliases(model, names)
         info = _transformers_load(model, {k: torch.empty(checkpoint.shape(k), device="meta") for k in checkpoint.keys()},
                                   "meta")
-        self._raise_for(info, checkpoint, names, aliases, model)
+        self._check_report(info, checkpoint, names, aliases, model)
 
-    def _raise_for(self, info: Any, checkpoint: Checkpoint, names: Sequence[str], aliases: dict[str, tuple[str, ...]],
+    def _check_report(self, info: Any, checkpoint: Checkpoint, names: Sequence[str], aliases: dict[str, tuple[str, ...]],
                    model: nn.Module, own: Sequence[str] | None = None) -> None:
         """ModelError naming the first mis-shaped, missing (of ``own`` keys, default all) or
         unexpected key, or conversion error, in transformers' loading report ``info``."""
@@ -408,7 +435,7 @@ class HFSource(ModelSource):
             if stored and not set(mine_in_group) & set(stored):
                 tensors[mine_in_group[0]] = _Lazy(checkpoint, stored[0])
         info = _transformers_load(root, tensors, "cpu")
-        self._raise_for(info, checkpoint, names, aliases, root, own=keys)
+        self._check_report(info, checkpoint, names, aliases, root, own=keys)
         for group in groups:
             mine_in_group = [k for k in group if k in keys]
             loaded = next(k for k in mine_in_group if k not in info.missing_keys)

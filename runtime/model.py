@@ -187,7 +187,7 @@ class FactorySource(ModelSource):
         if self.init == "random":
             return random_weights(root, names, own, seed, device, reset_parameters)
         if self.checkpoint is None:  # built for real: the factory's own weights
-            materialise(root, mine, lambda _, t: t.detach(), device)
+            root.to(device)
             return {}
         checkpoint = Checkpoint(self.checkpoint)
         # The other layers' keys are the other ranks' (the whole file was checked before any rank started).

@@ -59,3 +59,22 @@ def test_profile_module_measures_workspace_and_time_on_cuda():
     assert all(layer.buffer_bytes > 0 for layer in inst.layers if layer.name.startswith("block"))
     plan = solve(inst, objective="min_stage_time", num_partitions=2)
     validate_plan(inst, plan)
+
+
+def test_a_hugging_face_model_runs_on_cuda(tmp_path):
+    pytest.importorskip("transformers")
+    from hf_models import save, token_ids
+
+    from solver import from_hf_config
+
+    model = save("llama", tmp_path).eval()
+    plan = solve(from_hf_config(tmp_path / "config.json", batch_size=2, seq_len=9), objective="min_bottleneck",
+                 num_partitions=1)
+    ids = token_ids(4, 9)
+    result = runtime.execute(plan, tmp_path, ids, micro_batches=2)
+    (rank,) = result.report["ranks"]
+    assert result.report["backend"] == "nccl" and rank["torch_device"] == "cuda:0"
+    with torch.no_grad():
+        assert torch.allclose(result.outputs, model(ids).logits, atol=1e-4)
+    assert rank["loaded_bytes"] == rank["param_bytes"] == rank["predicted_weight_bytes"]
+    assert rank["cuda_max_allocated_bytes"] >= rank["param_bytes"]

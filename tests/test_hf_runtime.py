@@ -150,3 +150,54 @@ def test_layerfit_run_trains_a_directory_on_its_inputs(saved, tmp_path):
     assert report["ranks"][-1]["loss"] == pytest.approx(model(ids, labels=ids).loss.item(), rel=1e-5)
     assert [r["loaded_bytes"] for r in report["ranks"]] == [r["param_bytes"] for r in report["ranks"]]
     assert "predicted: from_hf_config at micro-batch 2, sequence 9; activations: saved for backward" in out.stdout
+
+
+def test_layerfit_run_refuses_what_cannot_run_before_launching(saved, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from runtime.synthetic import synthetic_instance, synthetic_model
+    from solver.cli import main
+
+    directory, _ = saved("llama")
+    _, plan = plan_of(directory, 2)
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps(plan.to_dict()))
+    gpt2, _ = saved("gpt2")  # learned positions: 64 of them
+    gpt2_plan = tmp_path / "gpt2-plan.json"
+    gpt2_plan.write_text(json.dumps(plan_of(gpt2, 2)[1].to_dict()))
+    gpt2_instance = tmp_path / "gpt2.json"
+    gpt2_instance.write_text(json.dumps(plan_of(gpt2, 2)[0].to_dict()))
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    floats = tmp_path / "floats.pt"
+    torch.save(torch.randn(4, SEQ), floats)
+    wide = tmp_path / "wide.safetensors"
+    save_file({"inputs": torch.full((4, SEQ), VOCAB)}, wide)
+    synthetic = solve(synthetic_instance(synthetic_model(), 2), objective="min_bottleneck", num_partitions=2)
+    synthetic_plan = tmp_path / "synthetic.json"
+    synthetic_plan.write_text(json.dumps(synthetic.to_dict()))
+    cases = [
+        ([str(plan_file), "--model", str(directory), "--seq-len", "0"], "--seq-len: expected a positive number of tokens, got 0"),
+        ([str(gpt2_plan), "--model", str(gpt2), "--seq-len", "65"],
+         "inputs: sequences of 65 tokens, beyond the model's 64 positions (max_position_embeddings)"),
+        ([str(plan_file), "--model", str(directory), "--inputs", str(floats)],
+         "inputs: a Hugging Face causal LM takes token ids [batch, sequence] as a LongTensor, got float32 of shape [4, 9]"),
+        ([str(plan_file), "--model", str(directory), "--inputs", str(wide)],
+         f"inputs: token id {VOCAB} is outside the vocabulary (0 to {VOCAB - 1})"),
+        ([str(plan_file), "--model", str(directory), "--inputs", str(tmp_path / "none.pt")],
+         f"--inputs: no such file {str(tmp_path / 'none.pt')!r}"),
+        ([str(plan_file), "--model", str(bare)], f"model: {bare} is a folder without a config.json (a Hugging Face model "
+                                                   "directory has one)"),
+        ([str(plan_file), "--model", str(directory), "--checkpoint", str(floats), "--init", "random"],
+         "init: random initialisation and a checkpoint exclude each other; give one"),
+        ([str(synthetic_plan), "--model", "runtime.synthetic:synthetic_model", "--seq-len", "8"],
+         "--seq-len: sets the random token ids of a Hugging Face model directory; runtime.synthetic:synthetic_model is "
+         "not one"),
+        ([str(plan_file), "--model", str(directory), "--instance", str(gpt2_instance)],
+         "layer 0: the model calls it 'model.embed_tokens', the instance 'transformer.wte+wpe'"),
+    ]
+    capsys.readouterr()  # what saving the models printed
+    for args, message in cases:
+        assert main(["run", *args]) == 2, args
+        out, err = capsys.readouterr()
+        assert out == "" and err == f"layerfit: error: {message}\n", (args, err)

@@ -82,3 +82,16 @@ def test_mixtral_experts_are_read_through_transformers_conversion(tmp_path):
     assert root.get_parameter("model.layers.1.mlp.experts.gate_up_proj").shape == (4, 128, 32)
     assert all(key.startswith("model.layers.1.") for key in loaded["keys"])
     assert len(loaded["keys"]) == 4 * 3 + 1 + 4 + 2  # experts' w1-w3, the router, q/k/v/o, two norms
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_random_initialisation_sets_every_parameter(tmp_path, family):
+    from runtime import build_model
+
+    save(family, tmp_path)
+    one, two = build_model(tmp_path, init="random", seed=3), build_model(tmp_path, init="random", seed=3)
+    for (name, a), b in zip(one.named_parameters(), two.parameters()):
+        assert torch.equal(a, b) and torch.isfinite(a).all(), name  # seeded; each one set (NaN before)
+    ids = token_ids(1, 5)
+    with torch.no_grad():
+        assert torch.isfinite(one(ids).logits).all()
