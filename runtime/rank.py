@@ -161,7 +161,10 @@ class _Meter:
             self.saved += entry[1]
             self.saved_peak = max(self.saved_peak, self.saved)
         entry[0] += 1
-        return _Saved(tensor, self, address)
+        # Detached: a tensor an op saves of its own output would otherwise hold its graph (output →
+        # grad_fn → saved → output), a cycle that outlives a forward no backward runs through (the
+        # pipeline's shape inference on the first stage), and it would be counted as held for ever.
+        return _Saved(tensor.detach(), self, address)
 
     def unpack(self, saved: Any) -> torch.Tensor:
         return saved.tensor if isinstance(saved, _Saved) else saved
@@ -317,10 +320,11 @@ def _run(rank: int, world: int, local: int, job: Job) -> None:
 
     activation_bytes = sum(meter.layer_outputs.values())
     sent, received = meter.step_totals(job.steps)
-    # Training holds the gradients and the optimizer's state beside the weights: the terms the
-    # plan adds up, each measured.
-    held = param_bytes + meter.relayed_bytes + (grad_bytes + state_bytes + meter.saved_peak if job.train
-                                                else activation_bytes)
+    # The terms the plan adds up, each measured: activations (per micro-batch in inference; in
+    # training what autograd saved and still held, at its peak; and what a DAG stage relays) beside
+    # the weights, and in training the gradients and the optimizer's state.
+    activations = meter.relayed_bytes + (meter.saved_peak if job.train else activation_bytes)
+    held = param_bytes + activations + (grad_bytes + state_bytes if job.train else 0)
     report = {
         "rank": rank,
         "device": (job.devices or [None] * world)[rank] or str(device),
@@ -333,8 +337,7 @@ def _run(rank: int, world: int, local: int, job: Job) -> None:
         "loaded_bytes": loaded.get("bytes"),
         "loaded_keys": loaded.get("keys"),
         "predicted_activation_bytes": job.predicted_activation_bytes[rank] if job.predicted_activation_bytes else None,
-        # Per micro-batch in inference; in training what autograd saved and still held, at its peak.
-        "activation_bytes": meter.saved_peak if job.train else activation_bytes,
+        "activation_bytes": activations,
         "grad_bytes": grad_bytes if job.train else None,
         "optimizer_state_bytes": state_bytes if job.train else None,
         "activation_bytes_per_micro_batch": activation_bytes,

@@ -201,3 +201,19 @@ def test_layerfit_run_refuses_what_cannot_run_before_launching(saved, tmp_path, 
         assert main(["run", *args]) == 2, args
         out, err = capsys.readouterr()
         assert out == "" and err == f"layerfit: error: {message}\n", (args, err)
+
+
+def test_training_holds_the_micro_batches_in_flight_and_no_more(saved):
+    # What each layer saves, from profile_module, times the micro-batches a stage holds (GPipe:
+    # all of them): exactly the first stage's peak. Its shape inference runs a forward that no
+    # backward follows; the outputs that ops save of themselves (softmax, rsqrt) once kept that
+    # graph, and its bytes, alive for the whole run.
+    from runtime.hf import layer_names
+
+    directory, model = saved("llama")
+    inst, plan = plan_of(directory, 2)
+    ids = token_ids(8, SEQ, seed=6)
+    profiled = runtime.profile_module(model, ids[:2], layers=layer_names(model), training=True)
+    result = runtime.execute(plan, directory, ids, target=ids, micro_batches=4, schedule="gpipe", train=True)
+    first = result.report["ranks"][0]
+    assert first["saved_for_backward_peak_bytes"] == 4 * sum(profiled.layers[i].activation_bytes for i in plan.partitions[0])
