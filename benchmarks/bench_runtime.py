@@ -58,31 +58,78 @@ def predicted_step_s(instance, plan: Plan, cores: int, m: int = MICRO) -> float:
     return max((m + k - 1) * plan.metrics["max_time"], m * total / min(cores, k))
 
 
-def measure(instance, plan: Plan, model, x, cores: int, runs: int, steps: int) -> dict:
-    throughputs, slowest_forward = [], []
+def measure(instance, plan: Plan, model, x, cores: int, runs: int, steps: int, m: int = MICRO) -> dict:
+    """Throughput and stage time of ``plan`` run on ``x`` in ``m`` micro-batches (the median of
+    ``runs``), beside the predictions; each rank's bytes, predicted and measured (the first run)."""
+    throughputs, slowest_forward, reports = [], [], []
     for _ in range(runs):
-        report = runtime.execute(plan, model, x, micro_batches=MICRO, schedule="gpipe", steps=steps).report
+        report = runtime.execute(plan, model, x, micro_batches=m, schedule="gpipe", steps=steps).report
         throughputs.append(report["throughput_samples_per_s"])
         slowest_forward.append(max(r["forward_s_per_micro_batch"] for r in report["ranks"]))
-    predicted = predicted_step_s(instance, plan, cores)
+        reports.append(report)
+    predicted = predicted_step_s(instance, plan, cores, m)
+    ranks = reports[0]["ranks"]
     return {
         "partitions": [len(p) for p in plan.partitions],
         "slowest_stage_predicted_s": plan.metrics["max_time"],
         "slowest_stage_measured_s": statistics.median(slowest_forward),
         "step_predicted_s": predicted,
-        "throughput_predicted_samples_per_s": BATCH / predicted,
+        "throughput_predicted_samples_per_s": x.shape[0] / predicted,
         "throughput_samples_per_s": statistics.median(throughputs),
-        "threads": report["ranks"][0]["threads"],
+        "threads": ranks[0]["threads"],
+        "ranks": [{key: r[key] for key in ("layers", "predicted_weight_bytes", "param_bytes", "loaded_bytes",
+                                           "predicted_activation_bytes", "activation_bytes")} for r in ranks],
     }
 
 
-def main() -> None:
+def compare_plans(instance, k: int, measure_plan) -> dict:
+    """layerfit's ``min_stage_time`` plan of ``instance`` on k ranks and the even split, each
+    measured by ``measure_plan(plan)``: one case of the results."""
+    plans = {"layerfit": solve(instance, objective="min_stage_time", num_partitions=k),
+             "even": as_plan(instance, even_split(instance.num_layers, k))}
+    rows = {name: measure_plan(plan) for name, plan in plans.items()}
+    return {
+        "ranks": k,
+        "layer_times_s": [layer.time for layer in instance.layers],
+        "plan": plans["layerfit"].partitions,
+        "plans": rows,
+        "predicted_ratio": rows["even"]["step_predicted_s"] / rows["layerfit"]["step_predicted_s"],
+        "measured_ratio": rows["layerfit"]["throughput_samples_per_s"] / rows["even"]["throughput_samples_per_s"],
+    }
+
+
+def throughput_lines(cases: list[dict], cores: int, samples_digits: int = 0) -> list[str]:
+    """The table of stage times and throughputs, predicted and measured, and the ratios."""
+    lines = ["| ranks (threads each) | plan | layers per rank | slowest stage, predicted | slowest stage, measured | "
+             "throughput, predicted | throughput, measured |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for case in cases:
+        for name, row in case["plans"].items():
+            lines.append(
+                f"| {case['ranks']} ({row['threads']}) | {name} | {row['partitions']} | "
+                f"{row['slowest_stage_predicted_s'] * 1e3:.2f} ms | {row['slowest_stage_measured_s'] * 1e3:.2f} ms | "
+                f"{row['throughput_predicted_samples_per_s']:.{samples_digits}f} samples/s | "
+                f"{row['throughput_samples_per_s']:.{samples_digits}f} samples/s |")
+    lines.append("")
+    for case in cases:
+        lines.append(f"- {case['ranks']} ranks on {cores} cores: layerfit / even measured {case['measured_ratio']:.2f}× "
+                     f"throughput, predicted {case['predicted_ratio']:.2f}×.")
+    return lines
+
+
+def repeats(description: str) -> tuple[int, int, bool]:
+    """(runs, timed steps, quick) from the command line: ``--quick`` is one run of two steps per
+    plan instead of three of five."""
     import argparse
 
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="one run of two steps per plan instead of three of five")
-    args = parser.parse_args()
-    runs, steps = (1, 2) if args.quick else (3, 5)
+    quick = parser.parse_args().quick
+    return (1, 2, quick) if quick else (3, 5, quick)
+
+
+def main() -> None:
+    runs, steps, quick = repeats(__doc__)
     cores = len(os.sched_getaffinity(0))
     model = synthetic_model(**SHAPE)
     x = torch.randn(BATCH, SHAPE["width"])
@@ -90,19 +137,10 @@ def main() -> None:
     for k in RANK_COUNTS:
         torch.set_num_threads(runtime.threads_per_rank(k))  # time the layers as a rank runs them
         instance = runtime.profile_module(model, x[: BATCH // MICRO], time_layers=True, capacity="10GB", name="synthetic")
-        plans = {"layerfit": solve(instance, objective="min_stage_time", num_partitions=k),
-                 "even": as_plan(instance, even_split(instance.num_layers, k))}
-        rows = {name: measure(instance, plan, model, x, cores, runs, steps) for name, plan in plans.items()}
-        cases.append({
-            "ranks": k,
-            "layer_times_s": [layer.time for layer in instance.layers],
-            "plans": rows,
-            "predicted_ratio": rows["even"]["step_predicted_s"] / rows["layerfit"]["step_predicted_s"],
-            "measured_ratio": rows["layerfit"]["throughput_samples_per_s"] / rows["even"]["throughput_samples_per_s"],
-        })
+        cases.append(compare_plans(instance, k, lambda plan: measure(instance, plan, model, x, cores, runs, steps)))
     doc = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-        "command": "python benchmarks/bench_runtime.py" + (" --quick" if args.quick else ""),
+        "command": "python benchmarks/bench_runtime.py" + (" --quick" if quick else ""),
         "machine": machine(),
         "model": {**SHAPE, "layers": len(model)},
         "batch": BATCH, "micro_batches": MICRO, "runs": runs, "steps": steps, "cases": cases,
@@ -113,20 +151,8 @@ def main() -> None:
         f"{SHAPE['blocks']} MLP blocks of width {SHAPE['hidden']} and a {SHAPE['head_width']}-wide head (like an LM's "
         "vocabulary). Layer times measured alone, per micro-batch.",
         "",
-        "| ranks (threads each) | plan | layers per rank | slowest stage, predicted | slowest stage, measured | "
-        "throughput, predicted | throughput, measured |",
-        "|---|---|---|---:|---:|---:|---:|",
+        *throughput_lines(cases, cores),
     ]
-    for case in cases:
-        for name, row in case["plans"].items():
-            lines.append(
-                f"| {case['ranks']} ({row['threads']}) | {name} | {row['partitions']} | {row['slowest_stage_predicted_s'] * 1e3:.2f} ms | "
-                f"{row['slowest_stage_measured_s'] * 1e3:.2f} ms | {row['throughput_predicted_samples_per_s']:.0f} samples/s | "
-                f"{row['throughput_samples_per_s']:.0f} samples/s |")
-    lines.append("")
-    for case in cases:
-        lines.append(f"- {case['ranks']} ranks on {cores} cores: layerfit / even measured {case['measured_ratio']:.2f}× throughput, "
-                     f"predicted {case['predicted_ratio']:.2f}×.")
     lines += ["", "Predicted throughput: batch / max((m + k − 1) × slowest stage, m × all layers' time / min(cores, k)), "
               "from each layer's time alone; it leaves out the sends and receives between ranks and the schedule's own work. "
               "Measured stage time is the slowest rank's forward per micro-batch inside the pipeline. With one core per rank "

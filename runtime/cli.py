@@ -83,7 +83,8 @@ def _read_inputs(path: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         else:
             tensors = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # unreadable, not tensors: said in one line
-        raise ExecutionError(f"--inputs: cannot read {path} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise ExecutionError(f"--inputs: cannot read {path} ({type(exc).__name__}: {first})") from None
     if isinstance(tensors, torch.Tensor):
         return tensors, None
     if not isinstance(tensors, dict) or not isinstance(tensors.get("inputs"), torch.Tensor) \
@@ -104,8 +105,7 @@ def _inputs(args: argparse.Namespace, source: ModelSource) -> tuple[torch.Tensor
         seq_len = 128 if args.seq_len is None else args.seq_len
         if seq_len < 1:
             raise ExecutionError(f"--seq-len: expected a positive number of tokens, got {seq_len}")
-        inputs = random_token_ids(source.config, args.batch, seq_len, args.seed)
-        target = inputs  # language modelling: the labels are the inputs, shifted by the loss
+        inputs, target = random_token_ids(source.config, args.batch, seq_len, args.seed), None
     else:
         module = importlib.import_module(args.model.partition(":")[0])
         make = getattr(module, "example_inputs", None)
@@ -114,6 +114,8 @@ def _inputs(args: argparse.Namespace, source: ModelSource) -> tuple[torch.Tensor
                                  "give --inputs")
         made = make(args.batch, args.seed) if "seed" in make.__code__.co_varnames else make(args.batch)
         inputs, target = made if isinstance(made, tuple) else (made, None)
+    if hf and target is None:
+        target = inputs  # language modelling: the labels are the inputs, shifted by the loss
     if args.train and target is None:
         raise ExecutionError("--train: no target to train on (" + ("--inputs has none named 'target'" if args.inputs
                                                                     else "example_inputs returned none") + ")")

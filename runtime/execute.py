@@ -156,9 +156,9 @@ def make_job(placed: Placement | Plan, prepared: PreparedModel, inputs: Any, tar
     graph = graph_of(partitions, instance)
     if graph is not None and prepared.source.loss_fn() is not None:
         raise ModelError("instance: a Hugging Face causal LM is a chain; its instance has no edges")
-    where = (names or {}).get("inputs", "inputs")
+    inputs_name = (names or {}).get("inputs", "inputs")
     if not isinstance(inputs, torch.Tensor) or inputs.dim() == 0:
-        raise ExecutionError(f"{where}: expected a batch tensor (samples along dimension 0), got {type(inputs).__name__}"
+        raise ExecutionError(f"{inputs_name}: expected a batch tensor (samples along dimension 0), got {type(inputs).__name__}"
                              + (" with no dimensions" if isinstance(inputs, torch.Tensor) else ""))
     check_run(len(partitions), inputs.shape[0], micro_batches, schedule, steps, timeout_s, optimizer, names)
     if train and target is None:

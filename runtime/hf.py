@@ -262,7 +262,9 @@ class CausalLMStage(Stage):
             pass
         else:
             raise ModelError("model: the forward never reached the final norm")
-        return dict(self._notes)
+        calls = dict(self._notes)
+        self._notes.clear()  # not kept past this micro-batch: they hold its embeddings (and their graph)
+        return calls
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x

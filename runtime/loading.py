@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
+
 import torch
 from torch import nn
 
@@ -37,8 +38,12 @@ def parameters_on_meta() -> Iterator[None]:
     def on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
         register(module, name, param)
         if param is not None and not param.is_meta:
-            extra = {k: v for k, v in param.__dict__.items() if k != "requires_grad"}
-            module._parameters[name] = type(param)(param.to("meta"), requires_grad=param.requires_grad, **extra)
+            if type(param) is nn.Parameter:
+                meta = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+                meta.__dict__.update(param.__dict__)
+            else:  # a Parameter subclass takes its attributes in its constructor (as accelerate passes them)
+                meta = type(param)(param.to("meta"), **{**param.__dict__, "requires_grad": param.requires_grad})
+            module._parameters[name] = meta
 
     nn.Module.register_parameter = on_meta  # type: ignore[method-assign]
     try:
@@ -80,10 +85,18 @@ def tied_aliases(root: nn.Module, names: Sequence[str]) -> dict[str, tuple[str, 
 def check_covered(root: nn.Module, names: Sequence[str]) -> None:
     """ModelError unless every parameter of ``root`` lies in one of the layers and no layer
     lies inside another."""
-    paths = sorted((path, name) for name in names for path in layer_paths(name))
-    for (outer, outer_name), (inner, inner_name) in zip(paths, paths[1:]):
-        if inner == outer or inner.startswith(outer + "."):
-            raise ModelError(f"layers: {inner_name!r} lies inside {outer_name!r}; a module belongs to one layer")
+    owner: dict[str, str] = {}  # module path -> the layer it belongs to
+    for name in names:
+        for path in layer_paths(name):
+            if path in owner:
+                raise ModelError(f"layers: {name!r} and {owner[path]!r} both hold module {path!r}; a module belongs to "
+                                 "one layer")
+            owner[path] = name
+    for path, name in owner.items():
+        parts = path.split(".")
+        outer = next((".".join(parts[:i]) for i in range(1, len(parts)) if ".".join(parts[:i]) in owner), None)
+        if outer is not None:
+            raise ModelError(f"layers: {name!r} lies inside {owner[outer]!r}; a module belongs to one layer")
     held = {id(tensor) for _, _, _, tensor, is_param in layer_tensors(root, names).values() if is_param}
     orphans = [key for key, _, _, tensor, is_param in _owned(root, "") if is_param and id(tensor) not in held]
     if orphans:

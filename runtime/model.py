@@ -27,6 +27,7 @@ model's: the importer's names, which an instance must then use too).
 from __future__ import annotations
 
 import importlib
+import pickle
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -213,6 +214,12 @@ def resolve_model(model: Any, *, checkpoint: str | Path | None = None, init: str
         return HFSource(str(model), None if checkpoint is None else str(checkpoint), init)
     if isinstance(model, (str, Path)) and Path(model).is_dir():
         raise ModelError(f"model: {model} is a folder without a config.json (a Hugging Face model directory has one)")
+    if callable(model) and not isinstance(model, str):
+        try:  # each rank receives the factory itself
+            pickle.dumps(model)
+        except Exception as exc:
+            raise ModelError(f"model: the factory cannot be sent to the ranks ({type(exc).__name__}: {exc}); define it "
+                             "at module level, or give 'package.module:function'") from None
     if isinstance(model, str) or callable(model):
         return FactorySource(model, None if checkpoint is None else str(checkpoint), init)
     raise ModelError(f"model: expected an nn.Module, a factory or a Hugging Face model directory, got "

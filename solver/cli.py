@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("config", help="config.json of a Llama, Mistral, Mixtral, Qwen2, GPT-2 or BERT checkpoint")
     i.add_argument("--batch-size", type=int, required=True)
     i.add_argument("--seq-len", type=int, required=True)
-    i.add_argument("--dtype", help="weights (default: the config's torch_dtype)")
+    i.add_argument("--dtype", help="weights (default: the config's dtype, or torch_dtype in older configs)")
     i.add_argument("--activation-dtype", help="activations and KV cache (default: --dtype if 16/32-bit, else bf16)")
     i.add_argument("--training", action="store_true", help="saved activations and mixed-precision Adam state")
     i.add_argument("--kv-cache", action="store_true", help="hold each block's KV cache (inference)")

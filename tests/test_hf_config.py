@@ -50,6 +50,8 @@ def test_llama_layers_activations_and_kv_cache_by_hand():
     names = [layer.name for layer in inst.layers]
     assert names[:2] == ["model.embed_tokens", "model.layers.0"] and names[-2:] == ["model.norm", "lm_head"]
     assert inst.dtype == "fp16"  # the config's torch_dtype
+    v5 = {k: v for k, v in config("llama-2-7b").items() if k != "torch_dtype"} | {"dtype": "bfloat16"}
+    assert from_hf_config(v5, batch_size=1, seq_len=8).dtype == "bf16"  # transformers 5 writes "dtype"
     block = inst.layers[1]
     # q, k, v, o: 4 · 4096²; gate, up, down: 3 · 4096 · 11008; two RMSNorms: 2 · 4096
     assert block.params == 4 * 4096**2 + 3 * 4096 * 11008 + 2 * 4096 == 202_383_360

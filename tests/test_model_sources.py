@@ -183,3 +183,6 @@ def test_layers_are_module_paths_that_cover_the_model():
                                                                          ["embed", "blocks.b0", "blocks.b2", "norm", "head"]]))
     # Without an instance, the layers are the model's children.
     assert prepare_model(model, 4).names == ["embed", "blocks", "norm", "head"]
+    with pytest.raises(ModelError, match=r"^model: the factory cannot be sent to the ranks \((AttributeError|PicklingError): "
+                                         r".*\); define it at module level, or give 'package\.module:function'$"):
+        prepare_model(lambda: custom_model(), 4)

@@ -1,6 +1,7 @@
 """The README's "Run a Hugging Face checkpoint" section works exactly as written: its shell
 commands, then its Python, in an empty folder, with the installed `layerfit` on PATH."""
 
+import json
 import os
 import re
 import subprocess
@@ -36,6 +37,8 @@ def test_run_a_hugging_face_checkpoint_as_the_readme_says(tmp_path):
     assert "predicted: from_hf_config at micro-batch 2, sequence 64" in shell.stdout
     ratios = re.findall(r"^\s+[01]\s+[\d,]+\s+[\d,]+\s+[\d,]+\s+[\d,]+\s+[\d,]+\s+(\S+)$", shell.stdout, re.M)
     assert ratios == ["1.00", "1.00"], shell.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [r["loaded_bytes"] for r in report["ranks"]] == [r["param_bytes"] for r in report["ranks"]]
     (tmp_path / "example.py").write_text(blocks["python"])
     python = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=300)

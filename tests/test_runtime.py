@@ -532,3 +532,4 @@ def test_layerfit_run_follows_a_dags_edges(tmp_path):
     doc = json.loads(report.read_text())
     # enc0's and enc1's outputs cross the one boundary (the skips), mid's too: 3 tensors × 8 rows × 16 floats
     assert doc["ranks"][0]["bytes_sent"] == 3 * 8 * 16 * 4
+
