@@ -16,6 +16,7 @@ its name and bytes, which is how a rank proves what it loaded.
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,11 @@ class Checkpoint:
     def _open_state_dict(self) -> None:
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception as exc:  # an unreadable file, a pickle that is not only tensors: said in one line
+        except pickle.UnpicklingError:
+            raise ModelError(f"checkpoint: {self.path} holds objects other than tensors, which layerfit does not "
+                             "unpickle; save the state_dict alone (torch.save(model.state_dict(), ...)) or as "
+                             "safetensors") from None
+        except Exception as exc:  # an unreadable file: said in one line
             raise ModelError(f"checkpoint: cannot read {self.path} as a weights-only torch state_dict "
                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
         if not isinstance(state, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)

@@ -15,6 +15,7 @@ import argparse
 import importlib
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -82,7 +83,10 @@ def _read_inputs(path: str) -> tuple[torch.Tensor, torch.Tensor | None]:
             tensors: Any = load_file(str(file))
         else:
             tensors = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unreadable, not tensors: said in one line
+    except pickle.UnpicklingError:
+        raise ExecutionError(f"--inputs: {path} holds objects other than tensors, which layerfit does not unpickle; "
+                             "save a tensor, or a dict of tensors 'inputs' and 'target'") from None
+    except Exception as exc:  # unreadable: said in one line
         first = str(exc).splitlines()[0] if str(exc) else ""
         raise ExecutionError(f"--inputs: cannot read {path} ({type(exc).__name__}: {first})") from None
     if isinstance(tensors, torch.Tensor):
@@ -142,10 +146,11 @@ def render_report(report: dict) -> str:
     width = max(6, *(len(span) for span in spans))
     lines = [
         f"{report['stages']} ranks ({report['backend']}), schedule {report['schedule']}, {report['micro_batches']} "
-        f"micro-batches of {report['batch'] // report['micro_batches']}: step {report['step_s'] * 1e3:.1f} ms "
-        f"(mean of {report['steps']} after a warm-up), "
+        f"micro-batch{'es' if report['micro_batches'] > 1 else ''} of {report['batch'] // report['micro_batches']}: "
+        f"step {report['step_s'] * 1e3:.1f} ms (mean of {report['steps']} after a warm-up), "
         f"{report['throughput_samples_per_s']:.1f} samples/s; bubble {100 * report['measured_bubble_fraction']:.0f}% "
-        f"measured, {100 * report['theoretical_bubble_fraction']:.0f}% in theory",
+        f"measured, {100 * report['theoretical_bubble_fraction']:.0f}% in theory"
+        + (f"; loss {report['loss']:.4f}" if report.get("loss") is not None else ""),
         "",
         f"{'rank':>4}  {'device':<12} {'layers':<{width}} {'predicted':>11} {'measured':>11} {'ratio':>6} {'sent':>10} "
         f"{'received':>10} {'fwd/mb':>9}",
@@ -159,6 +164,8 @@ def render_report(report: dict) -> str:
     lines += ["", "measured = parameter bytes + activations (training: gradients + optimizer state + what autograd "
                   "saved for backward and still holds, at its peak); predicted = the plan's S(P). Bytes are exact; on "
                   "CUDA, cuda_max_allocated_bytes is in the JSON."]
+    if report.get("note"):
+        lines.append(f"note: {report['note']}.")
     if any(r["predicted_weight_bytes"] is not None or r["loaded_bytes"] is not None for r in ranks):
         lines += ["", f"{'rank':>4}  {'weights':>13} {'parameters':>13} {'read':>13} {'activations':>13} {'measured':>13} "
                       f"{'ratio':>6}",

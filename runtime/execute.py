@@ -43,6 +43,11 @@ class ExecutionResult:
     report: dict[str, Any]
     grads: dict[str, torch.Tensor] = field(default_factory=dict)
 
+    @property
+    def loss(self) -> float | None:
+        """Training: the first timed step's loss (the mean over its micro-batches)."""
+        return self.report.get("loss")
+
 
 def read_placement(source: Placement | Plan | dict | str | Path) -> Placement | Plan:
     """The Placement or Plan that ``source`` is or holds (a file, its JSON dict, or itself)."""
@@ -104,6 +109,36 @@ def predicted_components(prepared: PreparedModel, instance: Instance | None, pla
     return [row["weight_bytes"] for row in rows], [row["activation_bytes"] for row in rows], where
 
 
+# The runtime's optimizers as the planner's Training names them: plain SGD keeps no state.
+PLANNED_OPTIMIZER = {"sgd": "none", "adam": "adam"}
+
+
+def training_note(instance: Instance | None, train: bool, optimizer: str) -> str | None:
+    """What the report should say when the run keeps other state than its instance plans for."""
+    if instance is None:
+        return None
+    training = instance.training
+    if train and training is None:
+        return f"the instance {instance.name!r} plans no training state; this run trains"
+    if not train and training is not None:
+        return f"the instance {instance.name!r} plans training state; this run is inference"
+    if train and training.optimizer is not None and training.optimizer != PLANNED_OPTIMIZER[optimizer]:
+        return (f"the instance {instance.name!r} plans {training.optimizer!r} optimizer state; this run's "
+                f"{optimizer!r} keeps {PLANNED_OPTIMIZER[optimizer]!r}'s")
+    return None
+
+
+def check_plan_names(placed: Placement | Plan, partitions: list[list[int]], names: list[str]) -> None:
+    """ModelError when a plan's partitions start or end at layers the model names otherwise: a
+    plan made for another model (a Placement carries no names)."""
+    rows = placed.metrics.get("partitions", []) if isinstance(placed, Plan) else []
+    for j, (part, row) in enumerate(zip(partitions, rows)):
+        for key, index, verb in (("first_layer", part[0], "starts"), ("last_layer", part[-1], "ends")):
+            if key in row and row[key] != names[index]:
+                raise ModelError(f"plan: partition {j} {verb} at layer {row[key]!r}, the model's layer {index} is "
+                                 f"{names[index]!r}: the plan was made for another model")
+
+
 def graph_of(partitions: list[list[int]], instance: Instance | None) -> Graph | None:
     """The DAG the ranks follow (None: a chain, each stage sending one activation on).
 
@@ -154,6 +189,7 @@ def make_job(placed: Placement | Plan, prepared: PreparedModel, inputs: Any, tar
     the batch against the model. ``launch``: the Job's fields of where and how to run."""
     partitions, predicted, devices, _ = load_placement(placed)
     graph = graph_of(partitions, instance)
+    check_plan_names(placed, partitions, prepared.names)
     if graph is not None and prepared.source.loss_fn() is not None:
         raise ModelError("instance: a Hugging Face causal LM is a chain; its instance has no edges")
     inputs_name = (names or {}).get("inputs", "inputs")
@@ -174,7 +210,8 @@ def make_job(placed: Placement | Plan, prepared: PreparedModel, inputs: Any, tar
     return Job(partitions=partitions, predicted_bytes=predicted, devices=devices, model=prepared, inputs=inputs,
                target=target, micro_batches=micro_batches, schedule=schedule, train=train, steps=steps,
                timeout_s=timeout_s, optimizer=optimizer, graph=graph, predicted_weight_bytes=weights,
-               predicted_activation_bytes=activations, prediction=where, **launch)
+               predicted_activation_bytes=activations, prediction=where,
+               note=training_note(instance, train, optimizer), **launch)
 
 
 def free_port() -> int:
@@ -333,6 +370,8 @@ def summarise(ranks: list[dict[str, Any]], job: Job) -> dict[str, Any]:
         "schedule": job.schedule,
         "train": job.train,
         "prediction": job.prediction,
+        "note": job.note,
+        "loss": ranks[-1]["loss"],  # the last stage's, the mean over its micro-batches
         "stages": p,
         "micro_batches": m,
         "batch": batch,

@@ -328,6 +328,7 @@ class HFSource(ModelSource):
     directory: str
     checkpoint: str | None = None
     init: str | None = None
+    layers_hint = "; a Hugging Face model runs plans of whole blocks (from_hf_config with split='block')"
 
     @property
     def weights(self) -> str:
@@ -366,10 +367,11 @@ class HFSource(ModelSource):
             if ids.numel() and not 0 <= int(ids.min()) <= int(ids.max()) < config.vocab_size:
                 bad = int(ids.min()) if int(ids.min()) < 0 else int(ids.max())
                 raise ModelError(f"{where}: token id {bad} is outside the vocabulary (0 to {config.vocab_size - 1})")
-        positions = getattr(config, "max_position_embeddings", None)
+        field = "n_positions" if hasattr(config, "n_positions") else "max_position_embeddings"
+        positions = getattr(config, field, None)
         if self.layout.learned_positions and positions and inputs.shape[1] > positions:
-            raise ModelError(f"inputs: sequences of {inputs.shape[1]} tokens, beyond the model's {positions} positions "
-                             "(max_position_embeddings)")
+            raise ModelError(f"inputs: sequences of {inputs.shape[1]} tokens, beyond the model's {positions} learned "
+                             f"positions (config.{field})")
 
     def run_instance(self, micro_batch: int, inputs: torch.Tensor, train: bool) -> Any:
         """``from_hf_config`` of the directory's config at the run's micro-batch and sequence

@@ -83,6 +83,7 @@ class ModelSource:
     """Where a rank's layers and their weights come from (picklable: it travels to the ranks)."""
 
     init: str | None = None
+    layers_hint = ""  # said when the plan's layer count is not the model's
 
     def skeleton(self) -> nn.Module:
         """The whole model, cheaply (parameters on meta), for the checks before any rank starts."""
@@ -244,7 +245,8 @@ class PreparedModel:
         return root, loaded
 
 
-def check_layers(root: nn.Module, names: Sequence[str], num_layers: int | None, instance: Instance | None) -> None:
+def check_layers(root: nn.Module, names: Sequence[str], num_layers: int | None, instance: Instance | None,
+                 hint: str = "") -> None:
     """Raise ModelError unless the model's layers match the plan (and the instance, if given).
 
     Checked: the count; that each name is a module of the model, every parameter lies in a
@@ -254,7 +256,7 @@ def check_layers(root: nn.Module, names: Sequence[str], num_layers: int | None, 
     if instance is not None and num_layers is not None and instance.num_layers != num_layers:
         raise ModelError(f"instance: {instance.name!r} has {instance.num_layers} layers, the plan {num_layers}")
     if num_layers is not None and len(names) != num_layers:
-        raise ModelError(f"model has {len(names)} layers, the plan {num_layers}")
+        raise ModelError(f"model has {len(names)} layers, the plan {num_layers}{hint}")
     if instance is not None:
         if instance.num_layers != len(names):
             raise ModelError(f"instance: {instance.name!r} has {instance.num_layers} layers, the model {len(names)}")
@@ -280,7 +282,7 @@ def prepare_model(model: Any, num_layers: int | None = None, instance: Instance 
     except Exception as exc:  # the user's code: said in one line, before any rank starts
         raise ModelError(f"model: the factory failed on the meta device ({type(exc).__name__}: {exc})") from None
     names = source.layer_names(root, instance)
-    check_layers(root, names, num_layers, instance)
+    check_layers(root, names, num_layers, instance, source.layers_hint)
     source.check(root, names)
     index = {name: i for i, name in enumerate(names)}
     layer_of = {key: index[layer] for key, (layer, *_) in layer_tensors(root, names).items()}

@@ -74,6 +74,7 @@ class Job:
     predicted_weight_bytes: list[int] | None = None  # per rank, beside the parameters it loaded
     predicted_activation_bytes: list[int] | None = None  # per rank, beside the activations it held
     prediction: str | None = None  # where those predictions come from
+    note: str | None = None  # a difference between what was planned and what runs, said in the report
 
 
 def threads_per_rank(ranks_here: int) -> int:

@@ -57,7 +57,8 @@ def _read(config: str | Path | Mapping[str, Any]) -> tuple[Mapping[str, Any], st
     raw = read_json(path)
     if not isinstance(raw, Mapping):
         raise InstanceError(f"{path}: expected a JSON object, got {type(raw).__name__}")
-    return raw, path.stem
+    # A model directory's config.json is named after its directory (save_pretrained's layout).
+    return raw, path.parent.name if path.name == "config.json" and path.parent.name else path.stem
 
 
 class _Fields:
@@ -256,6 +257,7 @@ def _gpt2(shape: _Shape, split: str, raw: Mapping[str, Any]) -> tuple[list[Layer
     f = shape.fields
     h, blocks, vocab = f.int("n_embd"), f.int("n_layer"), f.int("vocab_size")
     positions, heads = f.int("n_positions"), f.int("n_head")
+    _within_positions(shape, positions, "n_positions")
     inner = f.int("n_inner", 4 * h)
     attention = 2 * h + h * 3 * h + 3 * h + h * h + h  # ln_1, c_attn, c_proj
     mlp = 2 * h + h * inner + inner + inner * h + h  # ln_2, c_fc, c_proj
@@ -278,6 +280,7 @@ def _bert(shape: _Shape, split: str) -> tuple[list[Layer], tuple[TiedGroup, ...]
     h, blocks, vocab = f.int("hidden_size"), f.int("num_hidden_layers"), f.int("vocab_size")
     inter, heads = f.int("intermediate_size"), f.int("num_attention_heads")
     positions, types = f.int("max_position_embeddings"), f.int("type_vocab_size", 2)
+    _within_positions(shape, positions, "max_position_embeddings")
     attention = 4 * (h * h + h) + 2 * h  # q, k, v, output dense and its LayerNorm
     mlp = h * inter + inter + inter * h + h + 2 * h  # intermediate, output dense and its LayerNorm
     attention_saved, mlp_saved = _korthikanti(shape, h, heads, inter)
@@ -321,6 +324,13 @@ def _timed(layers: list[Layer], shape: _Shape, raw: Mapping[str, Any], family: s
             flops *= 3
         out.append(dataclasses.replace(layer, time=flops / flops_per_s))
     return out
+
+
+def _within_positions(shape: _Shape, positions: int, field: str) -> None:
+    """A model with learned position embeddings has none beyond ``config.<field>``."""
+    if shape.s > positions:
+        raise InstanceError(f"seq_len: {shape.s} tokens, beyond the model's {positions} learned positions "
+                            f"(config.{field})")
 
 
 def _korthikanti(shape: _Shape, h: int, heads: int, inner: int) -> tuple[int, int]:

@@ -131,6 +131,12 @@ def test_bert_has_no_kv_cache_and_files_are_checked(tmp_path):
         from_hf_config(config("bert-large-uncased"), batch_size=1, seq_len=8, kv_cache=True)
     with pytest.raises(InstanceError, match=r"no such file$"):
         from_hf_config(tmp_path / "missing.json", batch_size=1, seq_len=8)
+    with pytest.raises(InstanceError, match=r"^seq_len: 513 tokens, beyond the model's 512 learned positions "
+                                         r"\(config\.max_position_embeddings\)$"):
+        from_hf_config(config("bert-large-uncased"), batch_size=1, seq_len=513)
+    with pytest.raises(InstanceError, match=r"^seq_len: 1025 tokens, beyond the model's 1024 learned positions "
+                                         r"\(config\.n_positions\)$"):
+        from_hf_config(config("gpt2"), batch_size=1, seq_len=1025)
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(InstanceError, match=r"bad\.json: not valid JSON"):
         from_hf_config(tmp_path / "bad.json", batch_size=1, seq_len=8)

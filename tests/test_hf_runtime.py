@@ -150,6 +150,9 @@ def test_layerfit_run_trains_a_directory_on_its_inputs(saved, tmp_path):
     assert report["ranks"][-1]["loss"] == pytest.approx(model(ids, labels=ids).loss.item(), rel=1e-5)
     assert [r["loaded_bytes"] for r in report["ranks"]] == [r["param_bytes"] for r in report["ranks"]]
     assert "predicted: from_hf_config at micro-batch 2, sequence 9; activations: saved for backward" in out.stdout
+    assert f"; loss {report['loss']:.4f}" in out.stdout.splitlines()[0]
+    # An inference instance, a training run: the report says why its S(P) is short of what is held.
+    assert f"note: the instance '{directory.name}' plans no training state; this run trains." in out.stdout
 
 
 def test_layerfit_run_refuses_what_cannot_run_before_launching(saved, tmp_path, capsys):
@@ -165,6 +168,9 @@ def test_layerfit_run_refuses_what_cannot_run_before_launching(saved, tmp_path, 
     gpt2, _ = saved("gpt2")  # learned positions: 64 of them
     gpt2_plan = tmp_path / "gpt2-plan.json"
     gpt2_plan.write_text(json.dumps(plan_of(gpt2, 2)[1].to_dict()))
+    sublayer = from_hf_config(directory / "config.json", batch_size=2, seq_len=SEQ, split="sublayer")
+    sublayer_plan = tmp_path / "sublayer.json"
+    sublayer_plan.write_text(json.dumps(solve(sublayer, objective="min_bottleneck", num_partitions=2).to_dict()))
     gpt2_instance = tmp_path / "gpt2.json"
     gpt2_instance.write_text(json.dumps(plan_of(gpt2, 2)[0].to_dict()))
     bare = tmp_path / "bare"
@@ -179,7 +185,7 @@ def test_layerfit_run_refuses_what_cannot_run_before_launching(saved, tmp_path, 
     cases = [
         ([str(plan_file), "--model", str(directory), "--seq-len", "0"], "--seq-len: expected a positive number of tokens, got 0"),
         ([str(gpt2_plan), "--model", str(gpt2), "--seq-len", "65"],
-         "inputs: sequences of 65 tokens, beyond the model's 64 positions (max_position_embeddings)"),
+         "inputs: sequences of 65 tokens, beyond the model's 64 learned positions (config.n_positions)"),
         ([str(plan_file), "--model", str(directory), "--inputs", str(floats)],
          "inputs: a Hugging Face causal LM takes token ids [batch, sequence] as a LongTensor, got float32 of shape [4, 9]"),
         ([str(plan_file), "--model", str(directory), "--inputs", str(wide)],
@@ -195,6 +201,12 @@ def test_layerfit_run_refuses_what_cannot_run_before_launching(saved, tmp_path, 
          "not one"),
         ([str(plan_file), "--model", str(directory), "--instance", str(gpt2_instance)],
          "layer 0: the model calls it 'model.embed_tokens', the instance 'transformer.wte+wpe'"),
+        ([str(gpt2_plan), "--model", str(directory)],
+         "plan: partition 0 starts at layer 'transformer.wte+wpe', the model's layer 0 is 'model.embed_tokens': the "
+         "plan was made for another model"),
+        ([str(sublayer_plan), "--model", str(directory)],
+         "model has 6 layers, the plan 9; a Hugging Face model runs plans of whole blocks (from_hf_config with "
+         "split='block')"),
     ]
     capsys.readouterr()  # what saving the models printed
     for args, message in cases:

@@ -138,8 +138,9 @@ def test_a_bad_checkpoint_is_refused_before_any_rank_starts(trained, tmp_path):
             "^checkpoint: 'head.scale' in PATH is no parameter or persistent buffer of the model \\(and 1 more\\)$")
     pickled = tmp_path / "pickled.pt"
     torch.save({"weights": state, "optimizer": object()}, pickled)
-    with pytest.raises(ModelError, match=f"^checkpoint: cannot read {pickled} as a weights-only torch state_dict "
-                                         r"\(UnpicklingError: "):
+    with pytest.raises(ModelError, match=f"^checkpoint: {pickled} holds objects other than tensors, which layerfit does "
+                                         r"not unpickle; save the state_dict alone \(torch\.save\(model\.state_dict\(\), "
+                                         r"\.\.\.\)\) or as safetensors$"):
         runtime.execute(plan, "runtime_models:custom_model", x, checkpoint=pickled, instance=instance_of(model))
     with pytest.raises(ModelError, match=f"^checkpoint: no such file or folder '{tmp_path / 'none.pt'}'$"):
         runtime.execute(plan, "runtime_models:custom_model", x, checkpoint=tmp_path / "none.pt", instance=instance_of(model))
