@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import torch
 
 from .errors import ModelError
 
-__all__ = ["Checkpoint", "INDEX_FILE", "check_keys"]
+__all__ = ["Checkpoint", "INDEX_FILE", "check_keys", "refuse_unexpected"]
 
 INDEX_FILE = "model.safetensors.index.json"
 
@@ -140,8 +140,8 @@ def check_keys(checkpoint: Checkpoint, wanted: Mapping[str, tuple[tuple[str, ...
 
     ``wanted`` maps each of the model's parameters and persistent buffers (by its own name) to
     (the names it may be stored under — a tied weight's are all its owners' names —, its
-    shape, the layer that holds it). ``ignored``: which other names are no error (transformers'
-    own list of keys it ignores on load, such as old checkpoints' rotary ``inv_freq``).
+    shape, the layer that holds it). ``ignored``: which other names are no error (on a rank:
+    every other rank's).
     """
     chosen: dict[str, str] = {}
     for key, (aliases, shape, layer) in wanted.items():
@@ -153,9 +153,13 @@ def check_keys(checkpoint: Checkpoint, wanted: Mapping[str, tuple[tuple[str, ...
                              f"the model {list(shape)}")
         chosen[key] = found
     known = {alias for aliases, _, _ in wanted.values() for alias in aliases}
-    extra = [key for key in checkpoint.keys() if key not in known and not (ignored and ignored(key))]
+    refuse_unexpected([key for key in checkpoint.keys() if key not in known and not (ignored and ignored(key))],
+                      checkpoint.path)
+    return chosen
+
+
+def refuse_unexpected(extra: Sequence[str], where: Path) -> None:
+    """ModelError naming the first checkpoint key that no tensor of the model takes, if any."""
     if extra:
         more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
-        raise ModelError(f"checkpoint: {extra[0]!r} in {checkpoint.path} is no parameter or persistent buffer of the "
-                         f"model{more}")
-    return chosen
+        raise ModelError(f"checkpoint: {extra[0]!r} in {where} is no parameter or persistent buffer of the model{more}")

@@ -23,7 +23,7 @@ from solver import Instance
 from solver.dag import topological_order
 
 from .errors import ModelError
-from .stage import Stage, layer_modules
+from .stage import Stage, layer_modules, run_layer
 
 __all__ = ["INPUT", "Graph", "GraphStage", "graph_forward"]
 
@@ -105,11 +105,8 @@ class GraphStage(Stage):
     def forward(self, *incoming: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         values = {u: _ContiguousGrad.apply(t) if t.requires_grad else t for u, t in zip(self.takes, incoming)}
         for v, name, modules in self._run:
-            value = modules[0](*(values[u] for u in self._inputs[v]))
-            for module in modules[1:]:
-                value = module(value)
-            values[v] = value
-            self.observe(name, value)
+            values[v] = run_layer(modules, *(values[u] for u in self._inputs[v]))
+            self.observe(name, values[v])
         out = tuple(values[u] for u in self.gives)
         return out[0] if len(out) == 1 else out
 

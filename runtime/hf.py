@@ -31,11 +31,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, refuse_unexpected
 from .errors import ModelError
 from .loading import Initialiser, layer_tensors, parameters_on_meta, tied_aliases
 from .model import ModelSource, random_weights
-from .stage import Stage, layer_modules, layer_paths
+from .stage import Stage, layer_modules
 
 __all__ = ["CONFIG_FILE", "CausalLMStage", "HFSource", "Layout", "build_causal_lm", "causal_lm_loss", "hf_initialiser",
            "ignored_keys", "is_hf_directory", "layer_names", "layout_of", "load_config", "random_token_ids"]
@@ -317,10 +317,6 @@ def _transformers_load(model: nn.Module, tensors: dict[str, Any], device: str) -
     return info
 
 
-def _layer_of(key: str, names: Sequence[str]) -> str:
-    return next((name for name in names if any(key.startswith(path + ".") for path in layer_paths(name))), "none")
-
-
 @dataclass
 class HFSource(ModelSource):
     """A Hugging Face model directory (and its weights: the directory's, or ``checkpoint``)."""
@@ -346,6 +342,7 @@ class HFSource(ModelSource):
         return build_causal_lm(self.config)
 
     def layer_names(self, root: nn.Module, instance: Any) -> list[str]:
+        self.layout = layout_of(root)  # known now: no second model is built for it (check_batch)
         return layer_names(root)
 
     def loss_fn(self) -> Any:
@@ -396,37 +393,36 @@ class HFSource(ModelSource):
         checkpoint = Checkpoint(self.weights)
         model = self.skeleton()  # loaded into, so not the caller's
         aliases = tied_aliases(model, names)
+        layer_of = {key: layer for key, (layer, *_) in layer_tensors(model, names).items()}
         info = _transformers_load(model, {k: torch.empty(checkpoint.shape(k), device="meta") for k in checkpoint.keys()},
                                   "meta")
-        self._check_report(info, checkpoint, names, aliases, model)
+        self._check_report(info, checkpoint, layer_of, aliases, model)
 
-    def _check_report(self, info: Any, checkpoint: Checkpoint, names: Sequence[str], aliases: dict[str, tuple[str, ...]],
-                   model: nn.Module, own: Sequence[str] | None = None) -> None:
-        """ModelError naming the first mis-shaped, missing (of ``own`` keys, default all) or
-        unexpected key, or conversion error, in transformers' loading report ``info``."""
+    def _check_report(self, info: Any, checkpoint: Checkpoint, layer_of: dict[str, str],
+                      aliases: dict[str, tuple[str, ...]], model: nn.Module, own: Sequence[str] | None = None) -> None:
+        """ModelError naming the first mis-shaped, missing (of ``own`` keys, default all; ``layer_of``
+        names their layers) or unexpected key, or conversion error, in transformers' loading report
+        ``info``."""
         where = checkpoint.path
         for key, found, wanted in sorted(info.mismatched_keys):
             raise ModelError(f"checkpoint: {key!r} has shape {list(found)} in {where}, the model {list(wanted)}")
         loaded = set(aliases) - set(info.missing_keys)
         missing = [key for key in (own or aliases) if key in info.missing_keys and not loaded & set(aliases[key])]
         if missing:
-            raise ModelError(f"checkpoint: no tensor {missing[0]!r} (layer {_layer_of(missing[0], names)!r}) in {where}")
+            raise ModelError(f"checkpoint: no tensor {missing[0]!r} (layer {layer_of[missing[0]]!r}) in {where}")
         for key, message in sorted(info.conversion_errors.items()):
             raise ModelError(f"checkpoint: {key!r} in {where} could not be converted ({message})")
         if own is None:
             ignored = ignored_keys(model)
-            extra = sorted(key for key in info.unexpected_keys if not (ignored and ignored(key)))
-            if extra:
-                more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
-                raise ModelError(f"checkpoint: {extra[0]!r} in {where} is no parameter or persistent buffer of the "
-                                 f"model{more}")
+            refuse_unexpected(sorted(key for key in info.unexpected_keys if not (ignored and ignored(key))), where)
 
     def load(self, root: nn.Module, names: Sequence[str], own: Sequence[int], aliases: dict[str, tuple[str, ...]],
              seed: int, device: torch.device) -> dict[str, Any]:
         if self.init == "random":
             return random_weights(root, names, own, seed, device, hf_initialiser(root))
         mine = [names[i] for i in own]
-        keys = list(layer_tensors(root, mine))
+        layer_of = {key: layer for key, (layer, *_) in layer_tensors(root, mine).items()}
+        keys = list(layer_of)
         checkpoint = Checkpoint(self.weights)
         tensors = {k: _Lazy(checkpoint, k) for k in checkpoint.keys()}
         # A tensor two layers share is stored once (a tied head: under the embedding's name).
@@ -439,7 +435,7 @@ class HFSource(ModelSource):
             if stored and not set(mine_in_group) & set(stored):
                 tensors[mine_in_group[0]] = _Lazy(checkpoint, stored[0])
         info = _transformers_load(root, tensors, "cpu")
-        self._check_report(info, checkpoint, names, aliases, root, own=keys)
+        self._check_report(info, checkpoint, layer_of, aliases, root, own=keys)
         for group in groups:
             mine_in_group = [k for k in group if k in keys]
             loaded = next(k for k in mine_in_group if k not in info.missing_keys)

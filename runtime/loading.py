@@ -160,12 +160,17 @@ def initialise(root: nn.Module, names: Sequence[str], indices: Sequence[int], se
                                  f"({type(owner).__name__}); load its weights from a checkpoint instead")
 
 
+def _holds_parameters(module: nn.Module) -> bool:
+    """Whether ``module`` itself (not its submodules) holds a parameter: what an initialiser sets."""
+    return any(p is not None for p in module._parameters.values())
+
+
 def _holders(modules: Sequence[nn.Module]) -> list[nn.Module]:
     """The modules (in ``modules`` and below) that hold parameters directly, each once."""
     seen: dict[int, nn.Module] = {}
     for module in modules:
         for sub in module.modules():
-            if any(p is not None for p in sub._parameters.values()):
+            if _holds_parameters(sub):
                 seen.setdefault(id(sub), sub)
     return list(seen.values())
 
@@ -181,8 +186,7 @@ def check_resettable(root: nn.Module, names: Sequence[str]) -> None:
     for name in names:
         for path, module in zip(layer_paths(name), layer_modules(root, name)):
             for sub_path, sub in module.named_modules(prefix=path):
-                if any(p is not None for p in sub._parameters.values()) and not callable(
-                        getattr(sub, "reset_parameters", None)):
+                if _holds_parameters(sub) and not callable(getattr(sub, "reset_parameters", None)):
                     raise ModelError(f"init: module {sub_path!r} ({type(sub).__name__}) has parameters and no "
                                      "reset_parameters(), so random initialisation cannot set them; load its "
                                      "weights (a checkpoint, or a factory that builds them)")

@@ -203,8 +203,8 @@ def _shared_tensors(job: Job, rank: int, stage: nn.Module) -> list[tuple[Any, in
     several ranks share and this rank holds. Every rank makes every group (a collective)."""
     stage_of = {i: j for j, part in enumerate(job.partitions) for i in part}
     out = []
-    for names in job.model.shared:
-        holders = {key: stage_of[i] for key, i in names.items()}
+    for layer_of in job.model.shared:
+        holders = {key: stage_of[i] for key, i in layer_of.items()}
         ranks = sorted(set(holders.values()))
         if len(ranks) < 2:
             continue  # held by one rank: one tensor there already

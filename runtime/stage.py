@@ -20,7 +20,7 @@ from torch import nn
 
 from .errors import ModelError
 
-__all__ = ["Absent", "ChainStage", "Stage", "layer_paths", "layer_modules"]
+__all__ = ["Absent", "ChainStage", "Stage", "layer_paths", "layer_modules", "run_layer"]
 
 
 def layer_paths(name: str) -> list[str]:
@@ -39,6 +39,14 @@ def layer_modules(root: nn.Module, name: str) -> list[nn.Module]:
         except AttributeError:
             raise ModelError(f"layer {name!r}: the model has no module {path!r}") from None
     return modules
+
+
+def run_layer(modules: Sequence[nn.Module], *inputs: Any) -> Any:
+    """A layer's output: its first module on ``inputs``, each further module on the one before's."""
+    value = modules[0](*inputs)
+    for module in modules[1:]:
+        value = module(value)
+    return value
 
 
 class Absent(nn.Module):
@@ -80,7 +88,6 @@ class ChainStage(Stage):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for name, modules in self._steps:
-            for module in modules:
-                x = module(x)
+            x = run_layer(modules, x)
             self.observe(name, x)
         return x
