@@ -17,8 +17,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench_solver import fmt, machine, provenance, write_results  # noqa: E402
 
-from solver.cli import COMPARE_METHODS, _instance_files, compare_instances, summarise  # noqa: E402
-from solver.units import format_size  # noqa: E402
+from layerfit.cli import COMPARE_METHODS, _instance_files, compare_instances, summarise  # noqa: E402
+from layerfit.model.units import format_size  # noqa: E402
 
 
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench_solver import fmt, machine, provenance, write_results  # noqa: E402
 
-from solver import Device, Instance, Layer, solve, validate_plan  # noqa: E402
+from layerfit import Device, Instance, Layer, solve, validate_plan  # noqa: E402
 
 LIMIT_S = 30.0
 

@@ -30,8 +30,8 @@ import torch  # noqa: E402
 
 import runtime  # noqa: E402
 from runtime.l2_cache import reserve_weights  # noqa: E402
-from runtime.synthetic import synthetic_model  # noqa: E402
-from solver import Training, solve  # noqa: E402
+from layerfit.runtime.synthetic import synthetic_model  # noqa: E402
+from layerfit import Training, solve  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 MEMORY_SHAPE = {"blocks": 8, "hidden": 1024, "ffn": 4096, "width": 4096, "head_width": 32000}

@@ -12,7 +12,7 @@ gloo ranks of this machine's cores, each rank reading only its own layers from t
 Each layer is timed alone on one micro-batch (``runtime.profile_module(time_layers=True)``
 on transformers' model, with a rank's share of the cores) and layerfit plans
 ``min_stage_time`` on those times; the even split is Megatron's and vLLM's default (equal layer
-counts, vLLM's remainder rule: ``solver.baselines.even_split``). Predicted step time: as
+counts, vLLM's remainder rule: ``layerfit.interop.baselines.even_split``). Predicted step time: as
 ``bench_runtime.py`` (m micro-batches take (m + k − 1) slots of the slowest stage, never less
 than the work over the cores). Per rank, the parameters it read and the activations it held
 are measured against ``from_hf_config`` at the run's micro-batch and sequence.
@@ -36,8 +36,8 @@ from bench_runtime import compare_plans, measure, repeats, throughput_lines  # n
 from bench_solver import machine, provenance, write_results  # noqa: E402
 
 import runtime  # noqa: E402
-from runtime.hf import layer_names  # noqa: E402
-from solver import solve  # noqa: E402
+from layerfit.runtime.hf import layer_names  # noqa: E402
+from layerfit import solve  # noqa: E402
 
 RANK_COUNTS, BATCH, MICRO, SEQ = (2, 4), 8, 8, 64
 CONFIG = {"vocab_size": 64000, "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 8,

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench_solver import fmt, machine, provenance, write_results  # noqa: E402
 
-from solver import Instance, Layer, load_instance, load_topology, map_plan, solve  # noqa: E402
+from layerfit import Instance, Layer, load_instance, load_topology, map_plan, solve  # noqa: E402
 
 TOPOLOGIES = ROOT / "instances" / "topologies"
 

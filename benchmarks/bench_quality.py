@@ -25,15 +25,16 @@ sys.path.insert(0, str(ROOT))
 
 from bench_solver import machine, provenance  # noqa: E402
 
-from solver import Instance, Layer, Status, load_instance, solve  # noqa: E402
-from solver.baselines import (  # noqa: E402
+from layerfit import Instance, Layer, Status, load_instance, solve  # noqa: E402
+from layerfit.interop.baselines import (  # noqa: E402
     accelerate_balanced,
     accelerate_sequential,
     deepspeed_parameters,
     even_split,
     torchgpipe_balance,
 )
-from solver.units import format_size  # noqa: E402
+from layerfit.model.units import format_size  # noqa: E402
+from layerfit.model.memory import plan_loads  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 METHODS = ("layerfit", "even", "deepspeed-parameters", "accelerate-sequential", "accelerate-balanced", "torchgpipe-size")
@@ -76,7 +77,7 @@ def evaluate(inst: Instance, k: int) -> dict:
     rows = {}
     for method, (parts, left) in plans(inst, k).items():
         used = [p for p in parts if p]
-        loads = inst.plan_loads(used)  # at its place in the schedule, with a DAG's relayed tensors
+        loads = plan_loads(inst, used)  # at its place in the schedule, with a DAG's relayed tensors
         row = {
             "partitions": len(used),
             "largest_bytes": max(loads),

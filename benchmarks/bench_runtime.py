@@ -7,7 +7,7 @@ LM's vocabulary projection against its blocks), inference with GPipe, on 2 gloo 
 each on this 2-core machine) and on 4 (two ranks to a core). Each layer is timed alone on
 one micro-batch (``profile_module(time_layers=True)``, with a rank's share of the cores),
 and layerfit plans ``min_stage_time`` on those times; the even split is Megatron's and
-vLLM's default (``solver.baselines.even_split``: equal layer counts, vLLM's remainder rule).
+vLLM's default (``layerfit.interop.baselines.even_split``: equal layer counts, vLLM's remainder rule).
 
 Predicted step time of a plan: m micro-batches take (m + k − 1) slots of its slowest stage
 (the pipeline), but never less than all the work over the cores that run it (m × the sum of
@@ -34,10 +34,10 @@ import torch  # noqa: E402
 from bench_solver import machine, provenance  # noqa: E402
 
 import runtime  # noqa: E402
-from runtime.synthetic import synthetic_model  # noqa: E402
-from solver import Plan, Status, solve  # noqa: E402
-from solver.baselines import even_split  # noqa: E402
-from solver.metrics import plan_metrics  # noqa: E402
+from layerfit.runtime.synthetic import synthetic_model  # noqa: E402
+from layerfit import Plan, Status, solve  # noqa: E402
+from layerfit.interop.baselines import even_split  # noqa: E402
+from layerfit.report.metrics import plan_metrics  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 RANK_COUNTS, BATCH, MICRO = (2, 4), 512, 8

@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from solver import Instance, Layer, Status, solve, validate_plan  # noqa: E402
+from layerfit import Instance, Layer, Status, solve, validate_plan  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -150,7 +150,7 @@ def plot_scaling(rows, path: Path) -> None:
 
 
 def bench_cli(repeats):
-    cmd = [sys.executable, "-m", "solver.cli", "solve", str(ROOT / "instances" / "seed-30b-h100-hbm.json")]
+    cmd = [sys.executable, "-m", "layerfit.cli", "solve", str(ROOT / "instances" / "seed-30b-h100-hbm.json")]
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

@@ -1,6 +1,6 @@
 """layerfit's runtime: run a placement with torch.distributed, one rank per partition.
 
->>> import runtime                                                    # doctest: +SKIP
+>>> from layerfit import runtime                                      # doctest: +SKIP
 >>> result = runtime.execute(placement, model, inputs, micro_batches=4, schedule="1f1b")
 >>> result = runtime.execute(plan, "path/to/hf-model", token_ids)   # a save_pretrained directory
 >>> result.outputs, result.report

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from solver import LayerfitError, load_instance
+from layerfit import LayerfitError, load_instance
 
 from .execute import (ExecutionError, default_backend, describe_error, load_placement, make_job, read_placement,
                       recorded_errors, summarise)

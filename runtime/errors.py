@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from solver import LayerfitError
+from layerfit import LayerfitError
 
 __all__ = ["ModelError"]
 

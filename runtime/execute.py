@@ -1,4 +1,4 @@
-"""``runtime.execute``: run a placement (or plan) on this machine, one process per partition.
+"""``layerfit.runtime.execute``: run a placement (or plan) on this machine, one process per partition.
 
 The ranks are spawned here (torch.multiprocessing, rendezvous on 127.0.0.1 at a free
 port), gloo on CPU and NCCL when there is a CUDA GPU per partition, so that tests and
@@ -19,14 +19,14 @@ from typing import Any
 import torch
 import torch.multiprocessing as mp
 
-from solver import Instance, LayerfitError, Placement, Plan
-from solver.dag import check_dag_plan
-from solver.instance import read_json
-from solver.metrics import plan_metrics
+from layerfit import Instance, LayerfitError, Placement, Plan
+from layerfit.model.instance import read_json
+from layerfit.report.metrics import plan_metrics
 
 from .graph import Graph
 from .model import ModelError, PreparedModel, prepare_model
 from .rank import OPTIMIZERS, SCHEDULES, Job, run_rank, threads_per_rank
+from layerfit.model.graph import check_dag_plan
 
 __all__ = ["ExecutionError", "ExecutionResult", "execute", "load_placement"]
 
@@ -255,7 +255,7 @@ def execute(
     model:
         An ``nn.Module``; a factory (a picklable callable, or ``"module:function"``) that each
         rank calls; a factory with ``checkpoint``; or a Hugging Face model directory
-        (:mod:`runtime.model`). Each rank holds only its own layers.
+        (:mod:`layerfit.runtime.model`). Each rank holds only its own layers.
     inputs, target:
         The batch (split into ``micro_batches`` along dimension 0) and, to train, its target.
         A Hugging Face model takes token ids [batch, sequence] and gives logits; its target is

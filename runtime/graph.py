@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from solver import Instance
-from solver.dag import topological_order
+from layerfit import Instance
+from layerfit.model.graph import topological_order
 
 from .errors import ModelError
 from .stage import Stage, layer_modules, run_layer

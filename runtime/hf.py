@@ -34,7 +34,7 @@ from torch import nn
 from .checkpoint import Checkpoint, refuse_unexpected
 from .errors import ModelError
 from .loading import Initialiser, layer_tensors, parameters_on_meta, tied_aliases
-from .model import ModelSource, random_weights
+from .source import ModelSource, random_weights
 from .stage import Stage, layer_modules
 
 __all__ = ["CONFIG_FILE", "CausalLMStage", "HFSource", "Layout", "build_causal_lm", "causal_lm_loss", "hf_initialiser",
@@ -373,7 +373,7 @@ class HFSource(ModelSource):
     def run_instance(self, micro_batch: int, inputs: torch.Tensor, train: bool) -> Any:
         """``from_hf_config`` of the directory's config at the run's micro-batch and sequence
         length, in the model's dtype (None when the importer does not read this model type)."""
-        from solver import InstanceError, from_hf_config
+        from layerfit import InstanceError, from_hf_config
 
         dtype = _DTYPE_NAMES.get(build_dtype(self.config))
         try:

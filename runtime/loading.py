@@ -4,7 +4,7 @@ The model is built whole, cheaply: with :func:`parameters_on_meta` every paramet
 the ``meta`` device (no storage) while buffers are built for real, so that what a module
 computes in its constructor (rotary ``inv_freq``, Gemma's embedding scale) is computed, not
 left empty. :func:`keep_layers` then replaces every other rank's layer by an
-:class:`~runtime.stage.Absent`, and :func:`materialise` gives this rank's parameters and
+:class:`~layerfit.runtime.stage.Absent`, and :func:`materialise` gives this rank's parameters and
 persistent buffers their values — read from a checkpoint, copied from a model, or set by a
 seeded initialisation (:func:`initialise`), whose every parameter is checked afterwards, so
 that nothing ever runs on uninitialised memory. A parameter that two layers share (a head

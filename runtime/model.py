@@ -8,11 +8,11 @@
   weights it builds or loads are the weights that run; the rank keeps its own layers and frees
   the rest;
 * a factory with ``checkpoint=``: built with its parameters on ``meta``, each rank reading
-  only its own layers' tensors from the checkpoint (:mod:`runtime.checkpoint`); every
+  only its own layers' tensors from the checkpoint (:mod:`layerfit.runtime.checkpoint`); every
   parameter and persistent buffer of the model must be there, with its shape, and nothing
   else — checked before any rank starts;
 * a Hugging Face model directory (``config.json`` and ``*.safetensors``): transformers' causal
-  LM, each rank reading its layers through transformers' own loader (:mod:`runtime.hf`).
+  LM, each rank reading its layers through transformers' own loader (:mod:`layerfit.runtime.hf`).
 
 ``init="random"`` (factories and Hugging Face directories) asks instead for seeded random
 weights: ``torch.manual_seed(seed + layer index)`` and each module's ``reset_parameters()``
@@ -20,7 +20,7 @@ weights: ``torch.manual_seed(seed + layer index)`` and each module's ``reset_par
 way to set them is an error naming it. Nothing ever runs on uninitialised memory.
 
 Layers are named as the plan's instance names them: module paths (``model.layers.3``; see
-:mod:`runtime.stage`). Without an instance they are the model's children (a Hugging Face
+:mod:`layerfit.runtime.stage`). Without an instance they are the model's children (a Hugging Face
 model's: the importer's names, which an instance must then use too).
 """
 
@@ -37,19 +37,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from solver import Instance
+from layerfit import Instance
 
 from .checkpoint import Checkpoint, check_keys
 from .errors import ModelError
-from .loading import (Initialiser, check_covered, check_resettable, initialise, keep_layers, layer_tensors, materialise,
-                      parameters_on_meta, reset_parameters, tied_aliases)
-from .stage import ChainStage, Stage, layer_modules
+from .loading import check_covered, keep_layers, layer_tensors, materialise, parameters_on_meta, reset_parameters, tied_aliases
+from .source import Aliases, ModelSource, layers_of, random_weights
+from .stage import layer_modules
 
 __all__ = ["INITS", "ModelError", "ModelSource", "PreparedModel", "build_model", "check_layers", "layers_of",
            "param_count", "prepare_model", "resolve_factory", "resolve_model"]
 
 INITS = ("random",)
-Aliases = dict[str, tuple[str, ...]]
 
 
 def resolve_factory(spec: str) -> Callable[[], nn.Module]:
@@ -67,69 +66,8 @@ def resolve_factory(spec: str) -> Callable[[], nn.Module]:
     return factory
 
 
-def layers_of(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The layers of a model in execution order, when no instance names them: its children."""
-    children = list(model.named_children())
-    if not children:
-        raise ModelError(f"model: {type(model).__name__} has no child modules to use as layers")
-    return children
-
-
 def param_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-class ModelSource:
-    """Where a rank's layers and their weights come from (picklable: it travels to the ranks)."""
-
-    init: str | None = None
-    layers_hint = ""  # said when the plan's layer count is not the model's
-
-    def skeleton(self) -> nn.Module:
-        """The whole model, cheaply (parameters on meta), for the checks before any rank starts."""
-        raise NotImplementedError
-
-    def build(self, seed: int) -> nn.Module:
-        """The whole model as a rank builds it, before it keeps its own layers."""
-        return self.skeleton()
-
-    def layer_names(self, root: nn.Module, instance: Instance | None) -> list[str]:
-        return [layer.name for layer in instance.layers] if instance is not None else [n for n, _ in layers_of(root)]
-
-    def check(self, root: nn.Module, names: Sequence[str]) -> None:
-        """Refuse, before any rank starts, weights that cannot be loaded or set."""
-        if self.init == "random":
-            check_resettable(root, names)
-
-    def load(self, root: nn.Module, names: Sequence[str], own: Sequence[int], aliases: Aliases, seed: int,
-             device: torch.device) -> dict[str, Any]:
-        """Give the layers ``own`` (indices into ``names``; the only ones ``root`` still holds)
-        their weights on ``device``. Returns what was read from a checkpoint (``keys``, ``bytes``)."""
-        raise NotImplementedError
-
-    def stage(self, root: nn.Module, names: Sequence[str]) -> Stage:
-        return ChainStage(root, names)
-
-    def loss_fn(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
-        """The training loss when the caller gives none (None: mean squared error)."""
-        return None
-
-    def check_batch(self, inputs: torch.Tensor, target: torch.Tensor | None) -> None:
-        """Refuse inputs (or a target) the model cannot take, naming which."""
-
-    def run_instance(self, micro_batch: int, inputs: torch.Tensor, train: bool) -> Instance | None:
-        """The model's instance at the run's own shapes, where the source can say (None: it cannot)."""
-        return None
-
-
-def random_weights(root: nn.Module, names: Sequence[str], own: Sequence[int], seed: int, device: torch.device,
-                   initialiser: Initialiser) -> dict[str, Any]:
-    """Seeded random weights for the layers ``own`` (see :func:`runtime.loading.initialise`)."""
-    mine = [names[i] for i in own]
-    materialise(root, mine, lambda _, t: torch.empty_like(t, device="cpu"), torch.device("cpu"))
-    initialise(root, mine, own, seed, initialiser)
-    root.to(device)
-    return {}
 
 
 @dataclass

@@ -18,7 +18,7 @@ What is measured, and how (each instance's ``description`` says which applied):
 * time (``time_layers=True``): each layer run alone on its real input, the median of
   repeated runs after warm-up runs (inference: a forward under ``no_grad``; training: the
   forward and the backward of its output), with the intra-op threads this process has, so
-  set ``torch.set_num_threads`` to a rank's share first (``runtime.threads_per_rank``) to time
+  set ``torch.set_num_threads`` to a rank's share first (``layerfit.runtime.threads_per_rank``) to time
   the layers as a rank will run them. Plans then balance measured time
   (``objective="min_stage_time"``).
 """
@@ -36,9 +36,10 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from solver import Constraints, Instance, Layer, TiedGroup, Training
+from layerfit import Constraints, Instance, Layer, TiedGroup, Training
 
 from .model import ModelError
+from layerfit.model.memory import partition_bytes
 
 __all__ = ["profile_module"]
 
@@ -159,7 +160,7 @@ def profile_module(
     capacity: int | str | None = None,
     name: str | None = None,
 ) -> Instance:
-    """Describe ``module`` as an :class:`~solver.Instance`, layer by layer.
+    """Describe ``module`` as an :class:`~layerfit.Instance`, layer by layer.
 
     Parameters
     ----------
@@ -248,7 +249,7 @@ def profile_module(
     kwargs = dict(name=name or type(module).__name__, layers=tuple(result), training=Training("adam") if training else None,
                   constraints=Constraints(tied=tuple(tied)), description=f"profile_module: {how}")
     whole = Instance(capacity=1, **kwargs)  # type: ignore[arg-type]
-    return Instance(capacity=capacity if capacity is not None else whole.partition_bytes(range(len(result)), 0, 1),
+    return Instance(capacity=capacity if capacity is not None else partition_bytes(whole, range(len(result)), 0, 1),
                     **kwargs)  # type: ignore[arg-type]
 
 

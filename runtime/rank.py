@@ -1,8 +1,8 @@
 """What one rank does: hold its partition, run it as a pipeline stage, measure it.
 
 Each rank builds the model pruned to its partition's layers, with their weights only
-(:mod:`runtime.model`), as a stage (:mod:`runtime.stage`; a DAG plan's:
-:class:`~runtime.graph.GraphStage`) and runs it through ``torch.distributed.pipelining``
+(:mod:`layerfit.runtime.model`), as a stage (:mod:`layerfit.runtime.stage`; a DAG plan's:
+:class:`~layerfit.runtime.graph.GraphStage`) and runs it through ``torch.distributed.pipelining``
 (``PipelineStage`` with ``ScheduleGPipe`` or ``Schedule1F1B``): the schedule sends each
 micro-batch's boundary tensors to the next rank (and, when training, their gradients back).
 The rank measures what it held and sent from the tensors themselves: parameter bytes,

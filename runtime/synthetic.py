@@ -3,7 +3,7 @@
 ``synthetic_model()`` is a chain: an input projection ("embed", wide), ``blocks`` MLP
 blocks (LayerNorm, Linear h→f, GELU, Linear f→h), and an output projection ("head",
 wide) — uneven like a real LM, whose embedding and head outweigh a block. It is a
-factory for ``runtime.execute`` and ``layerfit run --model runtime.synthetic:synthetic_model``.
+factory for ``layerfit.runtime.execute`` and ``layerfit run --model layerfit.runtime.synthetic:synthetic_model``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from solver import Instance, Layer
+from layerfit import Instance, Layer
 
 from .model import layers_of, param_count
 

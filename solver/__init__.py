@@ -1,25 +1,25 @@
 """layerfit's planner: partition a model's layers into contiguous pieces that fit a capacity.
 
->>> from solver import load_instance, solve
+>>> from layerfit import load_instance, solve
 >>> plan = solve(load_instance("instances/seed-30b-h100-hbm.json"))   # doctest: +SKIP
 
 This package never imports torch; CP-SAT and PuLP are imported only when used.
 """
 
 from .errors import InstanceError, LayerfitError, OptionError, PlanError, TopologyError
-from .export import EXPORT_TARGETS, export_plan
-from .hf_config import from_hf_config
-from .instance import Constraints, Device, Instance, Layer, SeedModel, TiedGroup, Training, load_instance
-from .mapper import map_plan
-from .memory import Footprint
-from .metrics import plan_metrics
-from .placement import Placement
-from .plan import Plan, Status
+from .interop.export import EXPORT_TARGETS, export_plan
+from .interop.hf_config import from_hf_config
+from .model.instance import Constraints, Device, Instance, Layer, SeedModel, TiedGroup, Training, load_instance
+from .placement.mapper import map_plan
+from .model.memory import Footprint
+from .report.metrics import plan_metrics
+from .placement.placement import Placement
+from .model.plan import Plan, Status
 from .solve import METHODS, solve
-from .topology import LinkTable, link_bandwidth
-from .topology_files import load_topology
-from .units import format_size, parse_size
-from .validation import validate_plan
+from .placement.topology import LinkTable, link_bandwidth
+from .placement.topology_files import load_topology
+from .model.units import format_size, parse_size
+from .report.validation import validate_plan
 
 __all__ = [
     "Constraints",

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import LayerfitError, OptionError
-from .instance import Instance, load_instance, read_json
-from .plan import OBJECTIVES, Plan, Status
+from .model.instance import Instance, load_instance, read_json
+from .model.plan import OBJECTIVES, Plan, Status
 from .solve import METHODS, solve
-from .units import format_size
+from .model.units import format_size
 
 __all__ = ["main"]
 
@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["run"]:
         # The runtime needs torch; planning never imports it (runtime.cli parses its own options).
         try:
-            from runtime.cli import main as run_main
+            from layerfit.runtime.cli import main as run_main
         except ImportError as exc:
             print(f"layerfit: error: `layerfit run` needs torch ({exc}); pip install 'layerfit[runtime]'", file=sys.stderr)
             return EXIT_BAD_INPUT
@@ -263,7 +263,7 @@ def _plan_of(args: argparse.Namespace, *, placements: bool = False):  # type: ig
             raise LayerfitError(f"{path} is a plan: give the instance it was made for with --instance")
         instance = load_instance(args.instance)
         if placements and "topology_name" in raw:  # a placement (a plan has no topology)
-            from .placement import Placement
+            from .placement.placement import Placement
 
             return instance, Placement.from_dict(raw)
         return instance, Plan.from_dict(raw)
@@ -283,8 +283,8 @@ def _no_plan(args: argparse.Namespace, instance: Instance, plan: Plan) -> int:
 
 
 def _map(args: argparse.Namespace) -> int:
-    from .mapper import map_plan
-    from .topology_files import load_topology
+    from .placement.mapper import map_plan
+    from .placement.topology_files import load_topology
 
     instance, plan = _plan_of(args)
     if not plan.status.has_plan:
@@ -292,7 +292,7 @@ def _map(args: argparse.Namespace) -> int:
     topology = load_topology(args.topology, bandwidth_matrix=args.bandwidth_matrix)
     placement = map_plan(instance, plan, topology, args.objective)
     if args.plot and placement.status.has_plan:
-        from .plot import plot_placement
+        from .report.plot import plot_placement
 
         plot_placement(placement, topology, args.plot)
     if args.json:
@@ -303,7 +303,7 @@ def _map(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from .hf_config import from_hf_config
+    from .interop.hf_config import from_hf_config
 
     instance = from_hf_config(
         args.config, batch_size=args.batch_size, seq_len=args.seq_len, dtype=args.dtype,
@@ -322,7 +322,7 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .export import export_plan
+    from .interop.export import export_plan
 
     instance, plan = _plan_of(args, placements=True)
     if not plan.status.has_plan:

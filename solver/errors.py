@@ -1,7 +1,7 @@
 """The exceptions layerfit raises.
 
 Input and programming errors raise; solver outcomes (infeasible, out of time) are a
-:class:`~solver.plan.Status` on the returned plan, never an exception.
+:class:`~layerfit.model.plan.Status` on the returned plan, never an exception.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ class InstanceError(LayerfitError, ValueError):
 
 
 class OptionError(LayerfitError, ValueError):
-    """An invalid argument to :func:`solver.solve` (unknown method, bad time limit, ...)."""
+    """An invalid argument to :func:`layerfit.solve` (unknown method, bad time limit, ...)."""
 
 
 class PlanError(LayerfitError, ValueError):
-    """A plan that breaks a rule of its instance (raised by :func:`solver.validate_plan`)."""
+    """A plan that breaks a rule of its instance (raised by :func:`layerfit.validate_plan`)."""
 
 
 class TopologyError(LayerfitError, ValueError):

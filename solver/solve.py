@@ -3,10 +3,10 @@
 Methods
 -------
 greedy  The seed's GreedyLayerPartition, exactly. Its count is optimal on an additive
-        chain (solver.greedy); its largest partition usually is not.
-dp      Exact for chains (solver.dp): both objectives, in O(k log n · log max s).
-cpsat   OR-Tools CP-SAT model (solver.cpsat), warm-started by DP or greedy, bounded by greedy.
-mip     The same model in PuLP (solver.mip): CBC by default, HiGHS with backend="highs".
+        chain (layerfit.methods.greedy); its largest partition usually is not.
+dp      Exact for chains (layerfit.methods.dp): both objectives, in O(k log n · log max s).
+cpsat   OR-Tools CP-SAT model (layerfit.methods.cpsat), warm-started by DP or greedy, bounded by greedy.
+mip     The same model in PuLP (layerfit.methods.mip): CBC by default, HiGHS with backend="highs".
 auto    The fastest exact method that applies: dp for every instance of this version.
 
 Objectives
@@ -27,17 +27,18 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .dp import bottleneck_lower_bound, min_bottleneck, min_partitions, split_to
+from .methods.dp import bottleneck_lower_bound, min_bottleneck, min_partitions, split_to
 from .errors import OptionError
-from .explain import explain_oversized, explain_too_few_partitions
-from .formulation import BackendResult, formulate
-from .greedy import greedy_partition
-from .instance import Instance
-from .metrics import plan_metrics
-from .placement import Placement
-from .remedies import remedies
-from .plan import OBJECTIVES, Plan, Status
-from .units import format_bytes
+from .report.explain import explain_oversized, explain_too_few_partitions
+from .methods.formulation import BackendResult, formulate
+from .methods.greedy import greedy_partition
+from .model.instance import Instance
+from .report.metrics import plan_metrics
+from .placement.placement import Placement
+from .report.remedies import remedies
+from .model.plan import OBJECTIVES, Plan, Status
+from .model.units import format_bytes
+from .model.memory import partition_bytes
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -141,7 +142,7 @@ def _check_options(
                 if on:
                     raise OptionError(f"{option}: on a free device pool planned by method 'dp' (exact), not {method!r}")
         if method == "dp":
-            from .pools import MAX_MIXES, device_kinds, mixes
+            from .methods.pools import MAX_MIXES, device_kinds, mixes
 
             if mixes(instance) > MAX_MIXES:
                 raise OptionError(
@@ -176,7 +177,7 @@ def solve(
     Parameters
     ----------
     instance:
-        The :class:`~solver.Instance`.
+        The :class:`~layerfit.Instance`.
     method:
         ``"auto"`` (default), ``"greedy"``, ``"dp"``, ``"cpsat"`` or ``"mip"``.
     objective:
@@ -201,10 +202,10 @@ def solve(
         proof (fast); ``"greedy"`` (the seed's plan, split to k partitions for
         ``min_bottleneck``) and ``"none"`` make the search find the optimum itself.
     topology:
-        Joint mode (solver.joint): choose the partitions and their GPUs together with
+        Joint mode (layerfit.placement.joint): choose the partitions and their GPUs together with
         CP-SAT (``method`` ``"auto"`` or ``"cpsat"``), each partition fitting the capacity
         and its GPU's memory; ``num_partitions`` defaults to the fewest that fit. Returns a
-        :class:`~solver.Placement`, never worse than ``map_plan`` of the DP's plan.
+        :class:`~layerfit.Placement`, never worse than ``map_plan`` of the DP's plan.
 
     Returns
     -------
@@ -235,7 +236,7 @@ def solve(
     if method == "auto":
         method = "cpsat" if instance.edges is not None else "dp"
         if instance.free_pool:
-            from .pools import MAX_MIXES, mixes
+            from .methods.pools import MAX_MIXES, mixes
 
             method = "cpsat" if mixes(instance) > MAX_MIXES else "dp"
     if method == "cpsat" and num_workers is None:
@@ -276,12 +277,12 @@ def solve(
     if oversized is not None:
         return finish(Status.INFEASIBLE, objective=None, bound=None, explanation=oversized)
     if instance.edges is not None:
-        from .dag import solve_dag
+        from .methods.dag import solve_dag
 
         return solve_dag(instance, method, objective, num_partitions, finish, time_limit=time_limit, seed=seed,
                          num_workers=num_workers or DEFAULT_CPSAT_WORKERS, backend=backend)
     if instance.free_pool:
-        from .pools import solve_free_pool
+        from .methods.pools import solve_free_pool
 
         return solve_free_pool(instance, method, objective, num_partitions, finish, time_limit=time_limit, seed=seed,
                                num_workers=num_workers or DEFAULT_CPSAT_WORKERS, warm_start=warm_start,
@@ -289,7 +290,7 @@ def solve(
     if method in ("cpsat", "mip") and (instance.schedule != "none" or instance.devices is not None
                                        or instance.buffer_reuse or instance.activation_recompute
                                        or instance.constraints.tied or instance.constraints.structural):
-        from .staged_models import solve_staged_model
+        from .methods.staged_models import solve_staged_model
 
         return solve_staged_model(instance, method, objective, num_partitions, finish, time_limit=time_limit,
                                   seed=seed, num_workers=num_workers or DEFAULT_CPSAT_WORKERS,
@@ -302,7 +303,7 @@ def solve(
     sizes = instance.sizes
     capacity = instance.usable_capacity
     greedy_plan = greedy_partition(sizes, capacity)
-    fewest = len(greedy_plan)  # optimal by the stay-ahead theorem (solver.greedy)
+    fewest = len(greedy_plan)  # optimal by the stay-ahead theorem (layerfit.methods.greedy)
 
     if objective == "min_partitions":
         if method == "greedy":
@@ -339,8 +340,8 @@ def solve(
 
 def _solve_joint(instance, method, objective, num_partitions, time_limit, seed, num_workers, backend,  # type: ignore[no-untyped-def]
                  warm_start, topology) -> Placement:
-    """solve(..., topology=...): partitions and GPUs together (solver.joint)."""
-    from .placement import MAP_OBJECTIVES
+    """solve(..., topology=...): partitions and GPUs together (layerfit.placement.joint)."""
+    from .placement.placement import MAP_OBJECTIVES
 
     if method not in ("auto", "cpsat"):
         raise OptionError(f"topology: joint partitioning and placement is a CP-SAT model; use method 'auto' or 'cpsat', not {method!r}")
@@ -371,7 +372,7 @@ def _solve_joint(instance, method, objective, num_partitions, time_limit, seed, 
             f"num_partitions: must be an integer between 1 and the number of layers ({instance.num_layers}), "
             f"got {num_partitions!r}"
         )
-    from .joint import solve_joint
+    from .placement.joint import solve_joint
 
     return solve_joint(instance, topology, num_partitions=num_partitions, objective=objective, time_limit=time_limit,
                        seed=seed, num_workers=num_workers or DEFAULT_CPSAT_WORKERS)
@@ -379,8 +380,8 @@ def _solve_joint(instance, method, objective, num_partitions, time_limit, seed, 
 
 def _solve_by_stages(instance: Instance, method: str, objective: str, num_partitions: int | None, finish) -> Plan:  # type: ignore[no-untyped-def]
     """Beyond the additive chain (schedule memory, buffer reuse, constraints, an ordered pool):
-    exact by the reachable-cut probe of solver.stages; greedy walks the same memory model."""
-    from .stages import greedy_walk, min_stage_bottleneck, min_stage_time, min_stage_utilization, min_stages
+    exact by the reachable-cut probe of layerfit.methods.stages; greedy walks the same memory model."""
+    from .methods.stages import greedy_walk, min_stage_bottleneck, min_stage_time, min_stage_utilization, min_stages
 
     fewest = min_stages(instance)
     if objective in ("min_bottleneck", "min_stage_time", "min_utilization"):
@@ -424,7 +425,7 @@ def _solve_by_stages(instance: Instance, method: str, objective: str, num_partit
         return finish(Status.UNKNOWN, objective=None, bound=count, explanation=(
             f"greedy (filling the stages in order{planned}) found no plan; the exact method 'dp' finds {count} stages"))
     k = len(parts)
-    largest = max(instance.partition_bytes(p, j, k) for j, p in enumerate(parts))
+    largest = max(partition_bytes(instance, p, j, k) for j, p in enumerate(parts))
     lower = min_stage_bottleneck(instance, k)
     secondary_bound = lower[0] if lower is not None else largest
     status = Status.OPTIMAL if k == count and largest == secondary_bound else Status.FEASIBLE
@@ -458,10 +459,10 @@ def _run_model(
         return None
     log.debug("%s model: %d layers, %d partitions, %d assignment variables", method, len(sizes), k, form.num_assignment_vars)
     if method == "cpsat":
-        from . import cpsat
+        from .methods import cpsat
 
         return cpsat.solve_bottleneck(form, time_limit=time_limit, seed=seed, num_workers=num_workers or 1)
-    from . import mip
+    from .methods import mip
 
     return mip.solve_bottleneck(form, backend=backend or "cbc", time_limit=time_limit, seed=seed)
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from hypothesis import strategies as st
 
-from solver import Instance, Layer
+from layerfit import Instance, Layer
+from layerfit.model.memory import capacity_at, partition_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTANCES = ROOT / "instances"
@@ -101,8 +102,8 @@ def stage_oracle(instance: Instance) -> dict:
         k = len(plan)
         if k > instance.max_partitions:
             continue
-        loads = [instance.partition_bytes(p, j, k) for j, p in enumerate(plan)]
-        if all(load <= instance.capacity_at(j) for j, load in enumerate(loads)) and satisfies(instance, plan):
+        loads = [partition_bytes(instance, p, j, k) for j, p in enumerate(plan)]
+        if all(load <= capacity_at(instance, j) for j, load in enumerate(loads)) and satisfies(instance, plan):
             per_k[k] = min(per_k.get(k, max(loads)), max(loads))
     lex = None if not per_k else (min(per_k), per_k[min(per_k)])
     return {"lexicographic": lex, "bottleneck": per_k}
@@ -110,7 +111,7 @@ def stage_oracle(instance: Instance) -> dict:
 
 def check_dp_against_stage_oracle(instance: Instance):
     """Solve with the default (exact) method, validate, and compare with the oracle; returns the optimum."""
-    from solver import Status, solve, validate_plan
+    from layerfit import Status, solve, validate_plan
 
     plan = solve(instance)
     validate_plan(instance, plan)
@@ -127,7 +128,7 @@ def assert_fewest_then_balanced(plan, per_k: dict) -> bool:
     """The plan against an oracle's smallest largest partition per count: INFEASIBLE with an
     explanation when there is none, else OPTIMAL at the fewest count and its best balance.
     Returns whether a plan exists."""
-    from solver import Status
+    from layerfit import Status
 
     if not per_k:
         assert plan.status is Status.INFEASIBLE and plan.explanation
@@ -140,7 +141,7 @@ def assert_fewest_then_balanced(plan, per_k: dict) -> bool:
 def check_solve_against_oracle(inst, per_k: dict, *, every_count: bool) -> None:
     """solve(inst) is valid and fewest-then-balanced against the oracle; then min_bottleneck
     matches the oracle at every count it reaches (``every_count``), or at the largest."""
-    from solver import solve, validate_plan
+    from layerfit import solve, validate_plan
 
     plan = solve(inst)
     validate_plan(inst, plan)

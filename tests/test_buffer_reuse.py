@@ -4,9 +4,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from solver import Device, Instance, InstanceError, Layer, OptionError, solve, validate_plan
+from layerfit import Device, Instance, InstanceError, Layer, OptionError, solve, validate_plan
 
 from helpers import check_dp_against_stage_oracle
+from layerfit.model.memory import partition_bytes
 
 
 @st.composite
@@ -16,7 +17,7 @@ def reusing(draw):
                     buffer_bytes=draw(st.integers(0, 12))) for i in range(n)]
     schedule = draw(st.sampled_from([("none", 1), ("gpipe", 2), ("1f1b", 3)]))
     probe = Instance(name="r", capacity=10**6, layers=layers, schedule=schedule[0], micro_batches=schedule[1], buffer_reuse=True)
-    largest = max(probe.partition_bytes([i], 0, 1) for i in range(n))
+    largest = max(partition_bytes(probe, [i], 0, 1) for i in range(n))
     capacity = draw(st.integers(max(1, largest), max(1, largest) + sum(probe.sizes) + 1))
     return Instance(name="r", capacity=capacity, layers=layers, schedule=schedule[0], micro_batches=schedule[1],
                     buffer_reuse=True)
@@ -38,7 +39,7 @@ def test_reuse_counts_the_largest_workspace():
     layers = [Layer(f"l{i}", weight_bytes=10, buffer_bytes=8) for i in range(6)]
     plain = Instance(name="b", capacity=50, layers=layers)
     reused = Instance(name="b", capacity=50, layers=layers, buffer_reuse=True)
-    assert plain.partition_bytes([0, 1, 2], 0, 1) == 54 and reused.partition_bytes([0, 1, 2], 0, 1) == 38
+    assert partition_bytes(plain, [0, 1, 2], 0, 1) == 54 and partition_bytes(reused, [0, 1, 2], 0, 1) == 38
     plan = solve(reused)
     assert plan.num_partitions == 2 and solve(plain).num_partitions == 3
     assert plan.metrics["partitions"][0]["buffer_bytes"] == 8

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from solver import Instance, OptionError, Status, load_instance, solve, validate_plan
+from layerfit import Instance, OptionError, Status, load_instance, solve, validate_plan
 
 from helpers import EXACT, EXACT_IDS, INSTANCES
 

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from solver import Plan, load_instance, validate_plan
-from solver.cli import main
+from layerfit import Plan, load_instance, validate_plan
+from layerfit.cli import main
 
 from helpers import INSTANCES, ROOT
 
@@ -44,7 +44,7 @@ def test_solve_json_prints_the_plan_alone(capsys, method):
 
 def test_solve_json_with_highs_has_no_banner_on_stdout():
     # HiGHS prints a banner from native code on its first use; stdout must stay one JSON document.
-    exe = [sys.executable, "-m", "solver.cli"]
+    exe = [sys.executable, "-m", "layerfit.cli"]
     out = subprocess.run([*exe, "solve", SEED_HBM, "--method", "mip", "--backend", "highs", "--json"],
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr

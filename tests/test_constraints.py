@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from solver import Device, Instance, InstanceError, Layer, OptionError, PlanError, Status, solve, validate_plan
-from solver.instance import Constraints
+from layerfit import Device, Instance, InstanceError, Layer, OptionError, PlanError, Status, solve, validate_plan
+from layerfit.model.instance import Constraints
 
 from helpers import check_dp_against_stage_oracle
 
@@ -101,7 +101,7 @@ def test_validate_plan_checks_the_constraints():
     plan = solve(inst)
     import dataclasses
 
-    from solver.metrics import plan_metrics
+    from layerfit.report.metrics import plan_metrics
 
     whole = [[0, 1, 2, 3, 4]]
     broken = dataclasses.replace(plan, partitions=whole, objective=1, bound=1, secondary_objective=50,

@@ -9,8 +9,8 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 import runtime  # noqa: E402
-from runtime.synthetic import example_inputs, synthetic_instance, synthetic_model  # noqa: E402
-from solver import solve, validate_plan  # noqa: E402
+from layerfit.runtime.synthetic import example_inputs, synthetic_instance, synthetic_model  # noqa: E402
+from layerfit import solve, validate_plan  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -65,7 +65,7 @@ def test_a_hugging_face_model_runs_on_cuda(tmp_path):
     pytest.importorskip("transformers")
     from hf_models import save, token_ids
 
-    from solver import from_hf_config
+    from layerfit import from_hf_config
 
     model = save("llama", tmp_path).eval()
     plan = solve(from_hf_config(tmp_path / "config.json", batch_size=2, seq_len=9), objective="min_bottleneck",

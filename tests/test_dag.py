@@ -8,10 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from solver import Constraints, Instance, InstanceError, Layer, OptionError, PlanError, Status, solve, validate_plan
-from solver.dag import dag_cuts, dag_loads, greedy_dag, topological_order
+from layerfit import Constraints, Instance, InstanceError, Layer, OptionError, PlanError, Status, solve, validate_plan
+from layerfit.methods.dag import greedy_dag
 
 from helpers import check_solve_against_oracle
+from layerfit.model.graph import dag_cuts, topological_order
+from layerfit.model.memory import plan_loads
 
 
 def dag_oracle(instance):
@@ -32,7 +34,7 @@ def dag_oracle(instance):
             if any(len(p) > (c.max_layers_per_partition or n) or len(p) < (c.min_layers_per_partition or 1)
                    for p in parts):
                 continue
-            largest = max(dag_loads(instance, parts))
+            largest = max(plan_loads(instance, parts))
             if largest <= instance.usable_capacity:
                 per_k[k] = min(per_k.get(k, largest), largest)
     return per_k
@@ -105,7 +107,7 @@ def test_relayed_skips_are_held_and_sent():
     inst = unet()
     parts = [[0, 1], [2, 3], [4, 5]]
     # partition 1 relays enc0's 50 B to dec0; enc1's skip ends in partition 1 (an input, not counted)
-    assert dag_loads(inst, parts) == [30 + 50 + 30 + 50, 30 + 5 + 30 + 5 + 50, 30 + 5 + 30 + 5]
+    assert plan_loads(inst, parts) == [30 + 50 + 30 + 50, 30 + 5 + 30 + 5 + 50, 30 + 5 + 30 + 5]
     assert dag_cuts(inst, parts) == [50 + 50, 5 + 50]  # enc1→mid and enc1's skip, enc0's skip; dec1→dec0 and enc0's
     plan = solve(inst, objective="min_bottleneck", num_partitions=3)
     validate_plan(inst, plan)
@@ -123,15 +125,15 @@ def test_a_schedule_holds_activations_and_relays_per_micro_batch_in_flight():
     parts = [[0, 1], [2, 3], [4, 5]]
     gpipe = dataclasses.replace(unet(), schedule="gpipe", micro_batches=2)
     # every stage holds 2 micro-batches: activations ×2, and the middle one relays enc0's skip ×2
-    assert dag_loads(gpipe, parts) == [30 + 2 * 50 + 30 + 2 * 50, 30 + 2 * 5 + 30 + 2 * 5 + 2 * 50, 30 + 2 * 5 + 30 + 2 * 5]
+    assert plan_loads(gpipe, parts) == [30 + 2 * 50 + 30 + 2 * 50, 30 + 2 * 5 + 30 + 2 * 5 + 2 * 50, 30 + 2 * 5 + 30 + 2 * 5]
     one_f_one_b = dataclasses.replace(unet(), schedule="1f1b", micro_batches=4)
     # 1F1B: stage j of 3 holds min(3 − j, 4) micro-batches: 3, 2, 1
-    assert dag_loads(one_f_one_b, parts) == [30 + 3 * 50 + 30 + 3 * 50, 30 + 2 * 5 + 30 + 2 * 5 + 2 * 50, 30 + 5 + 30 + 5]
+    assert plan_loads(one_f_one_b, parts) == [30 + 3 * 50 + 30 + 3 * 50, 30 + 2 * 5 + 30 + 2 * 5 + 2 * 50, 30 + 5 + 30 + 5]
     assert dag_cuts(one_f_one_b, parts) == dag_cuts(unet(), parts)  # per micro-batch, whatever the schedule
     roomy = dataclasses.replace(one_f_one_b, capacity=400)
     plan = solve(roomy, objective="min_bottleneck", num_partitions=3)
     validate_plan(roomy, plan)
-    assert plan.metrics["max_bytes"] == max(dag_loads(roomy, plan.partitions))
+    assert plan.metrics["max_bytes"] == max(plan_loads(roomy, plan.partitions))
 
 
 def test_encoder_decoder_and_a_non_topological_listing():

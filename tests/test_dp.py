@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from solver.dp import bottleneck_lower_bound, min_bottleneck, min_partitions, probe, prefix_sums, split_to
+from layerfit.methods.dp import bottleneck_lower_bound, min_bottleneck, min_partitions, probe, prefix_sums, split_to
 
 from helpers import all_plans
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from solver import Status, solve, validate_plan
+from layerfit import Status, solve, validate_plan
 
 from helpers import EXACT, EXACT_IDS, MODEL_IDS, MODEL_METHODS, make_instance, oracle, small_instances
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from solver import Status, load_instance, solve, validate_plan
+from layerfit import Status, load_instance, solve, validate_plan
 
 from helpers import INSTANCES, make_instance
 

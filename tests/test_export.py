@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from solver import Instance, Layer, PlanError, export_plan, from_hf_config, solve
-from solver.export import EXPORT_TARGETS, module_names, stage_layer_counts
+from layerfit import Instance, Layer, PlanError, export_plan, from_hf_config, solve
+from layerfit.interop.export import EXPORT_TARGETS, module_names, stage_layer_counts
 
 from helpers import ROOT
 
@@ -153,7 +153,7 @@ def test_pippy_split_spec_splits_a_real_module():
 
 
 def test_accelerate_follows_a_free_pools_chosen_devices():
-    from solver import Device
+    from layerfit import Device
 
     layers = [Layer(f"model.layers.{i}", weight_bytes=30) for i in range(4)]
     pool = (Device("small", 40), Device("big0", 100), Device("big1", 100))

@@ -7,11 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from solver import Device, Instance, Layer, OptionError, PlanError, Status, solve, validate_plan
-from solver.instance import InstanceError
-from solver.metrics import plan_metrics
+from layerfit import Device, Instance, Layer, OptionError, PlanError, Status, solve, validate_plan
+from layerfit.model.instance import InstanceError
+from layerfit.report.metrics import plan_metrics
 
 from helpers import all_plans, check_solve_against_oracle
+from layerfit.model.memory import device_capacity, partition_bytes
 
 
 def free_oracle(instance):
@@ -22,9 +23,9 @@ def free_oracle(instance):
         k = len(plan)
         if k > len(names):
             continue
-        loads = [instance.partition_bytes(p, j, k) for j, p in enumerate(plan)]
+        loads = [partition_bytes(instance, p, j, k) for j, p in enumerate(plan)]
         for chosen in permutations(names, k):
-            if all(load <= instance.device_capacity(name) for load, name in zip(loads, chosen)):
+            if all(load <= device_capacity(instance, name) for load, name in zip(loads, chosen)):
                 per_k[k] = min(per_k.get(k, max(loads)), max(loads))
                 break
     return per_k

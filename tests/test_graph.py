@@ -11,11 +11,12 @@ from hypothesis import strategies as st
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from runtime.graph import INPUT, Graph, graph_forward  # noqa: E402
-from runtime import ModelError  # noqa: E402
-from solver.dag import check_dag_plan, dag_cuts, dag_loads, size_at  # noqa: E402
+from layerfit.runtime.graph import INPUT, Graph, graph_forward  # noqa: E402
+from layerfit.runtime import ModelError  # noqa: E402
 
 from test_dag import dags  # noqa: E402
+from layerfit.model.graph import check_dag_plan, dag_cuts  # noqa: E402
+from layerfit.model.memory import in_flight, plan_loads, size_at  # noqa: E402
 
 
 @st.composite
@@ -47,8 +48,8 @@ def test_what_crosses_each_boundary_is_what_the_planner_counts(case):
         into = set(crossings[j - 1]) if j > 0 else {INPUT}
         out = set(crossings[j]) if j < len(partitions) - 1 else set()
         relayed = sum(inst.layers[u].sent_bytes for u in into & out if u != INPUT)
-        f = inst.in_flight(j, len(partitions))
-        assert dag_loads(inst, partitions)[j] == sum(size_at(inst, v, f) for v in part) + f * relayed
+        f = in_flight(inst, j, len(partitions))
+        assert plan_loads(inst, partitions)[j] == sum(size_at(inst, v, f) for v in part) + f * relayed
 
 
 class Mix(nn.Module):
@@ -79,7 +80,7 @@ def test_the_stages_in_turn_equal_the_whole_model(case):
 
 
 def test_a_layer_takes_its_producers_in_the_order_the_edges_list_them():
-    from solver import Instance, Layer
+    from layerfit import Instance, Layer
 
     layers = [Layer(name, weight_bytes=1) for name in ("a", "b", "c")]
     inst = Instance(name="o", capacity=10, layers=layers, edges=(("b", "c"), ("a", "c"), ("a", "b")))

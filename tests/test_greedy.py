@@ -3,8 +3,8 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from solver import Status, solve, validate_plan
-from solver.greedy import greedy_indices, greedy_partition, partition_ranges
+from layerfit import Status, solve, validate_plan
+from layerfit.methods.greedy import greedy_indices, greedy_partition, partition_ranges
 
 from helpers import all_plans, make_instance, oracle, small_instances
 
@@ -40,7 +40,7 @@ def test_greedy_indices_walk_like_greedy(sizes, capacity):
 
 @given(small_instances(max_layers=9, feasible=True))
 def test_greedy_count_is_optimal_on_additive_chains(inst):
-    # The theorem (solver.greedy): greedy stays ahead, so no plan has fewer partitions.
+    # The theorem (layerfit.methods.greedy): greedy stays ahead, so no plan has fewer partitions.
     best_count, _ = oracle(inst)["lexicographic"]
     plan = solve(inst, "greedy")
     validate_plan(inst, plan)

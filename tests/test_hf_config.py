@@ -5,9 +5,10 @@ import json
 
 import pytest
 
-from solver import Instance, InstanceError, from_hf_config, solve, validate_plan
+from layerfit import Instance, InstanceError, from_hf_config, solve, validate_plan
 
 from helpers import ROOT
+from layerfit.model.memory import partition_bytes
 
 MODELS = ROOT.parent / "shared" / "data" / "models"
 CONFIGS = ROOT / "instances" / "configs"
@@ -89,7 +90,7 @@ def test_gpt2_ties_its_head_to_the_token_embedding():
     assert group.layers == ("transformer.wte+wpe", "lm_head") and group.params == 50257 * 768
     whole = list(range(inst.num_layers))
     assert solve(inst).num_partitions == 1  # the default capacity: the whole model
-    assert inst.partition_bytes(whole, 0, 1) == inst.capacity
+    assert partition_bytes(inst, whole, 0, 1) == inst.capacity
     weights = sum(inst.footprint(i).weight for i in whole) - 4 * group.params
     assert weights == 4 * 124_439_808
     split = solve(inst, objective="min_bottleneck", num_partitions=3)

@@ -12,8 +12,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import runtime  # noqa: E402
-from runtime.stage import layer_paths  # noqa: E402
-from solver import from_hf_config, solve  # noqa: E402
+from layerfit.runtime.stage import layer_paths  # noqa: E402
+from layerfit import from_hf_config, solve  # noqa: E402
 
 from hf_models import VOCAB, save, token_ids  # noqa: E402
 from helpers import ROOT  # noqa: E402
@@ -43,7 +43,7 @@ def plan_of(directory, ranks):
 
 
 def checkpoint_keys(directory):
-    from runtime.checkpoint import Checkpoint
+    from layerfit.runtime.checkpoint import Checkpoint
 
     return Checkpoint(directory).keys()
 
@@ -140,7 +140,7 @@ def test_layerfit_run_trains_a_directory_on_its_inputs(saved, tmp_path):
     (tmp_path / "plan.json").write_text(json.dumps(plan.to_dict()))
     ids = token_ids(4, SEQ, seed=5)
     save_file({"inputs": ids, "target": ids.clone()}, tmp_path / "batch.safetensors")
-    out = subprocess.run([sys.executable, "-m", "solver.cli", "run", str(tmp_path / "plan.json"), "--model", str(directory),
+    out = subprocess.run([sys.executable, "-m", "layerfit.cli", "run", str(tmp_path / "plan.json"), "--model", str(directory),
                           "--instance", str(tmp_path / "inst.json"), "--inputs", str(tmp_path / "batch.safetensors"),
                           "--micro-batches", "2", "--train", "--report", str(tmp_path / "report.json")],
                          capture_output=True, text=True, cwd=ROOT, timeout=300)
@@ -158,8 +158,8 @@ def test_layerfit_run_trains_a_directory_on_its_inputs(saved, tmp_path):
 def test_layerfit_run_refuses_what_cannot_run_before_launching(saved, tmp_path, capsys):
     from safetensors.torch import save_file
 
-    from runtime.synthetic import synthetic_instance, synthetic_model
-    from solver.cli import main
+    from layerfit.runtime.synthetic import synthetic_instance, synthetic_model
+    from layerfit.cli import main
 
     directory, _ = saved("llama")
     _, plan = plan_of(directory, 2)
@@ -196,7 +196,7 @@ def test_layerfit_run_refuses_what_cannot_run_before_launching(saved, tmp_path, 
                                                    "directory has one)"),
         ([str(plan_file), "--model", str(directory), "--checkpoint", str(floats), "--init", "random"],
          "init: random initialisation and a checkpoint exclude each other; give one"),
-        ([str(synthetic_plan), "--model", "runtime.synthetic:synthetic_model", "--seq-len", "8"],
+        ([str(synthetic_plan), "--model", "layerfit.runtime.synthetic:synthetic_model", "--seq-len", "8"],
          "--seq-len: sets the random token ids of a Hugging Face model directory; runtime.synthetic:synthetic_model is "
          "not one"),
         ([str(plan_file), "--model", str(directory), "--instance", str(gpt2_instance)],
@@ -220,7 +220,7 @@ def test_training_holds_the_micro_batches_in_flight_and_no_more(saved):
     # all of them): exactly the first stage's peak. Its shape inference runs a forward that no
     # backward follows; the outputs that ops save of themselves (softmax, rsqrt) once kept that
     # graph, and its bytes, alive for the whole run.
-    from runtime.hf import layer_names
+    from layerfit.runtime.hf import layer_names
 
     directory, model = saved("llama")
     inst, plan = plan_of(directory, 2)

@@ -8,8 +8,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from runtime import ModelError, prepare_model  # noqa: E402
-from runtime.hf import causal_lm_loss  # noqa: E402
+from layerfit.runtime import ModelError, prepare_model  # noqa: E402
+from layerfit.runtime.hf import causal_lm_loss  # noqa: E402
 
 from hf_models import save, token_ids  # noqa: E402
 
@@ -73,7 +73,7 @@ def test_a_checkpoint_that_does_not_fit_the_model_is_refused(tmp_path):
 
 def test_mixtral_experts_are_read_through_transformers_conversion(tmp_path):
     # transformers 5 saves Mixtral's experts one by one (w1, w2, w3) and fuses them on load.
-    from runtime.checkpoint import Checkpoint
+    from layerfit.runtime.checkpoint import Checkpoint
 
     save("mixtral", tmp_path)
     assert "model.layers.0.block_sparse_moe.experts.3.w2.weight" in Checkpoint(tmp_path).keys()
@@ -86,7 +86,7 @@ def test_mixtral_experts_are_read_through_transformers_conversion(tmp_path):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_random_initialisation_sets_every_parameter(tmp_path, family):
-    from runtime import build_model
+    from layerfit.runtime import build_model
 
     save(family, tmp_path)
     one, two = build_model(tmp_path, init="random", seed=3), build_model(tmp_path, init="random", seed=3)

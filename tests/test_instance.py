@@ -4,9 +4,10 @@ import math
 import pytest
 from hypothesis import given
 
-from solver import Device, Instance, InstanceError, Layer, SeedModel, load_instance
+from layerfit import Device, Instance, InstanceError, Layer, SeedModel, load_instance
 
 from helpers import small_instances
+from layerfit.model.memory import partition_bytes
 
 SEED = {
     "num_layers": 16,
@@ -167,8 +168,8 @@ def test_kv_cache_and_output_bytes():
     assert inst.layers[0].sent_bytes == 7 and inst.layers[1].sent_bytes == 100
     assert Instance.from_dict(inst.to_dict()) == inst
     scheduled = Instance.from_dict({**raw, "schedule": "gpipe", "micro_batches": 4})
-    assert scheduled.partition_bytes([0], 0, 2) == 20 + 4 * 100 + 1000  # the KV cache is not per micro-batch
-    from solver.metrics import plan_metrics
+    assert partition_bytes(scheduled, [0], 0, 2) == 20 + 4 * 100 + 1000  # the KV cache is not per micro-batch
+    from layerfit.report.metrics import plan_metrics
 
     m = plan_metrics(inst, [[0], [1]])
     assert m["partitions"][0]["kv_cache_bytes"] == 1000

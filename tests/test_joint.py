@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from solver import Instance, Layer, OptionError, Placement, Status, load_topology, map_plan, solve
-from solver.topology import gpus, link
+from layerfit import Instance, Layer, OptionError, Placement, Status, load_topology, map_plan, solve
+from layerfit.placement.topology import gpus, link
 
 
 def mixed_pool(name, memories_gb):
@@ -110,7 +110,7 @@ def test_joint_options():
 def test_the_joint_model_refuses_options_it_does_not_plan():
     import pytest as _pytest
 
-    from solver import Instance, Layer, OptionError, load_topology, solve
+    from layerfit import Instance, Layer, OptionError, load_topology, solve
 
     inst = Instance(name="j", capacity="80GB", layers=[Layer(f"l{i}", weight_bytes=10**9) for i in range(4)],
                     schedule="1f1b", micro_batches=2)

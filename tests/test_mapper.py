@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from solver import Instance, Layer, OptionError, Placement, Status, load_topology, map_plan, solve
-from solver.topology import gpus, link
+from layerfit import Instance, Layer, OptionError, Placement, Status, load_topology, map_plan, solve
+from layerfit.placement.topology import gpus, link
 
 
 def chain_instance(boundary_bytes, part_bytes=None, capacity="2GB"):

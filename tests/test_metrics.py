@@ -2,7 +2,7 @@
 
 import pytest
 
-from solver import Instance, Layer, plan_metrics, solve
+from layerfit import Instance, Layer, plan_metrics, solve
 
 
 def test_metrics_by_hand():

@@ -12,9 +12,9 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 import runtime  # noqa: E402
-from runtime import ModelError, build_model, prepare_model  # noqa: E402
+from layerfit.runtime import ModelError, build_model, prepare_model  # noqa: E402
 from runtime_models import Partial, custom_model, trained_model  # noqa: E402
-from solver import Instance, Layer, solve  # noqa: E402
+from layerfit import Instance, Layer, solve  # noqa: E402
 
 NAMES = ["embed", "blocks.b0", "blocks.b1", "norm", "head"]
 

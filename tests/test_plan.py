@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from solver import Plan, PlanError, Status, solve, validate_plan
+from layerfit import Plan, PlanError, Status, solve, validate_plan
 
 from helpers import make_instance
 

@@ -6,9 +6,9 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from runtime import ModelError, profile_module  # noqa: E402
-from runtime.profile import _Allocations  # noqa: E402
-from solver import solve, validate_plan  # noqa: E402
+from layerfit.runtime import ModelError, profile_module  # noqa: E402
+from layerfit.runtime.profile import _Allocations  # noqa: E402
+from layerfit import solve, validate_plan  # noqa: E402
 
 
 class Block(nn.Module):

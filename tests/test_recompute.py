@@ -5,11 +5,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from solver import Device, Instance, Layer, OptionError, solve, validate_plan
-from solver.instance import Constraints, TiedGroup
-from solver.metrics import plan_metrics
+from layerfit import Device, Instance, Layer, OptionError, solve, validate_plan
+from layerfit.model.instance import Constraints, TiedGroup
+from layerfit.report.metrics import plan_metrics
 
 from helpers import check_dp_against_stage_oracle, stage_oracle
+from layerfit.model.memory import partition_bytes
 
 
 @st.composite
@@ -52,9 +53,9 @@ def test_what_a_stage_holds_with_recomputation():
     plain = Instance(name="r", capacity=1000, layers=layers, schedule="gpipe", micro_batches=4)
     recompute = Instance(name="r", capacity=1000, layers=layers, schedule="gpipe", micro_batches=4,
                          activation_recompute=True)
-    assert plain.partition_bytes([1, 2], 1, 2) == 20 + 4 * 70
-    assert recompute.partition_bytes([1, 2], 1, 2) == 20 + 4 * 4 + 40  # 4 inputs from a, then c's 40 once
-    assert recompute.partition_bytes([0], 0, 2) == 10 + 50  # the first stage receives nothing modelled
+    assert partition_bytes(plain, [1, 2], 1, 2) == 20 + 4 * 70
+    assert partition_bytes(recompute, [1, 2], 1, 2) == 20 + 4 * 4 + 40  # 4 inputs from a, then c's 40 once
+    assert partition_bytes(recompute, [0], 0, 2) == 10 + 50  # the first stage receives nothing modelled
     m = plan_metrics(recompute, [[0], [1, 2]])
     assert m["memory_model"] == "seed+gpipe+recompute" and m["partitions"][1]["activation_bytes"] == 56
     assert Instance.from_dict(recompute.to_dict()) == recompute

@@ -6,10 +6,11 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from solver import Instance, Layer, Status, solve
-from solver.remedies import fits, remedies
+from layerfit import Instance, Layer, Status, solve
+from layerfit.report.remedies import fits, remedies
 
 from test_dag import dag_oracle, dags
+from layerfit.model.memory import partition_bytes
 
 
 def capacity_remedy(text):
@@ -27,7 +28,7 @@ def infeasible(draw):
     schedule = draw(st.sampled_from([("none", 1), ("gpipe", 2), ("1f1b", 3)]))
     inst = Instance(name="r", capacity=1000, layers=layers, schedule=schedule[0], micro_batches=schedule[1])
     k = draw(st.one_of(st.none(), st.integers(1, n)))
-    largest = max(inst.partition_bytes([i], 0, 1) for i in range(n))
+    largest = max(partition_bytes(inst, [i], 0, 1) for i in range(n))
     capacity = draw(st.integers(1, max(1, largest + 10)))
     return dataclasses.replace(inst, capacity=capacity), k
 
@@ -95,7 +96,7 @@ def test_a_dags_smallest_capacity_is_exactly_the_threshold(case):
 
 
 def test_rules_no_capacity_can_meet_are_said_so():
-    from solver import Constraints
+    from layerfit import Constraints
 
     from test_dag import unet
 

@@ -13,14 +13,15 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 import runtime  # noqa: E402
-from runtime.execute import free_port  # noqa: E402
-from runtime.model import ModelError, build_model  # noqa: E402
-from runtime.synthetic import example_inputs, synthetic_instance, synthetic_model  # noqa: E402
+from layerfit.runtime.execute import free_port  # noqa: E402
+from layerfit.runtime.model import ModelError, build_model  # noqa: E402
+from layerfit.runtime.synthetic import example_inputs, synthetic_instance, synthetic_model  # noqa: E402
 from runtime_models import UNET_EDGES, failing_chain, linear_chain  # noqa: E402
-from solver import Instance, Layer, Plan, PlanError, Status, solve  # noqa: E402
-from solver.metrics import plan_metrics  # noqa: E402
+from layerfit import Instance, Layer, Plan, PlanError, Status, solve  # noqa: E402
+from layerfit.report.metrics import plan_metrics  # noqa: E402
 
 from helpers import ROOT  # noqa: E402
+from layerfit.model.graph import dag_cuts  # noqa: E402
 
 
 def plan_for(instance, partitions):
@@ -124,8 +125,8 @@ def test_training_memory_matches_a_profiled_training_instance(schedule, optimize
     # what each rank then holds: weights, gradients, state and the saved tensors at their peak.
     import dataclasses
 
-    from runtime import profile_module
-    from solver import Training
+    from layerfit.runtime import profile_module
+    from layerfit import Training
 
     model = synthetic_model()
     x, y = example_inputs(16)
@@ -150,7 +151,7 @@ def test_training_memory_matches_a_profiled_training_instance(schedule, optimize
 
 
 def test_cpu_ranks_share_the_cores(monkeypatch):
-    from runtime.rank import threads_per_rank
+    from layerfit.runtime.rank import threads_per_rank
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     cores = len(__import__("os").sched_getaffinity(0))
@@ -163,7 +164,7 @@ def test_cpu_ranks_share_the_cores(monkeypatch):
 
 
 def unet_instance(model, micro_batch):
-    from runtime.model import layers_of, param_count
+    from layerfit.runtime.model import layers_of, param_count
     from runtime_models import UNET_EDGES
 
     return Instance(name="unet", capacity=10**6, dtype="fp32", edges=UNET_EDGES,
@@ -174,9 +175,8 @@ def unet_instance(model, micro_batch):
 @pytest.mark.parametrize("schedule, partitions", [("gpipe", [[0, 1], [2, 3], [4, 5]]), ("1f1b", [[0], [1, 2, 3, 4], [5]]),
                                                   ("gpipe", [[0, 1, 2], [3, 4, 5]])])
 def test_a_dag_plan_runs_with_its_skips_relayed(schedule, partitions):
-    from runtime.graph import graph_forward
+    from layerfit.runtime.graph import graph_forward
     from runtime_models import unet_like
-    from solver.dag import dag_cuts
 
     torch.manual_seed(4)
     model = unet_like()
@@ -193,7 +193,7 @@ def test_a_dag_plan_runs_with_its_skips_relayed(schedule, partitions):
 
 
 def test_a_dag_plan_trains_to_the_single_process_gradients():
-    from runtime.graph import graph_forward
+    from layerfit.runtime.graph import graph_forward
     from runtime_models import unet_like
 
     torch.manual_seed(5)
@@ -215,7 +215,7 @@ def test_a_dag_relays_the_models_input_too():
     # needs no gradient, relayed beside a's output), and c joins them.
     from collections import OrderedDict
 
-    from runtime.graph import graph_forward
+    from layerfit.runtime.graph import graph_forward
     from runtime_models import Join
 
     torch.manual_seed(6)
@@ -265,8 +265,8 @@ def test_a_factory_is_materialised_per_rank_and_matches_build_model():
     inst = synthetic_instance(model, micro_batch=2)
     plan = solve(inst, objective="min_bottleneck", num_partitions=4)
     x, _ = example_inputs(8)
-    result = runtime.execute(plan, "runtime.synthetic:synthetic_model", x, instance=inst, micro_batches=4, seed=5)
-    reference = build_model("runtime.synthetic:synthetic_model", seed=5)
+    result = runtime.execute(plan, "layerfit.runtime.synthetic:synthetic_model", x, instance=inst, micro_batches=4, seed=5)
+    reference = build_model("layerfit.runtime.synthetic:synthetic_model", seed=5)
     assert torch.allclose(result.outputs, reference(x), atol=1e-5)
     for rank in result.report["ranks"]:
         # Inference holds the weights and each layer's output per micro-batch: the seed's S(P).
@@ -316,7 +316,7 @@ def _write_plan(tmp_path, partitions_count):
 
 
 def test_layerfit_run_with_torchrun(tmp_path):
-    from solver import load_topology, map_plan
+    from layerfit import load_topology, map_plan
 
     model = synthetic_model()
     inst = synthetic_instance(model, micro_batch=2)
@@ -324,7 +324,7 @@ def test_layerfit_run_with_torchrun(tmp_path):
     plan = tmp_path / "placement.json"  # a placement: partition j on rank j, its GPU named in the report
     plan.write_text(json.dumps(placement.to_dict()))
     report = tmp_path / "report.json"
-    out = subprocess.run([sys.executable, "-m", "solver.cli", "run", str(plan), "--model", "runtime.synthetic:synthetic_model",
+    out = subprocess.run([sys.executable, "-m", "layerfit.cli", "run", str(plan), "--model", "layerfit.runtime.synthetic:synthetic_model",
                           "--batch", "8", "--micro-batches", "4", "--train", "--optimizer", "adam", "--steps", "2",
                           "--report", str(report)],
                          capture_output=True, text=True, cwd=ROOT, timeout=240)
@@ -342,7 +342,7 @@ def test_two_nodes_on_loopback(tmp_path):
     port = free_port()
     plan = _write_plan(tmp_path, 4)
     job_dir = tmp_path / "job"
-    common = [sys.executable, "-m", "solver.cli", "run", str(plan), "--model", "runtime.synthetic:synthetic_model",
+    common = [sys.executable, "-m", "layerfit.cli", "run", str(plan), "--model", "layerfit.runtime.synthetic:synthetic_model",
               "--batch", "8", "--micro-batches", "4", "--schedule", "1f1b", "--nnodes", "2",
               "--rdzv-endpoint", f"127.0.0.1:{port}", "--job-dir", str(job_dir), "--timeout", "60"]
     nodes = [subprocess.Popen([*common, "--node-rank", str(r)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -355,7 +355,7 @@ def test_two_nodes_on_loopback(tmp_path):
 
 def test_a_rendezvous_that_cannot_form_fails_clearly(tmp_path):
     plan = _write_plan(tmp_path, 2)
-    out = subprocess.run([sys.executable, "-m", "solver.cli", "run", str(plan), "--model", "runtime.synthetic:synthetic_model",
+    out = subprocess.run([sys.executable, "-m", "layerfit.cli", "run", str(plan), "--model", "layerfit.runtime.synthetic:synthetic_model",
                           "--nnodes", "2", "--node-rank", "0", "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--timeout", "5",
                           "--job-dir", str(tmp_path / "job")], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 1
@@ -375,10 +375,10 @@ def test_a_rendezvous_that_cannot_form_fails_clearly(tmp_path):
     (["--nnodes", "2", "--rdzv-endpoint", "localhost"], "--rdzv-endpoint: expected HOST:PORT, got 'localhost'"),
 ])
 def test_layerfit_run_refuses_bad_options_before_launching(tmp_path, capsys, extra, message):
-    from solver.cli import main
+    from layerfit.cli import main
 
     plan = _write_plan(tmp_path, 2)
-    assert main(["run", str(plan), "--model", "runtime.synthetic:synthetic_model", *extra]) == 2
+    assert main(["run", str(plan), "--model", "layerfit.runtime.synthetic:synthetic_model", *extra]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err == f"layerfit: error: {message}\n"
 
@@ -386,7 +386,7 @@ def test_layerfit_run_refuses_bad_options_before_launching(tmp_path, capsys, ext
 def test_layerfit_run_refuses_bad_files_and_models(tmp_path, capsys):
     import dataclasses
 
-    from solver.cli import main
+    from layerfit.cli import main
 
     plan = _write_plan(tmp_path, 2)
     broken = tmp_path / "broken.json"
@@ -394,16 +394,16 @@ def test_layerfit_run_refuses_bad_files_and_models(tmp_path, capsys):
     instance = tmp_path / "instance.json"
     instance.write_text(json.dumps(chain_instance().to_dict()))
     cases = [
-        ([str(broken), "--model", "runtime.synthetic:synthetic_model"],
+        ([str(broken), "--model", "layerfit.runtime.synthetic:synthetic_model"],
          f"{broken}: not valid JSON (Expecting property name enclosed in double quotes at line 1, column 2)"),
-        ([str(tmp_path / "missing.json"), "--model", "runtime.synthetic:synthetic_model"],
+        ([str(tmp_path / "missing.json"), "--model", "layerfit.runtime.synthetic:synthetic_model"],
          f"{tmp_path / 'missing.json'}: no such file"),
-        ([str(instance), "--model", "runtime.synthetic:synthetic_model"],
+        ([str(instance), "--model", "layerfit.runtime.synthetic:synthetic_model"],
          f"{instance}: an instance, not a plan or placement; solve it first (layerfit solve FILE --json > plan.json)"),
-        ([str(plan), "--model", "runtime.synthetic:nothing"], "model: 'runtime.synthetic' has no function 'nothing'"),
+        ([str(plan), "--model", "layerfit.runtime.synthetic:nothing"], "model: 'layerfit.runtime.synthetic' has no function 'nothing'"),
         ([str(plan), "--model", "no_such_module:build"], "model: cannot import 'no_such_module' (No module named 'no_such_module')"),
         ([str(plan), "--model", "runtime_models:failing_chain"], "model has 4 layers, the plan 8"),
-        ([str(plan), "--model", "runtime.synthetic:example_inputs"],
+        ([str(plan), "--model", "layerfit.runtime.synthetic:example_inputs"],
          "model: the factory failed on the meta device (TypeError: example_inputs() missing 1 required positional "
          "argument: 'batch')"),
     ]
@@ -414,18 +414,18 @@ def test_layerfit_run_refuses_bad_files_and_models(tmp_path, capsys):
     wide = tmp_path / "wide.json"  # the same layer names, a wider model than the factory builds
     wide.write_text(json.dumps(synthetic_instance(synthetic_model(hidden=128), micro_batch=2).to_dict()))
     cases += [
-        ([str(plan), "--model", "runtime.synthetic:synthetic_model", "--instance", str(instance)],
+        ([str(plan), "--model", "layerfit.runtime.synthetic:synthetic_model", "--instance", str(instance)],
          "layer 'l0': the model has no module 'l0'"),
-        ([str(plan), "--model", "runtime.synthetic:synthetic_model", "--instance", str(short)],
+        ([str(plan), "--model", "layerfit.runtime.synthetic:synthetic_model", "--instance", str(short)],
          "instance: 'short' has 4 layers, the plan 8"),
-        ([str(plan), "--model", "runtime.synthetic:synthetic_model", "--instance", str(wide)],
+        ([str(plan), "--model", "layerfit.runtime.synthetic:synthetic_model", "--instance", str(wide)],
          "layer 0 (embed): the model has 32,832 parameters, the instance 65,664"),
-        ([str(plan), "--model", "runtime.synthetic:synthetic_model", "--instance", str(tmp_path / "none.json")],
+        ([str(plan), "--model", "layerfit.runtime.synthetic:synthetic_model", "--instance", str(tmp_path / "none.json")],
          f"{tmp_path / 'none.json'}: no such file"),
     ]
     convex = tmp_path / "convex.json"  # a DAG plan's sets, without the instance that makes them so
     convex.write_text(json.dumps(plan_for(synthetic_instance(synthetic_model(), 2), [[0, 2, 3], [1, 4, 5, 6, 7]]).to_dict()))
-    cases.append(([str(convex), "--model", "runtime.synthetic:synthetic_model"],
+    cases.append(([str(convex), "--model", "layerfit.runtime.synthetic:synthetic_model"],
                   "plan: its partitions are not consecutive runs of the layers (a DAG plan); give the instance with its "
                   "edges (instance=, --instance) for the ranks to follow"))
     for args, message in cases:
@@ -475,7 +475,7 @@ def _interrupt_when_ranks_run(command, tmp_path):
 def test_interrupting_execute_stops_every_rank(tmp_path):
     script = ("import torch, runtime\n"
               "from runtime_models import hanging_chain\n"
-              "from solver import Instance, Layer, solve\n"
+              "from layerfit import Instance, Layer, solve\n"
               "inst = Instance(name='h', capacity=10**6, layers=[Layer(f'l{i}', weight_bytes=1) for i in range(4)])\n"
               "if __name__ == '__main__':\n"
               "    runtime.execute(solve(inst, objective='min_bottleneck', num_partitions=2), hanging_chain(),\n"
@@ -491,7 +491,7 @@ def test_interrupting_layerfit_run_stops_every_rank(tmp_path):
     inst = Instance(name="h", capacity=10**6, layers=[Layer(f"l{i}", weight_bytes=1) for i in range(4)])
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps(solve(inst, objective="min_bottleneck", num_partitions=2).to_dict()))
-    command = [sys.executable, "-m", "solver.cli", "run", str(plan), "--model", "runtime_models:hanging_chain",
+    command = [sys.executable, "-m", "layerfit.cli", "run", str(plan), "--model", "runtime_models:hanging_chain",
                "--batch", "4", "--timeout", "600", "--job-dir", str(tmp_path / "job")]
     code, err, alive = _interrupt_when_ranks_run(command, tmp_path)
     assert code == 130 and err.endswith("layerfit: interrupted; torchrun stopped the ranks\n"), err[-2000:]
@@ -504,7 +504,7 @@ def test_layerfit_run_names_the_rank_that_failed(tmp_path):
     inst = Instance(name="f", capacity=10**6, layers=[Layer(f"l{i}", weight_bytes=1) for i in range(4)])
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps(plan_for(inst, [[0, 1], [2, 3]]).to_dict()))
-    out = subprocess.run([sys.executable, "-m", "solver.cli", "run", str(plan), "--model", "runtime_models:failing_chain",
+    out = subprocess.run([sys.executable, "-m", "layerfit.cli", "run", str(plan), "--model", "runtime_models:failing_chain",
                           "--batch", "4", "--timeout", "20", "--job-dir", str(tmp_path / "job")], capture_output=True, text=True,
                          cwd=ROOT, timeout=180, env={**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}:{ROOT}"})
     assert out.returncode == 1
@@ -524,7 +524,7 @@ def test_layerfit_run_follows_a_dags_edges(tmp_path):
     # Runs of the layer list, but dec1 and dec0 take skips: only the instance's edges say so.
     plan.write_text(json.dumps(plan_for(inst, [[0, 1, 2], [3, 4, 5]]).to_dict()))
     report = tmp_path / "report.json"
-    command = [sys.executable, "-m", "solver.cli", "run", str(plan), "--model", "runtime_models:unet_like", "--batch", "8",
+    command = [sys.executable, "-m", "layerfit.cli", "run", str(plan), "--model", "runtime_models:unet_like", "--batch", "8",
                "--micro-batches", "4", "--instance", str(instance), "--report", str(report)]
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}:{ROOT}"}
     out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=180, env=env)

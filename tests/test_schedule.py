@@ -5,9 +5,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from solver import Instance, InstanceError, Layer, Status, load_instance, solve, validate_plan
+from layerfit import Instance, InstanceError, Layer, Status, load_instance, solve, validate_plan
 
 from helpers import INSTANCES, stage_oracle
+from layerfit.model.memory import in_flight
 
 
 @st.composite
@@ -25,9 +26,9 @@ def scheduled(draw):
 
 def test_in_flight_micro_batches():
     inst = Instance(name="s", capacity=100, layers=[Layer("a", weight_bytes=1)], schedule="1f1b", micro_batches=4)
-    assert [inst.in_flight(j, 6) for j in range(6)] == [4, 4, 4, 3, 2, 1]
+    assert [in_flight(inst, j, 6) for j in range(6)] == [4, 4, 4, 3, 2, 1]
     gpipe = Instance(name="s", capacity=100, layers=[Layer("a", weight_bytes=1)], schedule="gpipe", micro_batches=4)
-    assert [gpipe.in_flight(j, 3) for j in range(3)] == [4, 4, 4]
+    assert [in_flight(gpipe, j, 3) for j in range(3)] == [4, 4, 4]
 
 
 @settings(max_examples=200)

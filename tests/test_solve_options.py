@@ -2,7 +2,7 @@
 
 import pytest
 
-from solver import Device, Instance, Layer, OptionError, solve
+from layerfit import Device, Instance, Layer, OptionError, solve
 
 from helpers import make_instance
 

@@ -5,10 +5,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from solver import Device, Instance, Layer, OptionError, Status, solve, validate_plan
-from solver.instance import Constraints
+from layerfit import Device, Instance, Layer, OptionError, Status, solve, validate_plan
+from layerfit.model.instance import Constraints
 
 from helpers import all_plans, satisfies
+from layerfit.model.memory import capacity_at, partition_bytes
 
 
 @st.composite
@@ -31,7 +32,7 @@ def time_oracle(instance, k):
     for plan in all_plans(instance.num_layers):
         if len(plan) != k or k > instance.max_partitions:
             continue
-        fits = all(instance.partition_bytes(p, j, k) <= instance.capacity_at(j) for j, p in enumerate(plan))
+        fits = all(partition_bytes(instance, p, j, k) <= capacity_at(instance, j) for j, p in enumerate(plan))
         if fits and satisfies(instance, plan):
             value = max(instance.stage_time(p, j) for j, p in enumerate(plan))
             best = value if best is None else min(best, value)
@@ -89,7 +90,7 @@ def test_times_from_flops_and_a_throughput():
     validate_plan(inst, plan)
     assert plan.partitions == [[0], [1, 2]] and plan.objective == pytest.approx(0.004)
     assert Instance.from_dict(inst.to_dict()) == inst
-    from solver import InstanceError
+    from layerfit import InstanceError
 
     with pytest.raises(InstanceError, match=r"^flops_per_s: layer 'a' gives flops; the instance needs a throughput to time it$"):
         Instance.from_dict({k: v for k, v in raw.items() if k != "flops_per_s"})

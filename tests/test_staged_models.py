@@ -5,8 +5,8 @@ oracle, every warm start."""
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from solver import Device, Instance, Layer, Status, solve, validate_plan
-from solver.instance import Constraints, TiedGroup
+from layerfit import Device, Instance, Layer, Status, solve, validate_plan
+from layerfit.model.instance import Constraints, TiedGroup
 
 from helpers import MODEL_METHODS, stage_oracle
 

@@ -7,11 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from solver import Device, Instance, InstanceError, Layer, OptionError, PlanError, Status, solve, validate_plan
-from solver.instance import Constraints, TiedGroup, Training
-from solver.metrics import plan_metrics
+from layerfit import Device, Instance, InstanceError, Layer, OptionError, PlanError, Status, solve, validate_plan
+from layerfit.model.instance import Constraints, TiedGroup, Training
+from layerfit.report.metrics import plan_metrics
 
 from helpers import check_dp_against_stage_oracle, stage_oracle
+from layerfit.model.memory import partition_bytes
 
 
 @st.composite
@@ -67,9 +68,9 @@ def test_the_shared_weight_is_counted_once_per_partition():
     inst = Instance.from_dict(gpt2_like())
     assert inst.total_params == 1100 + 4 * 400  # the head's 1000 are the embedding's
     whole = list(range(6))
-    assert inst.partition_bytes(whole, 0, 1) == 4 * (1100 + 1600)
+    assert partition_bytes(inst, whole, 0, 1) == 4 * (1100 + 1600)
     split = [[0, 1, 2], [3, 4, 5]]
-    assert [inst.partition_bytes(p, j, 2) for j, p in enumerate(split)] == [4 * 1900, 4 * 1800]
+    assert [partition_bytes(inst, p, j, 2) for j, p in enumerate(split)] == [4 * 1900, 4 * 1800]
     assert plan_metrics(inst, [whole])["partitions"][0]["weight_bytes"] == 4 * 2700
 
 
@@ -100,7 +101,7 @@ def test_together_keeps_the_span_in_one_partition():
 def test_training_state_of_a_tied_weight_is_shared_too():
     inst = Instance.from_dict(gpt2_like(training={"optimizer": "adam", "master_weights": False}))
     # fp32 weights: 4 + gradient 4 + two moments 8 = 16 B a parameter, the shared 1000 once
-    assert inst.partition_bytes(list(range(6)), 0, 1) == 16 * 2700
+    assert partition_bytes(inst, list(range(6)), 0, 1) == 16 * 2700
     row = plan_metrics(inst, [list(range(6))])["partitions"][0]
     assert (row["weight_bytes"], row["training_state_bytes"]) == (4 * 2700, 12 * 2700)
 

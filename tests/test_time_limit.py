@@ -4,9 +4,9 @@ import random
 
 import pytest
 
-from solver import Status, solve, validate_plan
-from solver.formulation import BackendResult
-from solver.solve import _model_plan
+from layerfit import Status, solve, validate_plan
+from layerfit.methods.formulation import BackendResult
+from layerfit.solve import _model_plan
 
 from helpers import MODEL_IDS, MODEL_METHODS, make_instance
 
@@ -35,7 +35,7 @@ def test_time_limited_runs_keep_their_incumbent(method, options):
 
 def test_no_plan_and_no_warm_start_is_unknown():
     def finish(status, partitions=(), **fields):
-        from solver import Plan
+        from layerfit import Plan
 
         return Plan(status=status, partitions=[list(p) for p in partitions], objective_name="min_bottleneck",
                     method="cpsat", instance_name="t", num_layers=3, **fields)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from solver import LinkTable, TopologyError, link_bandwidth, load_topology
-from solver.topology import gpus, link
+from layerfit import LinkTable, TopologyError, link_bandwidth, load_topology
+from layerfit.placement.topology import gpus, link
 
 from helpers import INSTANCES
 

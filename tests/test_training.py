@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from solver import Instance, InstanceError, Layer, Status, Training, load_instance, solve, validate_plan
+from layerfit import Instance, InstanceError, Layer, Status, Training, load_instance, solve, validate_plan
 
 from helpers import EXACT, EXACT_IDS, INSTANCES, oracle
 

@@ -1,7 +1,7 @@
 import pytest
 
-from solver import InstanceError, format_size, parse_size
-from solver.units import dtype_bytes
+from layerfit import InstanceError, format_size, parse_size
+from layerfit.model.units import dtype_bytes
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from solver import Device, Instance, Layer, OptionError, Status, solve, validate_plan
+from layerfit import Device, Instance, Layer, OptionError, Status, solve, validate_plan
 
 from helpers import all_plans
+from layerfit.model.memory import device_capacity, plan_loads, utilization_ppb
 
 
 @st.composite
@@ -34,13 +35,13 @@ def oracle(instance, k, objective):
     for plan in all_plans(instance.num_layers):
         if len(plan) != k or k > len(names):
             continue
-        loads = instance.plan_loads(plan)
+        loads = plan_loads(instance, plan)
         for chosen in orders:
-            caps = [instance.device_capacity(name) for name in chosen]
+            caps = [device_capacity(instance, name) for name in chosen]
             if any(load > cap for load, cap in zip(loads, caps)):
                 continue
             if objective == "min_utilization":
-                value = max(instance.utilization_ppb(load, cap) for load, cap in zip(loads, caps))
+                value = max(utilization_ppb(load, cap) for load, cap in zip(loads, caps))
             else:
                 value = max(instance.stage_picoseconds(p, j, name if instance.free_pool else None)
                             for j, (p, name) in enumerate(zip(plan, chosen)))

@@ -13,7 +13,7 @@ capacity C. A plan with k contiguous partitions has bottleneck max_j S(P_j).
   had with its next layer (no B below that changes the probe). Each probe is
   O(k log n) by binary search on the prefix sums; O(log max s) probes.
 * ``min_partitions(sizes, C)`` is lexicographic: k* = the greedy count (optimal, see
-  :mod:`solver.greedy`), then B*(k*), which is ≤ C.
+  :mod:`layerfit.methods.greedy`), then B*(k*), which is ≤ C.
 
 References
 ----------

@@ -5,7 +5,7 @@ Families: Llama (1–3.x), Mistral, Mixtral (MoE), Qwen2/2.5, GPT-2 and BERT (th
 (``model.layers.3``, ``transformer.h.3``, ``encoder.layer.3``) so that exports can key on
 them: the embedding, each block (or, with ``split="sublayer"``, its attention and its MLP),
 the final norm and the head. A head tied to the embedding is a tied group
-(:class:`~solver.instance.TiedGroup`, mode ``replicate``), so ``Instance.total_params``
+(:class:`~layerfit.model.instance.TiedGroup`, mode ``replicate``), so ``Instance.total_params``
 counts it once and equals the published total of the checkpoint.
 
 Memory per layer, e bytes an activation element, b batch, s sequence, h hidden:
@@ -15,7 +15,7 @@ Memory per layer, e bytes an activation element, b batch, s sequence, h hidden:
   block (its attention sublayer) holds keys and values of s positions, 2·b·s·kv_heads·head_dim·e.
 * training: ``activation_bytes`` is what the layer saves for the backward pass
   (``output_bytes`` stays its output, what crosses a cut), and mixed-precision Adam
-  state (:class:`~solver.instance.Training`).
+  state (:class:`~layerfit.model.instance.Training`).
 
   - GPT-2, BERT (dropout, attention scores kept): Korthikanti et al. 2022 ("Reducing
     Activation Recomputation in Large Transformer Models", eq. 1) with e-byte values
@@ -37,10 +37,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import InstanceError
+from ..errors import InstanceError
 from .export import BLOCK_NAME
-from .instance import Constraints, Instance, Layer, TiedGroup, Training, read_json
-from .units import DTYPE_BITS
+from ..model.instance import Constraints, Instance, Layer, TiedGroup, Training, read_json
+from ..model.units import DTYPE_BITS
+from ..model.memory import partition_bytes
 
 __all__ = ["from_hf_config", "FAMILIES"]
 
@@ -98,7 +99,7 @@ def from_hf_config(
     name: str | None = None,
     flops_per_s: float | None = None,
 ) -> Instance:
-    """An :class:`~solver.Instance` of the model a Hugging Face ``config.json`` describes.
+    """An :class:`~layerfit.Instance` of the model a Hugging Face ``config.json`` describes.
 
     Parameters
     ----------
@@ -183,7 +184,7 @@ def from_hf_config(
     training = Training("adam") if mode == "training" else None
     whole = Instance(name=instance_name, capacity=1, layers=tuple(layers), dtype=dtype, training=training,
                      constraints=constraints)
-    chosen = capacity if capacity is not None else whole.partition_bytes(range(len(layers)), 0, 1)
+    chosen = capacity if capacity is not None else partition_bytes(whole, range(len(layers)), 0, 1)
     return Instance(name=instance_name, capacity=chosen, layers=tuple(layers), dtype=dtype, training=training,
                     constraints=constraints, description=description)
 

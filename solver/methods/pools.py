@@ -6,10 +6,10 @@ Two exact methods:
 * ``dp`` — devices of one kind (capacity and speed) are interchangeable, so a plan's
   devices are a count per kind. For p stages, the cut points reachable after j stages are
   tracked per vector of counts used so far (:func:`probe_free`), with the furthest ends of
-  :class:`~solver.stages.RunCosts` per kind: O(p · V · K · n) for V count vectors and K
+  :class:`~layerfit.methods.stages.RunCosts` per kind: O(p · V · K · n) for V count vectors and K
   kinds. Exact for every memory option the stage probe handles but the structural rules;
   refused when the pool has more than :data:`MAX_MIXES` count vectors (many distinct kinds).
-* ``cpsat`` — k partitions of contiguous layers (the chain model of :mod:`solver.cpsat`)
+* ``cpsat`` — k partitions of contiguous layers (the chain model of :mod:`layerfit.methods.cpsat`)
   and a kind per partition: Σ_p z[p, t] ≤ count_t and each partition's load within its
   kind's capacity, minimising the largest partition; for the fewest devices it proves
   every smaller k infeasible first. Warm-started by the DP's plan when the DP applies.
@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from .count_search import Attempt, deadline, search_counts
-from .instance import Instance
+from ..model.instance import Instance
 from .stages import RunCosts, least_bound
+from ..model.memory import device_capacity, in_flight, layer_parts, partition_bytes, plan_loads, utilization_ppb
 
 __all__ = ["DeviceKind", "device_kinds", "mixes", "MAX_MIXES", "probe_free", "min_free_devices", "min_free_bottleneck",
            "min_free_objective", "cpsat_free", "mip_free", "solve_free_pool"]
@@ -80,7 +81,7 @@ def probe_free(instance: Instance, bound: int, count: int, time_bound: int | Non
     cache: dict[tuple[int, int, int | None], list[int]] = {}
 
     def ends(position: int, t: int) -> list[int]:
-        f = instance.in_flight(position, count)
+        f = in_flight(instance, position, count)
         own = min(instance.usable_capacity, kinds[t].capacity - reserve)
         limit = min(bound, own)
         if utilization is not None:
@@ -149,7 +150,7 @@ def min_free_bottleneck(instance: Instance, k: int) -> tuple[int, list[list[int]
     if found is None:
         return None
     parts, names = found
-    return max(instance.partition_bytes(p, j, k) for j, p in enumerate(parts)), parts, names
+    return max(partition_bytes(instance, p, j, k) for j, p in enumerate(parts)), parts, names
 
 
 def min_free_objective(instance: Instance, k: int, objective: str) -> tuple[int, list[list[int]], list[str]] | None:
@@ -168,8 +169,8 @@ def min_free_objective(instance: Instance, k: int, objective: str) -> tuple[int,
     if objective == "min_stage_time":
         value = max(instance.stage_picoseconds(p, j, name) for j, (p, name) in enumerate(zip(parts, names)))
     else:
-        loads = instance.plan_loads(parts)
-        value = max(instance.utilization_ppb(load, instance.device_capacity(name)) for load, name in zip(loads, names))
+        loads = plan_loads(instance, parts)
+        value = max(utilization_ppb(load, device_capacity(instance, name)) for load, name in zip(loads, names))
     return value, parts, names
 
 
@@ -232,9 +233,9 @@ def _free_model_data(instance: Instance, k: int):  # type: ignore[no-untyped-def
     from .greedy import partition_ranges
 
     kinds = device_kinds(instance)
-    acts = [layer.activation_bytes for layer in instance.layers]
-    fixed = [s - a for s, a in zip(instance.sizes, acts)]
-    flights = [instance.in_flight(p, k) for p in range(k)]
+    held_once, acts, reused = layer_parts(instance)
+    fixed = [h + r for h, r in zip(held_once, reused)]  # what a stage holds once, every buffer summed
+    flights = [in_flight(instance, p, k) for p in range(k)]
     limits = [min(instance.usable_capacity, kind.capacity - instance.constraints.reserve) for kind in kinds]
     lower_sizes = [fx + min(flights) * a for fx, a in zip(fixed, acts)]
     ranges = partition_ranges(lower_sizes, max(limits), k)
@@ -295,7 +296,7 @@ def mip_free(instance: Instance, k: int, *, hint: tuple[list[list[int]], list[st
         if partitions is None:
             return f"{raw} (solution rejected)", None, None, 0, False, False
         proven = prob.sol_status == pulp.LpSolutionOptimal and raw.lower().startswith("optimal")
-        value = max(instance.partition_bytes(part, p, k) for p, part in enumerate(partitions))
+        value = max(partition_bytes(instance, part, p, k) for p, part in enumerate(partitions))
         return raw, partitions, _assign(instance, order), value if proven else bound, proven, False  # type: ignore[arg-type]
     infeasible = prob.sol_status == pulp.LpSolutionInfeasible or prob.status == pulp.LpStatusInfeasible
     return raw, None, None, 0, False, infeasible
@@ -308,7 +309,7 @@ def solve_free_pool(instance: Instance, method: str, objective: str, k: int | No
     the count-vector DP, or CP-SAT warm-started by the DP (or greedy)."""
     import dataclasses
 
-    from .plan import Status
+    from ..model.plan import Status
     from .stages import greedy_walk
 
     ordered = dataclasses.replace(instance, device_order="ordered", model=None)
@@ -318,7 +319,7 @@ def solve_free_pool(instance: Instance, method: str, objective: str, k: int | No
             return finish(Status.UNKNOWN, objective=None, bound=None,
                           explanation="greedy (filling the pool's devices in their listed order) found no plan")
         names = [d.name for d in instance.devices[: len(parts)]]  # type: ignore[index]
-        largest = max(instance.partition_bytes(p, j, len(parts)) for j, p in enumerate(parts))
+        largest = max(partition_bytes(instance, p, j, len(parts)) for j, p in enumerate(parts))
         return finish(Status.FEASIBLE, parts, objective=len(parts), bound=1, secondary_objective=largest,
                       secondary_bound=0, devices=names)
     exact = None  # the DP's answer: (count or value, partitions, devices)
@@ -371,8 +372,8 @@ def solve_free_pool(instance: Instance, method: str, objective: str, k: int | No
         counts = [k]
     else:
         most = min(instance.num_layers, len(instance.devices or ()))
-        biggest = max(instance.device_capacity(d.name) for d in instance.devices or ())
-        lowest = max(1, math.ceil(sum(instance.partition_bytes([i], 0, 1) for i in range(instance.num_layers))
+        biggest = max(device_capacity(instance, d.name) for d in instance.devices or ())
+        lowest = max(1, math.ceil(sum(partition_bytes(instance, [i], 0, 1) for i in range(instance.num_layers))
                                   / max(1, biggest)) if instance.schedule == "none" else 1)
         counts = list(range(lowest, (len(hint[0]) if hint else most) + 1))
 

@@ -5,7 +5,7 @@ plans that move a cut to a layer whose activation is small, or that give the big
 to the big GPU. This model chooses both:
 
     minimise    T   (min_bottleneck: T ≥ t_p for every boundary p;  min_total: T = Σ_p t_p)
-    subject to  x[i, p]: layer i in partition p, contiguous, k partitions (as solver.cpsat)
+    subject to  x[i, p]: layer i in partition p, contiguous, k partitions (as layerfit.methods.cpsat)
                 y[p, g]: partition p on GPU g; one GPU per partition, one partition per GPU
                 Σ_i s_i x[i, p] ≤ Σ_g cap_g y[p, g]       cap_g = min(C, memory of g)
                 e[i, p] = x[i, p] ∧ x[i+1, p+1]           layer i ends partition p
@@ -29,16 +29,16 @@ import math
 import time
 from typing import TYPE_CHECKING
 
-from .cpsat import solve_with_deadline
-from .dp import bottleneck_lower_bound, min_bottleneck
-from .errors import OptionError
-from .formulation import partitions_from_assignment
-from .greedy import partition_ranges
-from .instance import Instance
+from ..methods.cpsat import solve_with_deadline
+from ..methods.dp import bottleneck_lower_bound, min_bottleneck
+from ..errors import OptionError
+from ..methods.formulation import partitions_from_assignment
+from ..methods.greedy import partition_ranges
+from ..model.instance import Instance
 from .mapper import build_placement, evaluate, map_plan
-from .metrics import plan_metrics
+from ..report.metrics import plan_metrics
 from .placement import Placement
-from .plan import Plan, Status
+from ..model.plan import Plan, Status
 from .topology import gpus, link
 
 if TYPE_CHECKING:

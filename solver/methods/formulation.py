@@ -3,7 +3,7 @@
 Both models solve the bottleneck problem on a chain: k contiguous non-empty partitions,
 each fitting the capacity, minimising S_max = max_j S(P_j). ``min_partitions`` reduces
 to it: its count k* is fixed by the greedy bound (greedy stays ahead, see
-:mod:`solver.greedy`), so the model minimises S_max with k = k*.
+:mod:`layerfit.methods.greedy`), so the model minimises S_max with k = k*.
 
 Sizes enter the solvers as integers divided by their greatest common divisor (exact,
 and it keeps MIP coefficients small when sizes share a unit).

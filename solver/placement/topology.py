@@ -40,7 +40,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from .errors import TopologyError
+from ..errors import TopologyError
 
 if TYPE_CHECKING:  # networkx is imported when a topology is built, not with `import solver`
     import networkx as nx

@@ -2,7 +2,7 @@
 
 The problem: partitions 0 … p−1 form a chain; boundary j carries b_j bytes (the
 activation leaving partition j) from the GPU of partition j to that of j+1, taking
-t_j = latency + b_j / bandwidth over the link between them (solver.topology's rule).
+t_j = latency + b_j / bandwidth over the link between them (layerfit.placement.topology's rule).
 Choose distinct GPUs π_0 … π_{p−1}, each with the memory for its partition, minimising
 
     min_bottleneck:  max_j t_j(π_j, π_{j+1})        min_total:  Σ_j t_j(π_j, π_{j+1})
@@ -28,13 +28,13 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import OptionError, PlanError, TopologyError
-from .instance import Instance
+from ..errors import OptionError, PlanError, TopologyError
+from ..model.instance import Instance
 from .placement import MAP_OBJECTIVES, Placement
-from .plan import Plan, Status
+from ..model.plan import Plan, Status
 from .topology import gpus, link
-from .units import format_bytes
-from .validation import validate_plan
+from ..model.units import format_bytes
+from ..report.validation import validate_plan
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -55,7 +55,7 @@ def map_plan(
     instance, plan:
         The instance and a plan for it (status optimal or feasible).
     topology:
-        A graph from :func:`solver.load_topology`.
+        A graph from :func:`layerfit.load_topology`.
     objective:
         ``"min_bottleneck"`` (the slowest boundary) or ``"min_total"`` (their sum).
 

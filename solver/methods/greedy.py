@@ -3,7 +3,7 @@
 Greedy walks the layers in order and closes a partition when the next layer would
 overflow the capacity C. The seed's pseudo-code opens an over-capacity partition for a
 layer larger than C on its own; :func:`greedy_partition` keeps that behaviour (it is the
-seed's algorithm) and :func:`solver.solve` reports such an instance INFEASIBLE instead.
+seed's algorithm) and :func:`layerfit.solve` reports such an instance INFEASIBLE instead.
 
 Theorem (greedy stays ahead). On an additive chain (S(P) = Σ size(l), one capacity C,
 every size(l) ≤ C) greedy uses the fewest partitions. Proof: let g_j be the index of the

@@ -1,4 +1,4 @@
-"""The result of :func:`solver.solve`: a frozen, JSON round-tripping partition plan."""
+"""The result of :func:`layerfit.solve`: a frozen, JSON round-tripping partition plan."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
-from .errors import PlanError
+from ..errors import PlanError
 
 __all__ = ["Status", "Plan", "OBJECTIVES", "PLAN_FORMAT_VERSION"]
 
@@ -60,7 +60,7 @@ class Plan:
         The plan's objective value and a proven lower bound on the optimum.
         ``min_partitions``: the number of partitions. ``min_bottleneck``: the largest
         partition's bytes, S_max = max_j S(P_j). ``min_stage_time``: the slowest stage's
-        time in seconds (:meth:`solver.Instance.stage_time`). ``min_utilization``: the largest
+        time in seconds (:meth:`layerfit.Instance.stage_time`). ``min_utilization``: the largest
         partition's share of its own device's capacity (whole parts per billion, as a fraction).
     secondary_objective, secondary_bound:
         ``min_partitions`` is lexicographic: among plans with the fewest partitions, the
@@ -73,7 +73,7 @@ class Plan:
     solve_time_s:
         Wall time of the solve, in seconds.
     metrics:
-        Memory, communication and balance of the plan (see :func:`solver.metrics.plan_metrics`).
+        Memory, communication and balance of the plan (see :func:`layerfit.report.metrics.plan_metrics`).
     explanation:
         Why no plan exists (INFEASIBLE), or a note on what was proven.
     seed, num_workers, time_limit:

@@ -32,53 +32,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from ..model.graph import consumers, partition_of, topological_order
+from ..model.memory import in_flight, plan_loads, relay_bytes, size_at
 from .count_search import Attempt, deadline, search_counts
-from .errors import PlanError
-from .instance import Instance
+from ..model.instance import Instance
 
-__all__ = ["topological_order", "size_at", "dag_loads", "dag_cuts", "check_dag_plan", "greedy_dag", "cpsat_dag",
+__all__ = ["greedy_dag", "cpsat_dag",
            "mip_dag", "solve_dag"]
-
-
-def _consumers(instance: Instance) -> list[list[int]]:
-    index = {layer.name: i for i, layer in enumerate(instance.layers)}
-    out: list[list[int]] = [[] for _ in instance.layers]
-    for a, b in instance.edges or ():
-        out[index[a]].append(index[b])
-    return out
-
-
-def topological_order(instance: Instance) -> list[int]:
-    """The listed order when no edge runs backwards in it, else Kahn's order (ties by index)."""
-    consumers = _consumers(instance)
-    n = instance.num_layers
-    if all(v > u for u in range(n) for v in consumers[u]):
-        return list(range(n))
-    import heapq
-
-    indegree = [0] * n
-    for u in range(n):
-        for v in consumers[u]:
-            indegree[v] += 1
-    ready = [i for i in range(n) if indegree[i] == 0]
-    heapq.heapify(ready)
-    order = []
-    while ready:
-        u = heapq.heappop(ready)
-        order.append(u)
-        for v in consumers[u]:
-            indegree[v] -= 1
-            if indegree[v] == 0:
-                heapq.heappush(ready, v)
-    return order
-
-
-def _where(partitions: Sequence[Sequence[int]], n: int) -> list[int]:
-    where = [-1] * n
-    for j, part in enumerate(partitions):
-        for i in part:
-            where[i] = j
-    return where
 
 
 def _pins(instance: Instance, k: int) -> dict[int, int] | None:
@@ -88,74 +48,22 @@ def _pins(instance: Instance, k: int) -> dict[int, int] | None:
     return None if any(not 0 <= j < k for j in pins.values()) else pins
 
 
-def size_at(instance: Instance, v: int, f: int) -> int:
-    """Layer ``v``'s bytes in a stage that holds ``f`` micro-batches at once."""
-    return instance.sizes[v] + (f - 1) * instance.layers[v].activation_bytes
-
-
-def dag_loads(instance: Instance, partitions: Sequence[Sequence[int]]) -> list[int]:
-    """S(P_j) of every partition (the module's formula)."""
-    consumers = _consumers(instance)
-    where = _where(partitions, instance.num_layers)
-    k = len(partitions)
-    flights = [instance.in_flight(j, k) for j in range(k)]
-    loads = [sum(size_at(instance, i, flights[j]) for i in part) for j, part in enumerate(partitions)]
-    for u, users in enumerate(consumers):
-        last = max((where[v] for v in users), default=where[u])
-        for j in range(where[u] + 1, last):
-            loads[j] += flights[j] * instance.layers[u].sent_bytes
-    return loads
-
-
-def dag_cuts(instance: Instance, partitions: Sequence[Sequence[int]]) -> list[int]:
-    """Bytes crossing each boundary j → j+1: every tensor produced at or before j and needed after it."""
-    consumers = _consumers(instance)
-    where = _where(partitions, instance.num_layers)
-    cuts = [0] * max(0, len(partitions) - 1)
-    for u, users in enumerate(consumers):
-        last = max((where[v] for v in users), default=where[u])
-        for j in range(where[u], last):
-            cuts[j] += instance.layers[u].sent_bytes
-    return cuts
-
-
-def check_dag_plan(instance: Instance, partitions: Sequence[Sequence[int]]) -> None:
-    """Raise PlanError unless every layer is in one non-empty partition and no edge runs backwards."""
-    n = instance.num_layers
-    seen = [0] * n
-    for j, part in enumerate(partitions):
-        if not part:
-            raise PlanError(f"partition {j} is empty")
-        for i in part:
-            if not 0 <= i < n:
-                raise PlanError(f"partition {j}: layer index {i} is not in the instance")
-            seen[i] += 1
-    missing = [i for i in range(n) if seen[i] != 1]
-    if missing:
-        raise PlanError(f"layer {instance.layers[missing[0]].name!r} is in {seen[missing[0]]} partitions, not one")
-    where = _where(partitions, n)
-    index = {layer.name: i for i, layer in enumerate(instance.layers)}
-    for a, b in instance.edges or ():
-        ia, ib = index[a], index[b]
-        if where[ia] > where[ib]:
-            raise PlanError(f"edge {a} → {b} runs backwards: partition {where[ia]} feeds partition {where[ib]}")
-
-
 def greedy_dag(instance: Instance) -> list[list[int]] | None:
     """The seed's greedy over a topological order: each partition filled while its footprint
     (with the tensors passing through it) fits; None when one layer alone does not fit.
     With a schedule, every stage is planned for the most micro-batches any stage holds."""
     order = topological_order(instance)
     position = {v: p for p, v in enumerate(order)}
-    consumers = _consumers(instance)
-    reach = [max((position[v] for v in consumers[u]), default=position[u]) for u in range(instance.num_layers)]
+    users = consumers(instance)
+    relays = relay_bytes(instance)
+    reach = [max((position[v] for v in users[u]), default=position[u]) for u in range(instance.num_layers)]
     capacity = instance.usable_capacity
 
     # Like the chain's greedy, every stage is planned for the most micro-batches any stage holds.
     m = instance.micro_batches if instance.schedule != "none" else 1
 
     def run_cost(a: int, b: int) -> int:  # the run order[a:b], every later layer in a later partition
-        held = sum(instance.layers[u].sent_bytes for u in order[:a] if reach[u] >= b)
+        held = sum(relays[u] for u in order[:a] if reach[u] >= b)
         return sum(size_at(instance, v, m) for v in order[a:b]) + m * held
 
     parts: list[list[int]] = []
@@ -182,7 +90,8 @@ def cpsat_dag(instance: Instance, k: int, *, hint: Sequence[Sequence[int]] | Non
     from .cpsat import run_model
 
     n = instance.num_layers
-    consumers = _consumers(instance)
+    users = consumers(instance)
+    relays = relay_bytes(instance)
     capacity = instance.usable_capacity
     model = cp_model.CpModel()
     one = model.new_constant(1)
@@ -197,7 +106,7 @@ def cpsat_dag(instance: Instance, k: int, *, hint: Sequence[Sequence[int]] | Non
         for j in range(1, k - 1):
             model.add_implication(a[v][j - 1], a[v][j])
     for u in range(n):
-        for v in consumers[u]:
+        for v in users[u]:
             for j in range(k - 1):
                 model.add_implication(a[v][j], a[u][j])  # v done by j ⇒ u done by j
     pins = _pins(instance, k)
@@ -215,27 +124,27 @@ def cpsat_dag(instance: Instance, k: int, *, hint: Sequence[Sequence[int]] | Non
     bottleneck = model.new_int_var(0, capacity, "M")
     passing = [[] for _ in range(k)]
     for u in range(n):
-        if not consumers[u]:
+        if not users[u]:
             continue
-        out = instance.layers[u].sent_bytes
+        out = relays[u]
         if not out:
             continue
         needed = [model.new_bool_var(f"L[{u},{j}]") for j in range(k - 1)]  # a consumer after j
         for j in range(k - 1):
-            for v in consumers[u]:
+            for v in users[u]:
                 model.add_bool_or([needed[j], a[v][j]])
         for j in range(1, k - 1):
             held = model.new_bool_var(f"h[{u},{j}]")
             model.add_bool_or([held, ~a[u][j - 1], ~needed[j]])  # produced before j, needed after j
             passing[j].append((out, held))
     for j in range(k):
-        f = instance.in_flight(j, k)
+        f = in_flight(instance, j, k)
         load = sum(size_at(instance, v, f) * (at(v, j) - at(v, j - 1)) for v in range(n))
         load += sum(f * out * held for out, held in passing[j])
         model.add(load <= bottleneck)
     model.minimize(bottleneck)
     if hint is not None:
-        where = _where(hint, n)
+        where = partition_of(hint, n)
         for v in range(n):
             for j in range(k - 1):
                 model.add_hint(a[v][j], where[v] <= j)
@@ -258,7 +167,8 @@ def mip_dag(instance: Instance, k: int, *, hint: Sequence[Sequence[int]] | None,
     from .mip import run_backend
 
     n = instance.num_layers
-    consumers = _consumers(instance)
+    users = consumers(instance)
+    relays = relay_bytes(instance)
     prob = pulp.LpProblem("dag", pulp.LpMinimize)
     a = [[prob.add_variable(f"a_{v}_{j}", 0, 1, cat=pulp.LpBinary) for j in range(k - 1)] for v in range(n)]
 
@@ -269,7 +179,7 @@ def mip_dag(instance: Instance, k: int, *, hint: Sequence[Sequence[int]] | None,
         for j in range(1, k - 1):
             prob += a[v][j - 1] <= a[v][j], f"cumulative_{v}_{j}"
     for u in range(n):
-        for v in consumers[u]:
+        for v in users[u]:
             for j in range(k - 1):
                 prob += a[v][j] <= a[u][j], f"edge_{u}_{v}_{j}"
     pins = _pins(instance, k)
@@ -290,24 +200,24 @@ def mip_dag(instance: Instance, k: int, *, hint: Sequence[Sequence[int]] | None,
     prob += bottleneck
     passing: list[list] = [[] for _ in range(k)]
     for u in range(n):
-        out = instance.layers[u].sent_bytes
-        if not consumers[u] or not out:
+        out = relays[u]
+        if not users[u] or not out:
             continue
         needed = [prob.add_variable(f"L_{u}_{j}", 0, 1) for j in range(k - 1)]
         for j in range(k - 1):
-            for v in consumers[u]:
+            for v in users[u]:
                 prob += needed[j] >= 1 - a[v][j], f"needed_{u}_{v}_{j}"
         for j in range(1, k - 1):
             held = prob.add_variable(f"h_{u}_{j}", 0, 1)
             prob += held >= a[u][j - 1] + needed[j] - 1, f"held_{u}_{j}"
             passing[j].append((out, held))
     for j in range(k):
-        f = instance.in_flight(j, k)
+        f = in_flight(instance, j, k)
         load = pulp.lpSum(size_at(instance, v, f) * (at(v, j) - at(v, j - 1)) for v in range(n))
         prob += load + pulp.lpSum(f * out * held for out, held in passing[j]) <= bottleneck, f"load_{j}"
     start: dict[str, float] = {}
     if hint is not None:
-        where = _where(hint, n)
+        where = partition_of(hint, n)
         for v in range(n):
             for j in range(k - 1):
                 start[a[v][j].name] = 1.0 if where[v] <= j else 0.0
@@ -321,7 +231,7 @@ def mip_dag(instance: Instance, k: int, *, hint: Sequence[Sequence[int]] | None,
         if any(not p for p in parts):
             return f"{raw} (solution rejected)", None, 0, False, False
         proven = prob.sol_status == pulp.LpSolutionOptimal and raw.lower().startswith("optimal")
-        value = max(dag_loads(instance, parts))
+        value = max(plan_loads(instance, parts))
         return raw, parts, value if proven else bound, proven, False
     infeasible = prob.sol_status == pulp.LpSolutionInfeasible or prob.status == pulp.LpStatusInfeasible
     return raw, None, 0, False, infeasible
@@ -330,14 +240,14 @@ def mip_dag(instance: Instance, k: int, *, hint: Sequence[Sequence[int]] | None,
 def solve_dag(instance: Instance, method: str, objective: str, k: int | None, finish, *,  # type: ignore[no-untyped-def]
               time_limit: float | None, seed: int, num_workers: int, backend: str | None = None):
     """solve() on a DAG instance: greedy over a topological order, the CP-SAT model or the MIP."""
-    from .plan import Status
+    from ..model.plan import Status
 
     greedy = greedy_dag(instance)
     if method == "greedy":
         if greedy is None:
             return finish(Status.UNKNOWN, objective=None, bound=None,
                           explanation="greedy (over a topological order) found no plan")
-        loads = dag_loads(instance, greedy)
+        loads = plan_loads(instance, greedy)
         return finish(Status.FEASIBLE, greedy, objective=len(greedy), bound=1, secondary_objective=max(loads),
                       secondary_bound=0)
     left = deadline(time_limit)

@@ -5,7 +5,7 @@
                 x[i, p] ⇒ x[i−1, p] ∨ x[i−1, p−1]        contiguity, partitions in order
                 x[0, 0] = 1,  x[n−1, k−1] = 1           all k partitions used
                 Σ_i s_i · x[i, p] ≤ M ≤ cap              capacity and bottleneck
-                x[i, p] = 0 unless first_i ≤ p ≤ last_i  greedy bounds (solver.greedy)
+                x[i, p] = 0 unless first_i ≤ p ≤ last_i  greedy bounds (layerfit.methods.greedy)
 
 Deterministic only with ``num_workers=1`` and no time limit (CP-SAT's own rule);
 otherwise the search is parallel and the plan found under a limit may vary.

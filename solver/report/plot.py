@@ -13,10 +13,10 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import LayerfitError
-from .placement import Placement
-from .topology import gpus
-from .units import format_size
+from ..errors import LayerfitError
+from ..placement.placement import Placement
+from ..placement.topology import gpus
+from ..model.units import format_size
 
 if TYPE_CHECKING:
     import networkx as nx

@@ -1,12 +1,12 @@
 """CP-SAT and MIP beyond the additive chain: pipeline schedules (stage p of k holds f_p
 micro-batches' activations), ordered device pools (partition p on device p, within its
 capacity), buffer reuse, activation recomputation and tied weights (linear with auxiliary
-variables, :func:`solver.formulation.extra_terms`) and the structural rules — pins, layers
-per partition, cut rules, tied groups kept together (:func:`solver.formulation.add_rules`).
+variables, :func:`layerfit.methods.formulation.extra_terms`) and the structural rules — pins, layers
+per partition, cut rules, tied groups kept together (:func:`layerfit.methods.formulation.add_rules`).
 
-For a fixed k the chain model of :mod:`solver.cpsat` and :mod:`solver.mip` holds with
+For a fixed k the chain model of :mod:`layerfit.methods.cpsat` and :mod:`layerfit.methods.mip` holds with
 position-dependent weights, layer i weighing fixed_i + f_p · act_i in partition p, and a
-capacity per partition (:func:`solver.formulation.formulate`). The count is not greedy's
+capacity per partition (:func:`layerfit.methods.formulation.formulate`). The count is not greedy's
 here (greedy cannot know its stage's place), so ``min_partitions`` proves every smaller k
 infeasible — by the greedy bounds or by the backend — before it minimises the largest
 partition at the first k that has a plan; with the DP's warm start (the default) the DP's
@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from .count_search import Attempt, deadline, search_counts
 from .formulation import formulate
-from .instance import Instance
-from .plan import Status
+from ..model.instance import Instance
+from ..model.plan import Status
+from ..model.memory import boundary_bytes, capacity_at, in_flight, layer_parts
 
 __all__ = ["solve_staged_model"]
 
@@ -27,13 +28,13 @@ def solve_staged_model(instance: Instance, method: str, objective: str, k: int |
                        time_limit: float | None, seed: int, num_workers: int, backend: str,
                        warm_start: str | None):
     """solve() with ``cpsat`` or ``mip`` on an instance with any of this module's options."""
-    from .stages import greedy_walk, layer_parts, min_stage_bottleneck, min_stages
+    from .stages import greedy_walk, min_stage_bottleneck, min_stages
 
     fixed, acts, reused = layer_parts(instance)  # held once; per micro-batch; the workspace when reused
     options = {
         "peaks": reused if instance.buffer_reuse else None,
         "recompute": instance.activation_recompute,
-        "boundary": [instance.boundary_bytes(i) for i in range(instance.num_layers)],
+        "boundary": [boundary_bytes(instance, i) for i in range(instance.num_layers)],
         "tied": [(members, shared.total) for members, shared in instance.tied_groups],
     }
     # The structural rules (pins resolved per count below).
@@ -69,7 +70,7 @@ def solve_staged_model(instance: Instance, method: str, objective: str, k: int |
     if objective == "min_bottleneck":
         counts = [int(k)]  # type: ignore[arg-type]
     elif warm_start in (None, "dp"):
-        # The DP's fewest count is proven (solver.stages): the model is left the balance.
+        # The DP's fewest count is proven (layerfit.methods.stages): the model is left the balance.
         fewest = min_stages(instance)
         if fewest is None:
             return finish(Status.INFEASIBLE, objective=None, bound=None,
@@ -82,8 +83,8 @@ def solve_staged_model(instance: Instance, method: str, objective: str, k: int |
         pins = [(index[name], c.resolve_pin(where, count)) for name, where in c.pinned]
         form = None if any(not 0 <= p < count for _, p in pins) else formulate(
             fixed, count, instance.usable_capacity, hint[0] if hint else None, acts=acts,
-            flights=[instance.in_flight(p, count) for p in range(count)],
-            caps=[instance.capacity_at(p) for p in range(count)], pins=pins, **options, **rules)
+            flights=[in_flight(instance, p, count) for p in range(count)],
+            caps=[capacity_at(instance, p) for p in range(count)], pins=pins, **options, **rules)
         if form is None:  # a pin out of range, or the greedy bounds leave some layer no partition
             return Attempt("INFEASIBLE (bounds)", None, 0, True)
         result = run(form)

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import TopologyError
+from ..errors import TopologyError
 from .topology import PCIE_X16, LinkTable, add_cpus, link_properties, new_topology
 
 if TYPE_CHECKING:

@@ -18,11 +18,11 @@ accelerate     a ``device_map``: module name → GPU index (partition j on GPU j
                placement's GPUs; a free pool's chosen devices by their place in the pool).
 =============  ===========================================================================
 
-Layer names follow the Hugging Face module names (as :func:`~solver.from_hf_config` writes
+Layer names follow the Hugging Face module names (as :func:`~layerfit.from_hf_config` writes
 them): blocks ``….layers.N``, ``….h.N`` or ``….layer.N``, sub-layers ``….N.mlp``; a name
 ``a.b+c`` is the modules ``a.b`` and ``a.c`` in one layer. An export that cannot express
 the plan (a cut inside a block for Megatron or vLLM, the head apart from the final norm)
-raises :class:`~solver.errors.PlanError` saying why, never drops layers.
+raises :class:`~layerfit.errors.PlanError` saying why, never drops layers.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .errors import PlanError
-from .instance import Instance
-from .placement import Placement
-from .plan import Plan
+from ..errors import PlanError
+from ..model.instance import Instance
+from ..placement.placement import Placement
+from ..model.plan import Plan
 
 __all__ = ["EXPORT_TARGETS", "BLOCK_NAME", "export_plan", "stage_layer_counts", "module_names"]
 

@@ -22,8 +22,9 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from .instance import Instance
-from .units import format_bytes, format_size
+from ..model.instance import Instance
+from ..model.units import format_bytes, format_size
+from ..model.memory import partition_bytes, plan_loads
 
 __all__ = ["remedies", "fits"]
 
@@ -34,12 +35,12 @@ _STEPS = 12  # bisection steps over the batch scale: a resolution of 1/4096
 
 def fits(instance: Instance, k: int | None = None) -> bool:
     """Whether ``instance`` has a plan (with exactly ``k`` partitions, when given)."""
-    from .stages import min_stages, probe_stages
+    from ..methods.stages import min_stages, probe_stages
 
     if instance.edges is not None:
         return _dag_fits(instance, k)
     if instance.free_pool:
-        from .pools import min_free_devices, probe_free
+        from ..methods.pools import min_free_devices, probe_free
 
         return (probe_free(instance, instance.usable_capacity, k) if k is not None
                 else min_free_devices(instance)) is not None
@@ -47,12 +48,12 @@ def fits(instance: Instance, k: int | None = None) -> bool:
         return probe_stages(instance, instance.usable_capacity, k) is not None
     plain = (instance.schedule == "none" and instance.devices is None and not instance.constraints.structural)
     if plain:  # an additive (or monotone) chain fits iff every layer alone fits
-        return all(instance.partition_bytes([i], 0, 1) <= instance.usable_capacity for i in range(instance.num_layers))
+        return all(partition_bytes(instance, [i], 0, 1) <= instance.usable_capacity for i in range(instance.num_layers))
     return min_stages(instance) is not None
 
 
 def _dag_fits(instance: Instance, k: int | None) -> bool:
-    from .dag import cpsat_dag, greedy_dag
+    from ..methods.dag import cpsat_dag, greedy_dag
 
     usable = instance.usable_capacity
     if max(instance.sizes) > usable:
@@ -69,7 +70,7 @@ def _dag_fits(instance: Instance, k: int | None) -> bool:
 def _dag_least_bottleneck(instance: Instance, k: int | None) -> int | None:
     """The least largest partition of the DAG (relayed tensors included) with ``k`` partitions,
     or with the best count; None when there is no plan of that count (more than the layers)."""
-    from .dag import cpsat_dag, dag_loads
+    from ..methods.dag import cpsat_dag
 
     # A capacity no partition can reach, so that CP-SAT's bottleneck is bounded by the plans alone.
     m = instance.micro_batches if instance.schedule != "none" else 1  # the most a stage holds at once
@@ -79,7 +80,7 @@ def _dag_least_bottleneck(instance: Instance, k: int | None) -> int | None:
     for count in ([k] if k is not None else range(1, instance.num_layers + 1)):
         _, parts, _, _, _ = cpsat_dag(unbounded, count, hint=None, time_limit=None, seed=0, num_workers=8)
         if parts is not None:
-            largest = max(dag_loads(unbounded, parts))
+            largest = max(plan_loads(unbounded, parts))
             least = largest if least is None else min(least, largest)
             if least == max(instance.sizes):
                 break  # no count does better than the largest layer alone

@@ -10,8 +10,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .instance import Instance
-from .plan import Plan, Status
+from ..model.instance import Instance
+from ..model.plan import Plan, Status
+from ..model.memory import plan_loads
 
 __all__ = ["Attempt", "deadline", "search_counts"]
 
@@ -64,7 +65,7 @@ def search_counts(instance: Instance, objective: str, counts: Sequence[int],
                               explanation="no plan found within the time limit")
             parts, devices = [list(p) for p in hint[0]], hint[1]
             note = f"the backend returned no plan ({result.status}); the warm start is returned"
-        largest = max(instance.plan_loads(parts))
+        largest = max(plan_loads(instance, parts))
         bound = min(result.bound, largest)
         extra = {"devices": devices} if devices else {}
         if objective == "min_bottleneck":

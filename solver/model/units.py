@@ -13,7 +13,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
-from .errors import InstanceError
+from ..errors import InstanceError
 
 __all__ = ["UNITS", "DTYPE_BITS", "parse_size", "parse_count", "dtype_bytes", "format_size", "format_bytes"]
 

@@ -28,18 +28,11 @@ from collections import deque
 from fractions import Fraction
 from itertools import accumulate
 
-from .instance import Instance
+from ..model.instance import Instance
+from ..model.memory import boundary_bytes, capacity_at, in_flight, layer_parts, partition_bytes, plan_loads, utilization_ppb
 
-__all__ = ["RunCosts", "layer_parts", "least_bound", "probe_stages", "min_stages", "min_stage_bottleneck", "min_stage_time",
+__all__ = ["RunCosts", "least_bound", "probe_stages", "min_stages", "min_stage_bottleneck", "min_stage_time",
            "min_stage_utilization", "greedy_walk"]
-
-
-def layer_parts(instance: Instance) -> tuple[list[int], list[int], list[int]]:
-    """Per layer: the bytes held once (weights, training state, and buffers unless they are
-    reused), the activation, and the buffer when the partition reuses one workspace."""
-    acts = [layer.activation_bytes for layer in instance.layers]
-    reused = [layer.buffer_bytes if instance.buffer_reuse else 0 for layer in instance.layers]
-    return [s - a - r for s, a, r in zip(instance.sizes, acts, reused)], acts, reused
 
 
 def _rules(instance: Instance) -> tuple[list[int], list[bool], list[int | None]]:
@@ -95,7 +88,7 @@ class RunCosts:
             self.tied.append(([0, *accumulate(1 if i in member else 0 for i in range(n))], shared.total))
         self.recompute = instance.activation_recompute
         if self.recompute:
-            self.boundary = [instance.boundary_bytes(a) for a in range(n)]
+            self.boundary = [boundary_bytes(instance, a) for a in range(n)]
             self.top_act, self.top_buffer = _RangeMax(self.acts), _RangeMax(self.reused)
 
     def savings(self, a: int, b: int) -> int:
@@ -183,10 +176,10 @@ def probe_stages(instance: Instance, bound: int, count: int, time_bound: int | N
     reachable[0] = True
     parents: list[list[int]] = []
     for position in range(count):
-        f = instance.in_flight(position, count)
-        limit = min(bound, instance.capacity_at(position))  # device `position` of an ordered pool
+        f = in_flight(instance, position, count)
+        limit = min(bound, capacity_at(instance, position))  # device `position` of an ordered pool
         if utilization is not None:  # ⌈load · 10⁹ / cap⌉ ≤ U  ⇔  load ≤ ⌊U · cap / 10⁹⌋
-            limit = min(limit, utilization * instance.capacity_at(position) // 10**9)
+            limit = min(limit, utilization * capacity_at(instance, position) // 10**9)
         ends = runs.ends(f, limit, time_limit_at(instance, time_bound, position))
         parent = [-1] * (n + 1)
         nxt = [False] * (n + 1)
@@ -256,7 +249,7 @@ def min_stage_bottleneck(instance: Instance, k: int) -> tuple[int, list[list[int
     parts = least_bound(lambda bound: probe_stages(instance, bound, k), instance.usable_capacity)
     if parts is None:
         return None
-    value = max(instance.partition_bytes(p, j, k) for j, p in enumerate(parts))
+    value = max(partition_bytes(instance, p, j, k) for j, p in enumerate(parts))
     return value, parts
 
 
@@ -294,8 +287,8 @@ def min_stage_utilization(instance: Instance, k: int) -> tuple[int, list[list[in
     parts = least_bound(lambda u: probe_stages(instance, instance.usable_capacity, k, utilization=u), 10**9)
     if parts is None:
         return None
-    loads = instance.plan_loads(parts)
-    return max(instance.utilization_ppb(load, instance.capacity_at(j)) for j, load in enumerate(loads)), parts
+    loads = plan_loads(instance, parts)
+    return max(utilization_ppb(load, capacity_at(instance, j)) for j, load in enumerate(loads)), parts
 
 
 def greedy_walk(instance: Instance) -> list[list[int]] | None:
@@ -318,8 +311,8 @@ def greedy_walk(instance: Instance) -> list[list[int]] | None:
             size -= shared  # the partition already holds this tied weight
         if len(parts) >= instance.max_partitions:
             return None  # more partitions than devices
-        bound = instance.capacity_at(len(parts))  # fill the devices in order, as accelerate does
-        extra = m * instance.boundary_bytes(current[0] if current else i) + max(top, acts[i]) if recompute else 0
+        bound = capacity_at(instance, len(parts))  # fill the devices in order, as accelerate does
+        extra = m * boundary_bytes(instance, current[0] if current else i) + max(top, acts[i]) if recompute else 0
         if load + size + max(peak, reused[i]) + extra <= bound:
             current.append(i)
             load += size
@@ -329,8 +322,8 @@ def greedy_walk(instance: Instance) -> list[list[int]] | None:
             if current:
                 parts.append(current)
             size += shared if g in held else 0  # a new partition pays the tied weight again
-            alone = m * instance.boundary_bytes(i) + acts[i] if recompute else 0
-            if len(parts) >= instance.max_partitions or size + reused[i] + alone > instance.capacity_at(len(parts)):
+            alone = m * boundary_bytes(instance, i) + acts[i] if recompute else 0
+            if len(parts) >= instance.max_partitions or size + reused[i] + alone > capacity_at(instance, len(parts)):
                 return None  # a layer alone does not fit the next device, planned for the worst
             current, load, peak, top = [i], size, reused[i], acts[i]
             held = set()

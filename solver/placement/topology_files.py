@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import TopologyError
+from ..errors import TopologyError
 from .topology import LinkTable, add_cpus, link_properties, new_topology
 
 if TYPE_CHECKING:
@@ -181,7 +181,7 @@ def load_topology(
         (``dgx-a100``, ``dgx-h100``, ``hgx-h200``, ``dgx1-v100``, ``pcie-6gpu``,
         ``pcie-4gpu-node``), or a cluster of presets such as ``"4×dgx-h100"``.
     link_table:
-        Bandwidth and latency per link kind (default :class:`~solver.topology.LinkTable`;
+        Bandwidth and latency per link kind (default :class:`~layerfit.placement.topology.LinkTable`;
         presets default to their own PCIe generation).
     bandwidth_matrix:
         Measured one-way P2P bandwidth between the GPUs: a file in the ``D\\D`` layout of

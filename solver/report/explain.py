@@ -1,11 +1,11 @@
 """Explanations for instances with no plan: which layers, and how far over (what would fit
-follows from :mod:`solver.remedies`)."""
+follows from :mod:`layerfit.report.remedies`)."""
 
 from __future__ import annotations
 
-from .dp import min_bottleneck
-from .instance import Instance
-from .units import DTYPE_BITS, format_bytes, format_size
+from ..methods.dp import min_bottleneck
+from ..model.instance import Instance
+from ..model.units import DTYPE_BITS, format_bytes, format_size
 
 __all__ = ["explain_oversized", "explain_too_few_partitions"]
 

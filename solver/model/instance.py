@@ -17,8 +17,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from .errors import InstanceError
-from .memory import Footprint
+from ..errors import InstanceError
+from .memory import OPTIMIZER_STATE_BYTES, Footprint, layer_footprint, tied_shares, usable_capacity
 from .units import DTYPE_BITS, dtype_bytes, parse_count, parse_size
 
 __all__ = ["Layer", "Device", "SeedModel", "Training", "TiedGroup", "Constraints", "Instance", "load_instance",
@@ -44,7 +44,7 @@ _INSTANCE_KEYS = (
 DEVICE_ORDERS = ("ordered", "free")
 SCHEDULES = ("none", "gpipe", "1f1b")
 _TRAINING_KEYS = ("optimizer", "master_weights", "bytes_per_param")
-OPTIMIZERS = {"none": 0, "sgd": 4, "adam": 8}  # optimizer state bytes per parameter (fp32)
+OPTIMIZERS = tuple(OPTIMIZER_STATE_BYTES)
 # Keys of the v1 format that later versions of layerfit honour; refused rather than ignored.
 _NOT_YET_SUPPORTED: dict[str, str] = {}
 _CONSTRAINT_KEYS = ("pinned", "max_layers_per_partition", "min_layers_per_partition", "no_cut_after",
@@ -249,7 +249,7 @@ class SeedModel:
 
 @dataclass(frozen=True)
 class Training:
-    """Training state held beside the weights (table in :mod:`solver.memory`).
+    """Training state held beside the weights (table in :mod:`layerfit.model.memory`).
 
     Either ``optimizer`` (``"none"``, ``"sgd"``, ``"adam"``) with ``master_weights``
     (None: on when the weights are 16-bit and there is an optimizer), or
@@ -275,22 +275,6 @@ class Training:
             )
         if self.master_weights is not None and not isinstance(self.master_weights, bool):
             raise InstanceError(f"training.master_weights: expected true or false, got {self.master_weights!r}")
-
-    def state_bytes(self, params: int, weight_bits: int, where: str) -> int:
-        """Bytes of training state for ``params`` parameters whose weights have ``weight_bits``."""
-        if self.bytes_per_param is not None:
-            total = math.ceil(params * self.bytes_per_param)
-            weights = -(-params * weight_bits // 8)
-            if total < weights:
-                raise InstanceError(
-                    f"training.bytes_per_param: {self.bytes_per_param:g} is less than the weights' own "
-                    f"{weight_bits / 8:g} bytes per parameter ({where})"
-                )
-            return total - weights
-        default_master = weight_bits == 16 and self.optimizer != "none"
-        master = self.master_weights if self.master_weights is not None else default_master
-        gradient = -(-params * weight_bits // 8)
-        return gradient + params * (OPTIMIZERS[self.optimizer or "none"] + (4 if master else 0))
 
     def to_dict(self) -> dict[str, Any]:
         if self.bytes_per_param is not None:
@@ -497,7 +481,7 @@ class Instance:
         A device pool: at most one partition per device, each within its device's capacity
         (and the instance's). ``device_order`` ``"ordered"`` (default): partition j runs on
         device j. ``"free"``: the planner chooses which devices, in which order
-        (:mod:`solver.pools`), and the plan names them.
+        (:mod:`layerfit.methods.pools`), and the plan names them.
     model:
         The seed shorthand the layers were expanded from, kept so that ``to_dict``
         round-trips and explanations can speak of it.
@@ -514,7 +498,7 @@ class Instance:
         A DAG instead of the chain: (producer, consumer) layer names, every data dependency
         (the chain's too). Partitions are then ordered convex sets (no edge runs backwards);
         a tensor crossing a cut is held by every partition it passes through and sent over
-        every boundary it crosses (:mod:`solver.dag`).
+        every boundary it crosses (:mod:`layerfit.methods.dag`).
     activation_recompute:
         Recompute activations in the backward pass: a stage holds, per micro-batch in flight,
         only its input (what the layer before it sends; nothing for the first stage), and
@@ -527,7 +511,7 @@ class Instance:
         ``"none"`` (the seed's formula, the default), ``"gpipe"`` or ``"1f1b"`` with m
         micro-batches. With a schedule, ``activation_bytes`` is per micro-batch and stage j
         of p holds it for the micro-batches in flight there: m under GPipe, min(p − j, m)
-        under 1F1B (:meth:`in_flight`).
+        under 1F1B (:func:`layerfit.model.memory.in_flight`).
 
     Examples
     --------
@@ -609,7 +593,7 @@ class Instance:
                 if name in names[:i]:
                     raise InstanceError(f"devices[{i}].name: duplicate device name {name!r}")
             object.__setattr__(self, "devices", devices)
-        object.__setattr__(self, "_sizes", tuple(self._footprint(i).total for i in range(len(layers))))
+        object.__setattr__(self, "_sizes", tuple(self.footprint(i).total for i in range(len(layers))))
         if self.flops_per_s is not None:
             value = self.flops_per_s
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
@@ -635,43 +619,14 @@ class Instance:
             raise InstanceError(f"constraints.reserve: {reserve} B leaves nothing of the capacity ({self.capacity} B)")
         if self.constraints.tied:
             _parse_tied([group.to_dict() for group in self.constraints.tied], layers)  # the same checks as JSON
-            index = {layer.name: i for i, layer in enumerate(layers)}
-            tied = []
-            for group in self.constraints.tied:
-                members = tuple(sorted(index[name] for name in group.layers))
-                shares = [self._footprint(i) for i in members]
-                tied.append((members, Footprint(
-                    min(fp.weight * group.params // layers[i].params for i, fp in zip(members, shares)), 0, 0,
-                    min(fp.training_state * group.params // layers[i].params for i, fp in zip(members, shares)),
-                )))
-            object.__setattr__(self, "_tied", tuple(tied))
+            footprints = [self.footprint(i) for i in range(len(layers))]
+            object.__setattr__(self, "_tied", tied_shares(layers, footprints, self.constraints.tied))
 
-    # -- the seed's memory model ----------------------------------------------------
-
-    def _footprint(self, index: int) -> Footprint:
-        layer = self.layers[index]
-        dtype = layer.dtype or self.dtype
-        if layer.weight_bytes is not None:
-            weight = layer.weight_bytes
-        else:
-            if dtype is None and layer.params:
-                raise InstanceError(
-                    f"layers[{index}].dtype: layer {layer.name!r} has params but neither it nor the instance gives a dtype"
-                )
-            weight = dtype_bytes(dtype, layer.params, f"layers[{index}].dtype") if layer.params else 0
-        state = 0
-        if self.training is not None and (layer.params or weight):
-            if not layer.params:
-                raise InstanceError(
-                    f"layers[{index}].params: layer {layer.name!r} has weights but no params, and training state is per parameter"
-                )
-            bits = DTYPE_BITS[dtype] if dtype in DTYPE_BITS else 8 * weight // layer.params
-            state = self.training.state_bytes(layer.params, bits, f"layer {layer.name!r}")
-        return Footprint(weight, layer.activation_bytes, layer.buffer_bytes, state, layer.kv_cache_bytes)
+    # -- the memory model's answers, kept on the instance (the rules: layerfit.model.memory) --
 
     def footprint(self, index: int) -> Footprint:
-        """size(l) = weight + activation + buffer of layer ``index`` (the seed's formula)."""
-        return self._footprint(index)
+        """size(l) of layer ``index`` by component (:func:`layerfit.model.memory.layer_footprint`)."""
+        return layer_footprint(self.layers[index], index, self.dtype, self.training)
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -681,91 +636,22 @@ class Instance:
     @property
     def usable_capacity(self) -> int:
         """What a partition may hold: the capacity less the reserve."""
-        return self.capacity - self.constraints.reserve
+        return usable_capacity(self)
+
+    @property
+    def tied_groups(self) -> tuple[tuple[tuple[int, ...], Footprint], ...]:
+        """Per tied group: its members' layer indices (sorted) and the shared weight's footprint."""
+        return self._tied
 
     @property
     def free_pool(self) -> bool:
         """Whether the planner chooses the pool's devices (``device_order: "free"``)."""
         return self.device_order == "free"
 
-    def device_capacity(self, name: str) -> int:
-        """What a partition on device ``name`` may hold: its capacity less the reserve, and
-        at most the usable capacity."""
-        device = next(d for d in self.devices or () if d.name == name)
-        return min(self.usable_capacity, device.capacity - self.constraints.reserve)
-
-    def capacity_at(self, position: int) -> int:
-        """What partition ``position`` may hold: the usable capacity, and with an ordered
-        device pool also device ``position``'s capacity less the reserve (a free pool: the
-        largest device's, the most any position may hold)."""
-        if self.devices is None:
-            return self.usable_capacity
-        if self.free_pool:
-            return max(self.device_capacity(d.name) for d in self.devices)
-        return min(self.usable_capacity, self.devices[position].capacity - self.constraints.reserve)
-
     @property
     def max_partitions(self) -> int:
         """The most partitions a plan may have: one per layer, and one per device of a pool."""
         return self.num_layers if self.devices is None else min(self.num_layers, len(self.devices))
-
-    def in_flight(self, position: int, count: int) -> int:
-        """Micro-batches whose activations stage ``position`` of ``count`` holds at once."""
-        if self.schedule == "gpipe":
-            return self.micro_batches
-        if self.schedule == "1f1b":
-            return min(count - position, self.micro_batches)
-        return 1
-
-    def partition_bytes(self, layers: Sequence[int], position: int, count: int) -> int:
-        """S(P) of a partition at ``position`` of ``count`` stages (the seed's Σ size(l) without a schedule)."""
-        total = sum(self._sizes[i] for i in layers)
-        held = self.activations_held(layers, position, count)
-        total += held - sum(self.layers[i].activation_bytes for i in layers)
-        if self.buffer_reuse and layers:
-            buffers = [self.layers[i].buffer_bytes for i in layers]
-            total += max(buffers) - sum(buffers)
-        return total - self.tied_savings(layers).total
-
-    def plan_loads(self, partitions: Sequence[Sequence[int]]) -> list[int]:
-        """S(P) of every partition of a plan: partition_bytes on a chain; on a DAG, with the
-        tensors each partition holds on their way to a later one (:func:`solver.dag.dag_loads`)."""
-        if self.edges is not None:
-            from .dag import dag_loads
-
-            return dag_loads(self, partitions)
-        k = len(partitions)
-        return [self.partition_bytes(p, j, k) for j, p in enumerate(partitions)]
-
-    def boundary_bytes(self, first: int) -> int:
-        """What a stage starting at layer ``first`` receives: the previous layer's output."""
-        return self.layers[first - 1].sent_bytes if first > 0 else 0
-
-    def activations_held(self, layers: Sequence[int], position: int, count: int) -> int:
-        """The activation bytes a stage holds at its peak: each layer's for every micro-batch in
-        flight, or with recomputation its input per micro-batch and its largest layer's once."""
-        if not layers:
-            return 0
-        f = self.in_flight(position, count)
-        if self.activation_recompute:
-            return f * self.boundary_bytes(layers[0]) + max(self.layers[i].activation_bytes for i in layers)
-        return f * sum(self.layers[i].activation_bytes for i in layers)
-
-    def tied_savings(self, layers: Sequence[int]) -> Footprint:
-        """What a partition holding ``layers`` saves by storing each tied weight once, not once per member."""
-        weight = state = 0
-        if self._tied:
-            held = set(layers)
-            for members, shared in self._tied:
-                copies = max(0, sum(1 for i in members if i in held) - 1)
-                weight += copies * shared.weight
-                state += copies * shared.training_state
-        return Footprint(weight, 0, 0, state)
-
-    @property
-    def tied_groups(self) -> tuple[tuple[tuple[int, ...], Footprint], ...]:
-        """Per tied group: its members' layer indices (sorted) and the shared weight's footprint."""
-        return self._tied
 
     def stage_picoseconds(self, layers: Sequence[int], position: int, device: str | None = None) -> int:
         """A stage's time in whole picoseconds: its layers' ``time`` (each rounded to 1 ps)
@@ -780,12 +666,6 @@ class Instance:
     def stage_time(self, layers: Sequence[int], position: int, device: str | None = None) -> float:
         """A stage's time in seconds (see :meth:`stage_picoseconds`)."""
         return self.stage_picoseconds(layers, position, device) * 1e-12
-
-    @staticmethod
-    def utilization_ppb(load: int, capacity: int) -> int:
-        """load / capacity in whole parts per billion, rounded up: the exact integer that the
-        ``min_utilization`` objective minimises."""
-        return -(-load * 10**9 // capacity)
 
     def layer_seconds(self, index: int) -> float | None:
         """A layer's time: its ``time``, else its ``flops`` / ``flops_per_s``, else None."""

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from .errors import PlanError
-from .plan import Status
+from ..errors import PlanError
+from ..model.plan import Status
 
 __all__ = ["Placement", "MAP_OBJECTIVES"]
 

@@ -16,26 +16,11 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from .instance import Instance
-from .memory import MEMORY_MODEL, Footprint
+from ..model.instance import Instance
+from ..model.memory import MEMORY_MODEL, capacity_at, device_capacity, in_flight, plan_footprints
+from ..model.graph import dag_cuts
 
-__all__ = ["plan_metrics", "partition_footprint"]
-
-
-def partition_footprint(instance: Instance, layers: Sequence[int], position: int = 0, count: int = 1) -> Footprint:
-    """S(P) of the partition holding ``layers`` at ``position`` of ``count``, by component.
-
-    The seed model is a plain sum; with a schedule the activations count once per
-    micro-batch in flight at that stage; a tied weight counts once however many members
-    the partition holds.
-    """
-    total = Footprint(0, 0, 0, 0, 0)
-    for index in layers:
-        total = total + instance.footprint(index)
-    buffer = max((instance.layers[i].buffer_bytes for i in layers), default=0) if instance.buffer_reuse else total.buffer
-    saved = instance.tied_savings(layers)  # a tied weight is held once per partition
-    return Footprint(total.weight - saved.weight, instance.activations_held(layers, position, count), buffer,
-                     total.training_state - saved.training_state, total.kv_cache)
+__all__ = ["plan_metrics"]
 
 
 def plan_metrics(instance: Instance, partitions: Sequence[Sequence[int]],
@@ -46,12 +31,8 @@ def plan_metrics(instance: Instance, partitions: Sequence[Sequence[int]],
         return {}
     capacity = instance.capacity
     rows = []
-    # A DAG's partitions also hold the tensors relayed to later ones: counted as activation.
-    loads = instance.plan_loads(partitions) if instance.edges is not None else None
-    for j, part in enumerate(partitions):
-        fp = partition_footprint(instance, part, j, len(partitions))
-        if loads is not None:
-            fp = Footprint(fp.weight, fp.activation + loads[j] - fp.total, fp.buffer, fp.training_state, fp.kv_cache)
+    footprints = plan_footprints(instance, partitions)  # a DAG's relayed tensors count as activation
+    for j, (part, fp) in enumerate(zip(partitions, footprints)):
         row: dict[str, Any] = {
             "index": j,
             "first_layer": instance.layers[part[0]].name,
@@ -63,19 +44,18 @@ def plan_metrics(instance: Instance, partitions: Sequence[Sequence[int]],
             "buffer_bytes": fp.buffer,
             "training_state_bytes": fp.training_state,
             "kv_cache_bytes": fp.kv_cache,
-            "utilization": fp.total / (instance.device_capacity(devices[j]) if devices else instance.capacity_at(j)),
+            "utilization": fp.total / (device_capacity(instance, devices[j]) if devices else capacity_at(instance, j)),
         }
         if devices:
             row["device"] = devices[j]
         elif instance.devices is not None:
             row["device"] = instance.devices[j].name
         if instance.schedule != "none":
-            row["micro_batches_in_flight"] = instance.in_flight(j, len(partitions))
+            row["micro_batches_in_flight"] = in_flight(instance, j, len(partitions))
         if instance.has_times:
             row["time"] = instance.stage_time(part, j, devices[j] if devices else None)  # on its device, whole ps
         rows.append(row)
     if instance.edges is not None:
-        from .dag import dag_cuts
 
         cuts = [{"after_layer": instance.layers[part[-1]].name, "bytes": sent}
                 for part, sent in zip(partitions, dag_cuts(instance, partitions))]

@@ -6,11 +6,13 @@ partitions themselves.
 
 from __future__ import annotations
 
-from .errors import PlanError
-from .instance import Instance
+from ..errors import PlanError
+from ..model.instance import Instance
 from .metrics import plan_metrics
-from .plan import Plan, Status
-from .units import format_bytes
+from ..model.plan import Plan, Status
+from ..model.units import format_bytes
+from ..model.graph import check_dag_plan
+from ..model.memory import capacity_at, device_capacity, plan_loads, utilization_ppb
 
 __all__ = ["validate_plan"]
 
@@ -64,7 +66,6 @@ def validate_plan(instance: Instance, plan: Plan) -> None:
             raise PlanError("an infeasible plan must carry an explanation")
         return
     if instance.edges is not None:  # a DAG: ordered convex sets, not runs of the listed order
-        from .dag import check_dag_plan
 
         check_dag_plan(instance, plan.partitions)
     else:
@@ -81,7 +82,7 @@ def validate_plan(instance: Instance, plan: Plan) -> None:
         if expected != instance.num_layers:
             raise PlanError(f"the partitions cover layers 0..{expected - 1}, the instance has {instance.num_layers}")
     count = len(plan.partitions)
-    loads = instance.plan_loads(plan.partitions)
+    loads = plan_loads(instance, plan.partitions)
     if count > instance.max_partitions:
         raise PlanError(f"the plan has {count} partitions, the device pool {instance.max_partitions} devices")
     if instance.free_pool:
@@ -98,7 +99,7 @@ def validate_plan(instance: Instance, plan: Plan) -> None:
     elif plan.devices is not None:
         raise PlanError("plan.devices: only a free device pool has devices chosen by the plan")
     for j, load in enumerate(loads):
-        limit = instance.device_capacity(plan.devices[j]) if instance.free_pool else instance.capacity_at(j)
+        limit = device_capacity(instance, plan.devices[j]) if instance.free_pool else capacity_at(instance, j)
         if load > limit:
             raise PlanError(
                 f"partition {j} holds {format_bytes(load)}, over the capacity of "
@@ -118,9 +119,9 @@ def validate_plan(instance: Instance, plan: Plan) -> None:
         if plan.objective != slowest:
             raise PlanError(f"objective {plan.objective} is not the slowest stage's time ({slowest} s)")
     elif plan.objective_name == "min_utilization":
-        caps = [instance.device_capacity(name) for name in plan.devices] if plan.devices else \
-            [instance.capacity_at(j) for j in range(count)]
-        share = max(instance.utilization_ppb(load, cap) for load, cap in zip(loads, caps)) * 1e-9
+        caps = [device_capacity(instance, name) for name in plan.devices] if plan.devices else \
+            [capacity_at(instance, j) for j in range(count)]
+        share = max(utilization_ppb(load, cap) for load, cap in zip(loads, caps)) * 1e-9
         if plan.objective != share:
             raise PlanError(f"objective {plan.objective} is not the largest utilization ({share})")
     elif plan.objective != max(loads):
