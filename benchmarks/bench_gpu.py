@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-import runtime  # noqa: E402
-from runtime.l2_cache import reserve_weights  # noqa: E402
+from layerfit import runtime  # noqa: E402
+from layerfit.runtime.l2_cache import reserve_weights  # noqa: E402
 from layerfit.runtime.synthetic import synthetic_model  # noqa: E402
 from layerfit import Training, solve  # noqa: E402
 

@@ -35,7 +35,7 @@ import torch  # noqa: E402
 from bench_runtime import compare_plans, measure, repeats, throughput_lines  # noqa: E402
 from bench_solver import machine, provenance, write_results  # noqa: E402
 
-import runtime  # noqa: E402
+from layerfit import runtime  # noqa: E402
 from layerfit.runtime.hf import layer_names  # noqa: E402
 from layerfit import solve  # noqa: E402
 

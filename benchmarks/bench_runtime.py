@@ -33,7 +33,7 @@ import torch  # noqa: E402
 
 from bench_solver import machine, provenance  # noqa: E402
 
-import runtime  # noqa: E402
+from layerfit import runtime  # noqa: E402
 from layerfit.runtime.synthetic import synthetic_model  # noqa: E402
 from layerfit import Plan, Status, solve  # noqa: E402
 from layerfit.interop.baselines import even_split  # noqa: E402

@@ -19,7 +19,7 @@ import json
 import random
 from pathlib import Path
 
-from solver import from_hf_config
+from layerfit import from_hf_config
 
 HERE = Path(__file__).resolve().parent
 
@@ -362,7 +362,7 @@ def random_families() -> None:
 
 README_HEAD = """# Bundled instances
 
-Every file is an instance in layerfit's JSON v1 (see the project README). `generate.py` beside
+Every file is an instance in layerfit's JSON v1 (see docs/concepts.md). `generate.py` beside
 them writes them all, and this page (`python instances/generate.py`); the random families are
 seeded, so the files are reproducible byte for byte. Capacities come from vendor specs; model
 shapes from the checkpoints' `config.json`, with per-layer parameter counts that reproduce the

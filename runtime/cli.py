@@ -246,7 +246,7 @@ def _run(args: argparse.Namespace) -> int:
                     f"--rdzv-conf=join_timeout={int(args.timeout)}"]
         if args.node_rank is not None:
             command.append(f"--node-rank={args.node_rank}")
-    command += ["-m", "runtime.worker", str(job_file)]
+    command += ["-m", "layerfit.runtime.worker", str(job_file)]
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(job.threads))  # else torchrun sets 1, with a warning
     code = _launch(command, env)

@@ -41,7 +41,8 @@ from layerfit import Instance
 
 from .checkpoint import Checkpoint, check_keys
 from .errors import ModelError
-from .loading import check_covered, keep_layers, layer_tensors, materialise, parameters_on_meta, reset_parameters, tied_aliases
+from .loading import (check_covered, keep_layers, layer_tensors, materialise, parameters_on_meta, reset_parameters,
+                      tied_aliases)
 from .source import Aliases, ModelSource, layers_of, random_weights
 from .stage import layer_modules
 

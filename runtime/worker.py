@@ -1,4 +1,4 @@
-"""The process torchrun starts for ``layerfit run``: ``python -m runtime.worker JOB``.
+"""The process torchrun starts for ``layerfit run``: ``python -m layerfit.runtime.worker JOB``.
 
 torchrun sets RANK, WORLD_SIZE and LOCAL_RANK (c10d rendezvous gives ranks by arrival,
 so a rank takes the partition of its global RANK, whatever node it lands on).
@@ -17,7 +17,7 @@ from .rank import run_rank
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m runtime.worker JOB_FILE", file=sys.stderr)
+        print("usage: python -m layerfit.runtime.worker JOB_FILE", file=sys.stderr)
         return 2
     job = torch.load(args[0], weights_only=False)
     run_rank(int(os.environ["RANK"]), job, int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))

@@ -114,6 +114,19 @@ def test_no_import_cycle_among_the_modules():
             visit(name)
 
 
+def test_nothing_imports_the_source_folders_by_their_own_names():
+    """Inside the checkout `solver` and `runtime` would import (the folders are on the path), as
+    a second copy of the package with classes of its own: everything says `layerfit`."""
+    users = [path for folder in ("tests", "benchmarks", "instances", "docs", "solver", "runtime")
+             for path in sorted((ROOT / folder).rglob("*.py"))]
+    for path in users:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            for name in names:
+                assert name.split(".")[0] not in PACKAGES, f"{path.relative_to(ROOT)} imports {name}"
+
+
 def test_import_layerfit_is_light():
     code = ("import sys, layerfit; "
             "print(sorted(m for m in ('ortools', 'pulp', 'highspy', 'torch', 'numpy', 'layerfit.runtime') if m in sys.modules))")

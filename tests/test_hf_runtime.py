@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-import runtime  # noqa: E402
+from layerfit import runtime  # noqa: E402
 from layerfit.runtime.stage import layer_paths  # noqa: E402
 from layerfit import from_hf_config, solve  # noqa: E402
 
@@ -197,7 +197,7 @@ def test_layerfit_run_refuses_what_cannot_run_before_launching(saved, tmp_path, 
         ([str(plan_file), "--model", str(directory), "--checkpoint", str(floats), "--init", "random"],
          "init: random initialisation and a checkpoint exclude each other; give one"),
         ([str(synthetic_plan), "--model", "layerfit.runtime.synthetic:synthetic_model", "--seq-len", "8"],
-         "--seq-len: sets the random token ids of a Hugging Face model directory; runtime.synthetic:synthetic_model is "
+         "--seq-len: sets the random token ids of a Hugging Face model directory; layerfit.runtime.synthetic:synthetic_model is "
          "not one"),
         ([str(plan_file), "--model", str(directory), "--instance", str(gpt2_instance)],
          "layer 0: the model calls it 'model.embed_tokens', the instance 'transformer.wte+wpe'"),

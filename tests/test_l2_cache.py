@@ -6,7 +6,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from runtime.l2_cache import _check, _cudart, reserve_weights  # noqa: E402
+from layerfit.runtime.l2_cache import _check, _cudart, reserve_weights  # noqa: E402
 
 
 def test_cpu_reserves_nothing_and_says_so():

@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-import runtime  # noqa: E402
+from layerfit import runtime  # noqa: E402
 from layerfit.runtime import ModelError, build_model, prepare_model  # noqa: E402
 from runtime_models import Partial, custom_model, trained_model  # noqa: E402
 from layerfit import Instance, Layer, solve  # noqa: E402

@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-import runtime  # noqa: E402
+from layerfit import runtime  # noqa: E402
 from layerfit.runtime.execute import free_port  # noqa: E402
 from layerfit.runtime.model import ModelError, build_model  # noqa: E402
 from layerfit.runtime.synthetic import example_inputs, synthetic_instance, synthetic_model  # noqa: E402

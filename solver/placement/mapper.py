@@ -73,7 +73,7 @@ def map_plan(
 
     Examples
     --------
-    >>> from solver import Instance, Layer, load_topology, solve
+    >>> from layerfit import Instance, Layer, load_topology, solve
     >>> inst = Instance(name="x", capacity="2GB", layers=[Layer(f"l{i}", weight_bytes=10**8,
     ...                 activation_bytes=10**9 if i == 0 else 10**6) for i in range(4)])
     >>> plan = solve(inst, objective="min_bottleneck", num_partitions=4)

@@ -182,7 +182,7 @@ def link_bandwidth(topology: nx.Graph, a: str, b: str) -> float:
 
     Examples
     --------
-    >>> from solver import load_topology
+    >>> from layerfit import load_topology
     >>> link_bandwidth(load_topology("dgx-a100"), "GPU0", "GPU3") / 1e9
     300.0
     """
