@@ -13,7 +13,7 @@ from layerfit.methods.dag import greedy_dag
 
 from helpers import check_solve_against_oracle
 from layerfit.model.graph import dag_cuts, topological_order
-from layerfit.model.memory import plan_loads
+from layerfit.model.memory import plan_loads, usable_capacity
 
 
 def dag_oracle(instance):
@@ -35,7 +35,7 @@ def dag_oracle(instance):
                    for p in parts):
                 continue
             largest = max(plan_loads(instance, parts))
-            if largest <= instance.usable_capacity:
+            if largest <= usable_capacity(instance):
                 per_k[k] = min(per_k.get(k, largest), largest)
     return per_k
 

@@ -33,7 +33,7 @@ import math
 from collections.abc import Sequence
 
 from ..model.graph import consumers, partition_of, topological_order
-from ..model.memory import in_flight, plan_loads, relay_bytes, size_at
+from ..model.memory import in_flight, order_run_bytes, plan_loads, relay_bytes, size_at, usable_capacity
 from .count_search import Attempt, deadline, search_counts
 from ..model.instance import Instance
 
@@ -53,18 +53,12 @@ def greedy_dag(instance: Instance) -> list[list[int]] | None:
     (with the tensors passing through it) fits; None when one layer alone does not fit.
     With a schedule, every stage is planned for the most micro-batches any stage holds."""
     order = topological_order(instance)
-    position = {v: p for p, v in enumerate(order)}
-    users = consumers(instance)
-    relays = relay_bytes(instance)
-    reach = [max((position[v] for v in users[u]), default=position[u]) for u in range(instance.num_layers)]
-    capacity = instance.usable_capacity
-
+    capacity = usable_capacity(instance)
     # Like the chain's greedy, every stage is planned for the most micro-batches any stage holds.
     m = instance.micro_batches if instance.schedule != "none" else 1
 
     def run_cost(a: int, b: int) -> int:  # the run order[a:b], every later layer in a later partition
-        held = sum(relays[u] for u in order[:a] if reach[u] >= b)
-        return sum(size_at(instance, v, m) for v in order[a:b]) + m * held
+        return order_run_bytes(instance, order, a, b, m)
 
     parts: list[list[int]] = []
     start = 0
@@ -92,7 +86,7 @@ def cpsat_dag(instance: Instance, k: int, *, hint: Sequence[Sequence[int]] | Non
     n = instance.num_layers
     users = consumers(instance)
     relays = relay_bytes(instance)
-    capacity = instance.usable_capacity
+    capacity = usable_capacity(instance)
     model = cp_model.CpModel()
     one = model.new_constant(1)
     zero = model.new_constant(0)
@@ -196,7 +190,7 @@ def mip_dag(instance: Instance, k: int, *, hint: Sequence[Sequence[int]] | None,
             prob += a[v][j] == 1, f"pin_done_{v}"
         if j > 0:
             prob += a[v][j - 1] == 0, f"pin_not_before_{v}"
-    bottleneck = prob.add_variable("M", 0, instance.usable_capacity, cat=pulp.LpInteger)
+    bottleneck = prob.add_variable("M", 0, usable_capacity(instance), cat=pulp.LpInteger)
     prob += bottleneck
     passing: list[list] = [[] for _ in range(k)]
     for u in range(n):
@@ -254,7 +248,7 @@ def solve_dag(instance: Instance, method: str, objective: str, k: int | None, fi
     if objective == "min_bottleneck":
         counts = [int(k)]  # type: ignore[arg-type]
     else:
-        lowest = max(1, math.ceil(sum(instance.sizes) / instance.usable_capacity))
+        lowest = max(1, math.ceil(sum(instance.sizes) / usable_capacity(instance)))
         # Greedy's count bounds the fewest only when greedy's plan keeps the rules (it knows none).
         ruled = instance.constraints.structural
         counts = list(range(lowest, (len(greedy) if greedy and not ruled else instance.num_layers) + 1))
@@ -275,6 +269,6 @@ def solve_dag(instance: Instance, method: str, objective: str, k: int | None, fi
 
     what = f"{k} partitions" if objective == "min_bottleneck" else "any number of partitions"
     return search_counts(instance, objective, counts, attempt, hint_for, finish, infeasible_why=(
-        f"no ordered convex split of the DAG into {what} fits the capacity of {instance.usable_capacity:,} B"
+        f"no ordered convex split of the DAG into {what} fits the capacity of {usable_capacity(instance):,} B"
         + (" and keeps the pins and layer counts" if instance.constraints.structural else "")
         + f" ({'the MIP' if method == 'mip' else 'CP-SAT'} proved it), counting the tensors each partition relays"))

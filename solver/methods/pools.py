@@ -6,7 +6,7 @@ Two exact methods:
 * ``dp`` — devices of one kind (capacity and speed) are interchangeable, so a plan's
   devices are a count per kind. For p stages, the cut points reachable after j stages are
   tracked per vector of counts used so far (:func:`probe_free`), with the furthest ends of
-  :class:`~layerfit.methods.stages.RunCosts` per kind: O(p · V · K · n) for V count vectors and K
+  :class:`~layerfit.model.memory.RunCosts` per kind: O(p · V · K · n) for V count vectors and K
   kinds. Exact for every memory option the stage probe handles but the structural rules;
   refused when the pool has more than :data:`MAX_MIXES` count vectors (many distinct kinds).
 * ``cpsat`` — k partitions of contiguous layers (the chain model of :mod:`layerfit.methods.cpsat`)
@@ -24,8 +24,9 @@ from fractions import Fraction
 
 from .count_search import Attempt, deadline, search_counts
 from ..model.instance import Instance
-from .stages import RunCosts, least_bound
-from ..model.memory import device_capacity, in_flight, layer_parts, partition_bytes, plan_loads, utilization_ppb
+from .stages import least_bound
+from ..model.memory import (RunCosts, capacity_within, device_capacity, in_flight, layer_parts, partition_bytes,
+                            plan_loads, usable_capacity, utilization_ppb)
 
 __all__ = ["DeviceKind", "device_kinds", "mixes", "MAX_MIXES", "probe_free", "min_free_devices", "min_free_bottleneck",
            "min_free_objective", "cpsat_free", "mip_free", "solve_free_pool"]
@@ -77,12 +78,11 @@ def probe_free(instance: Instance, bound: int, count: int, time_bound: int | Non
         return None
     runs = RunCosts(instance)
     n = runs.n
-    reserve = instance.constraints.reserve
     cache: dict[tuple[int, int, int | None], list[int]] = {}
 
     def ends(position: int, t: int) -> list[int]:
         f = in_flight(instance, position, count)
-        own = min(instance.usable_capacity, kinds[t].capacity - reserve)
+        own = capacity_within(instance, kinds[t].capacity)
         limit = min(bound, own)
         if utilization is not None:
             limit = min(limit, utilization * own // 10**9)
@@ -138,7 +138,7 @@ def min_free_devices(instance: Instance) -> tuple[int, list[list[int]], list[str
     """The fewest devices of the pool that hold the model, a plan and its devices; None if none."""
     most = min(instance.num_layers, len(instance.devices or ()))
     for count in range(1, most + 1):
-        found = probe_free(instance, instance.usable_capacity, count)
+        found = probe_free(instance, usable_capacity(instance), count)
         if found is not None:
             return count, found[0], found[1]
     return None
@@ -146,7 +146,7 @@ def min_free_devices(instance: Instance) -> tuple[int, list[list[int]], list[str
 
 def min_free_bottleneck(instance: Instance, k: int) -> tuple[int, list[list[int]], list[str]] | None:
     """The smallest largest partition over exactly ``k`` devices of the pool, or None."""
-    found = least_bound(lambda bound: probe_free(instance, bound, k), instance.usable_capacity)
+    found = least_bound(lambda bound: probe_free(instance, bound, k), usable_capacity(instance))
     if found is None:
         return None
     parts, names = found
@@ -156,7 +156,7 @@ def min_free_bottleneck(instance: Instance, k: int) -> tuple[int, list[list[int]
 def min_free_objective(instance: Instance, k: int, objective: str) -> tuple[int, list[list[int]], list[str]] | None:
     """The optimum of ``min_stage_time`` (picoseconds) or ``min_utilization`` (parts per
     billion) over exactly ``k`` devices of the pool, with the plan and its devices, or None."""
-    capacity = instance.usable_capacity
+    capacity = usable_capacity(instance)
     if objective == "min_stage_time":
         whole = list(range(instance.num_layers))
         slowest = max(instance.stage_picoseconds(whole, 0, d.name) for d in instance.devices or ())
@@ -236,7 +236,7 @@ def _free_model_data(instance: Instance, k: int):  # type: ignore[no-untyped-def
     held_once, acts, reused = layer_parts(instance)
     fixed = [h + r for h, r in zip(held_once, reused)]  # what a stage holds once, every buffer summed
     flights = [in_flight(instance, p, k) for p in range(k)]
-    limits = [min(instance.usable_capacity, kind.capacity - instance.constraints.reserve) for kind in kinds]
+    limits = [capacity_within(instance, kind.capacity) for kind in kinds]
     lower_sizes = [fx + min(flights) * a for fx, a in zip(fixed, acts)]
     ranges = partition_ranges(lower_sizes, max(limits), k)
     if any(first > last for first, last in ranges):
@@ -330,7 +330,7 @@ def solve_free_pool(instance: Instance, method: str, objective: str, k: int | No
         elif objective == "min_bottleneck":
             exact = min_free_bottleneck(instance, k)  # type: ignore[arg-type]
         else:  # time or utilization: first, whether k devices hold it at all
-            found = probe_free(instance, instance.usable_capacity, k)  # type: ignore[arg-type]
+            found = probe_free(instance, usable_capacity(instance), k)  # type: ignore[arg-type]
             exact = None if found is None else (0, *found)
         if exact is None:
             pool = ", ".join(f"{d.name} {d.capacity:,} B" for d in instance.devices or ())

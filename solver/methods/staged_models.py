@@ -19,7 +19,7 @@ from .count_search import Attempt, deadline, search_counts
 from .formulation import formulate
 from ..model.instance import Instance
 from ..model.plan import Status
-from ..model.memory import boundary_bytes, capacity_at, in_flight, layer_parts
+from ..model.memory import boundary_bytes, capacity_at, in_flight, layer_parts, usable_capacity
 
 __all__ = ["solve_staged_model"]
 
@@ -82,7 +82,7 @@ def solve_staged_model(instance: Instance, method: str, objective: str, k: int |
     def attempt(count: int, hint) -> Attempt:  # type: ignore[no-untyped-def]
         pins = [(index[name], c.resolve_pin(where, count)) for name, where in c.pinned]
         form = None if any(not 0 <= p < count for _, p in pins) else formulate(
-            fixed, count, instance.usable_capacity, hint[0] if hint else None, acts=acts,
+            fixed, count, usable_capacity(instance), hint[0] if hint else None, acts=acts,
             flights=[in_flight(instance, p, count) for p in range(count)],
             caps=[capacity_at(instance, p) for p in range(count)], pins=pins, **options, **rules)
         if form is None:  # a pin out of range, or the greedy bounds leave some layer no partition

@@ -24,14 +24,13 @@ layer's activation counted for m micro-batches.
 from __future__ import annotations
 
 import math
-from collections import deque
 from fractions import Fraction
-from itertools import accumulate
 
 from ..model.instance import Instance
-from ..model.memory import boundary_bytes, capacity_at, in_flight, layer_parts, partition_bytes, plan_loads, utilization_ppb
+from ..model.memory import (RunCosts, capacity_at, in_flight, partition_bytes, plan_loads, usable_capacity,
+                            utilization_ppb)
 
-__all__ = ["RunCosts", "least_bound", "probe_stages", "min_stages", "min_stage_bottleneck", "min_stage_time",
+__all__ = ["least_bound", "probe_stages", "min_stages", "min_stage_bottleneck", "min_stage_time",
            "min_stage_utilization", "greedy_walk"]
 
 
@@ -64,78 +63,6 @@ def _rules(instance: Instance) -> tuple[list[int], list[bool], list[int | None]]
     return next_must, forbidden, pins
 
 
-class RunCosts:
-    """What a run of layers [a, b) costs as one stage, under the instance's memory model,
-    and how far a run from each start may reach (:meth:`ends`).
-
-    A run's cost only grows when it grows at its end; without recomputation it also only
-    shrinks when its start moves right, so the furthest ends are monotone and one sweep with
-    two pointers finds them all, O(n). With recomputation the stage's input depends on the
-    start, so each start binary-searches its end over sparse-table maxima, O(n log n).
-    """
-
-    def __init__(self, instance: Instance):
-        self.instance = instance
-        fixed, self.acts, self.reused = layer_parts(instance)
-        self.n = n = len(fixed)
-        self.F = [0, *accumulate(fixed)]
-        self.A = [0, *accumulate(self.acts)]
-        self.P = [0, *accumulate(instance.layer_picoseconds)]
-        # Tied weights count once per partition: prefix counts of each group's members.
-        self.tied = []
-        for members, shared in instance.tied_groups:
-            member = set(members)
-            self.tied.append(([0, *accumulate(1 if i in member else 0 for i in range(n))], shared.total))
-        self.recompute = instance.activation_recompute
-        if self.recompute:
-            self.boundary = [boundary_bytes(instance, a) for a in range(n)]
-            self.top_act, self.top_buffer = _RangeMax(self.acts), _RangeMax(self.reused)
-
-    def savings(self, a: int, b: int) -> int:
-        return sum(shared * max(0, counts[b] - counts[a] - 1) for counts, shared in self.tied)
-
-    def ends(self, f: int, limit: int, time_limit: int | None = None) -> list[int]:
-        """For every start a, the furthest b such that [a, b) fits ``limit`` bytes with ``f``
-        micro-batches in flight (and ``time_limit`` picoseconds, if given); b = a if none."""
-        n, F, P = self.n, self.F, self.P
-        if self.recompute:
-            out = []
-            for a in range(n):
-                lo, hi = a, n  # [a, lo) fits; nothing past hi does
-                while lo < hi:
-                    b = (lo + hi + 1) // 2
-                    cost = (F[b] - F[a] + f * self.boundary[a] + self.top_act(a, b) + self.top_buffer(a, b)
-                            - self.savings(a, b))
-                    if cost <= limit and (time_limit is None or P[b] - P[a] <= time_limit):
-                        lo = b
-                    else:
-                        hi = b - 1
-                out.append(lo)
-            return out
-        A, reused = self.A, self.reused
-        out = []
-        far = 0
-        window: deque[int] = deque()  # layers of [a, far) by decreasing reused buffer: its front is the max
-        for a in range(n):
-            if far < a:
-                far = a
-                window.clear()
-            while window and window[0] < a:
-                window.popleft()
-            while far < n:
-                peak = max(reused[far], reused[window[0]] if window else 0)
-                if (F[far + 1] - F[a]) + f * (A[far + 1] - A[a]) + peak - self.savings(a, far + 1) > limit:
-                    break
-                if time_limit is not None and P[far + 1] - P[a] > time_limit:
-                    break
-                while window and reused[window[-1]] <= reused[far]:
-                    window.pop()
-                window.append(far)
-                far += 1
-            out.append(far)
-        return out
-
-
 def time_limit_at(instance: Instance, time_bound: int | None, position: int) -> int | None:
     """ceil(Σ / speed) ≤ T  ⇔  Σ ≤ floor(T · speed): the picoseconds of layer time a stage on
     device ``position`` may hold."""
@@ -152,7 +79,7 @@ def probe_stages(instance: Instance, bound: int, count: int, time_bound: int | N
 
     R_j, the cut points reachable after j stages: from a cut a, stage j can end at any b
     in [lo_j(a), hi_j(a)] but the forbidden cuts, where hi_j(a) is the furthest end whose
-    run fits (:class:`RunCosts`), no longer than the layer limit, not past a must-cut, and
+    run fits (:class:`layerfit.model.memory.RunCosts`), no longer than the layer limit, not past a must-cut, and
     not taking a layer pinned elsewhere; lo_j(a) asks for the minimum layer count and a
     layer pinned to stage j. lo is monotone in a, so marking each b once gives R_j in
     O(n) after the ends: O(count · n) in all (× log n with recomputation).
@@ -216,29 +143,10 @@ def probe_stages(instance: Instance, bound: int, count: int, time_bound: int | N
     return [list(range(cuts[j], cuts[j + 1])) for j in range(count)]
 
 
-class _RangeMax:
-    """max(values[a:b]) in O(1) after O(n log n): a sparse table (0 for an empty range)."""
-
-    def __init__(self, values: list[int]):
-        self.table = [list(values)]
-        width = 1
-        while 2 * width <= len(values):
-            prev = self.table[-1]
-            self.table.append([max(prev[i], prev[i + width]) for i in range(len(values) - 2 * width + 1)])
-            width *= 2
-
-    def __call__(self, a: int, b: int) -> int:
-        if b <= a:
-            return 0
-        level = (b - a).bit_length() - 1
-        row = self.table[level]
-        return max(row[a], row[b - (1 << level)])
-
-
 def min_stages(instance: Instance) -> tuple[int, list[list[int]]] | None:
     """The fewest stages that hold the model under its capacity, and a plan; None if none do."""
     for count in range(1, instance.max_partitions + 1):
-        parts = probe_stages(instance, instance.usable_capacity, count)
+        parts = probe_stages(instance, usable_capacity(instance), count)
         if parts is not None:
             return count, parts
     return None
@@ -246,7 +154,7 @@ def min_stages(instance: Instance) -> tuple[int, list[list[int]]] | None:
 
 def min_stage_bottleneck(instance: Instance, k: int) -> tuple[int, list[list[int]]] | None:
     """The smallest largest stage footprint over exactly ``k`` stages (≤ capacity), or None."""
-    parts = least_bound(lambda bound: probe_stages(instance, bound, k), instance.usable_capacity)
+    parts = least_bound(lambda bound: probe_stages(instance, bound, k), usable_capacity(instance))
     if parts is None:
         return None
     value = max(partition_bytes(instance, p, j, k) for j, p in enumerate(parts))
@@ -271,7 +179,7 @@ def least_bound(probe, high: int):  # type: ignore[no-untyped-def]
 def min_stage_time(instance: Instance, k: int) -> tuple[int, list[list[int]]] | None:
     """The smallest slowest-stage time (whole picoseconds) over exactly ``k`` stages that each
     fit their memory, or None when ``k`` stages cannot hold the model."""
-    capacity = instance.usable_capacity
+    capacity = usable_capacity(instance)
     if probe_stages(instance, capacity, k) is None:
         return None
     whole = list(range(instance.num_layers))
@@ -284,7 +192,7 @@ def min_stage_time(instance: Instance, k: int) -> tuple[int, list[list[int]]] | 
 def min_stage_utilization(instance: Instance, k: int) -> tuple[int, list[list[int]]] | None:
     """The smallest largest utilization (parts per billion of each stage's own capacity) over
     exactly ``k`` stages, or None when ``k`` stages cannot hold the model."""
-    parts = least_bound(lambda u: probe_stages(instance, instance.usable_capacity, k, utilization=u), 10**9)
+    parts = least_bound(lambda u: probe_stages(instance, usable_capacity(instance), k, utilization=u), 10**9)
     if parts is None:
         return None
     loads = plan_loads(instance, parts)
@@ -295,40 +203,19 @@ def greedy_walk(instance: Instance) -> list[list[int]] | None:
     """The seed's GreedyLayerPartition over this instance's memory model, planning every stage
     for the most micro-batches any stage holds (greedy cannot know its place); None when a
     layer alone does not fit so."""
-    fixed, acts, reused = layer_parts(instance)
+    runs = RunCosts(instance)
     m = instance.micro_batches if instance.schedule != "none" else 1
-    group_of = {i: (g, shared.total) for g, (members, shared) in enumerate(instance.tied_groups) for i in members}
     parts: list[list[int]] = []
-    current: list[int] = []
-    held: set[int] = set()  # tied groups with a member in the current partition
-    load = peak = 0
-    recompute = instance.activation_recompute
-    top = 0  # with recomputation: the largest activation in the current partition
+    start = 0
     for i in range(instance.num_layers):
-        size = fixed[i] + (0 if recompute else m * acts[i])
-        g, shared = group_of.get(i, (None, 0))
-        if g in held:
-            size -= shared  # the partition already holds this tied weight
         if len(parts) >= instance.max_partitions:
             return None  # more partitions than devices
-        bound = capacity_at(instance, len(parts))  # fill the devices in order, as accelerate does
-        extra = m * boundary_bytes(instance, current[0] if current else i) + max(top, acts[i]) if recompute else 0
-        if load + size + max(peak, reused[i]) + extra <= bound:
-            current.append(i)
-            load += size
-            peak = max(peak, reused[i])
-            top = max(top, acts[i])
-        else:
-            if current:
-                parts.append(current)
-            size += shared if g in held else 0  # a new partition pays the tied weight again
-            alone = m * boundary_bytes(instance, i) + acts[i] if recompute else 0
-            if len(parts) >= instance.max_partitions or size + reused[i] + alone > capacity_at(instance, len(parts)):
-                return None  # a layer alone does not fit the next device, planned for the worst
-            current, load, peak, top = [i], size, reused[i], acts[i]
-            held = set()
-        if g is not None:
-            held.add(g)
-    if current:
-        parts.append(current)
+        if runs.cost(start, i + 1, m) <= capacity_at(instance, len(parts)):  # fill the devices in order, as accelerate does
+            continue
+        if start < i:
+            parts.append(list(range(start, i)))
+        start = i
+        if len(parts) >= instance.max_partitions or runs.cost(i, i + 1, m) > capacity_at(instance, len(parts)):
+            return None  # a layer alone does not fit the next device, planned for the worst
+    parts.append(list(range(start, instance.num_layers)))
     return parts

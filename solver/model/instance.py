@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InstanceError
-from .memory import OPTIMIZER_STATE_BYTES, Footprint, layer_footprint, tied_shares, usable_capacity
+from .memory import OPTIMIZER_STATE_BYTES, Footprint, layer_footprint, tied_shares
 from .units import DTYPE_BITS, dtype_bytes, parse_count, parse_size
 
 __all__ = ["Layer", "Device", "SeedModel", "Training", "TiedGroup", "Constraints", "Instance", "load_instance",
@@ -632,11 +632,6 @@ class Instance:
     def sizes(self) -> tuple[int, ...]:
         """size(l) in bytes for every layer, in order (one micro-batch of activation)."""
         return self._sizes
-
-    @property
-    def usable_capacity(self) -> int:
-        """What a partition may hold: the capacity less the reserve."""
-        return usable_capacity(self)
 
     @property
     def tied_groups(self) -> tuple[tuple[tuple[int, ...], Footprint], ...]:

@@ -58,8 +58,10 @@ reserve (:func:`capacity_at`, :func:`device_capacity`).
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import TYPE_CHECKING
 
 from ..errors import InstanceError
@@ -69,10 +71,13 @@ from .units import DTYPE_BITS, dtype_bytes
 if TYPE_CHECKING:
     from .instance import Instance, Layer, Training
 
-__all__ = ["MEMORY_MODEL", "OPTIMIZER_STATE_BYTES", "Footprint", "activations_held", "capacity_at",
-           "device_capacity", "in_flight", "layer_footprint", "layer_parts", "partition_bytes",
-           "partition_footprint", "plan_footprints", "plan_loads", "relay_bytes", "size_at", "tied_shares",
-           "tied_savings", "training_state_bytes", "usable_capacity", "utilization_ppb"]
+__all__ = [
+    "MEMORY_MODEL", "OPTIMIZER_STATE_BYTES", "Footprint", "RunCosts", "activations_held", "ample_capacity",
+    "boundary_bytes", "capacity_at", "capacity_within", "device_capacity", "in_flight", "layer_footprint",
+    "layer_parts", "order_run_bytes", "partition_bytes", "partition_footprint", "plan_footprints", "plan_loads",
+    "relay_bytes", "size_at", "tied_shares", "tied_savings", "training_state_bytes", "usable_capacity",
+    "utilization_ppb",
+]
 
 MEMORY_MODEL = "seed"
 OPTIMIZER_STATE_BYTES = {"none": 0, "sgd": 4, "adam": 8}  # optimizer state bytes per parameter (fp32)
@@ -236,6 +241,109 @@ def partition_bytes(instance: Instance, layers: Sequence[int], position: int = 0
     return partition_footprint(instance, layers, position, count).total
 
 
+# -- every run of a chain at once (what the probes sweep) ---------------------------
+
+
+class RunCosts:
+    """What a run of layers [a, b) costs as one stage, under the instance's memory model,
+    and how far a run from each start may reach (:meth:`ends`).
+
+    A run's cost only grows when it grows at its end; without recomputation it also only
+    shrinks when its start moves right, so the furthest ends are monotone and one sweep with
+    two pointers finds them all, O(n). With recomputation the stage's input depends on the
+    start, so each start binary-searches its end over sparse-table maxima, O(n log n).
+    """
+
+    def __init__(self, instance: Instance):
+        self.instance = instance
+        fixed, self.acts, self.reused = layer_parts(instance)
+        self.n = n = len(fixed)
+        self.F = [0, *accumulate(fixed)]
+        self.A = [0, *accumulate(self.acts)]
+        self.P = [0, *accumulate(instance.layer_picoseconds)]
+        # Tied weights count once per partition: prefix counts of each group's members.
+        self.tied = []
+        for members, shared in instance.tied_groups:
+            member = set(members)
+            self.tied.append(([0, *accumulate(1 if i in member else 0 for i in range(n))], shared.total))
+        self.recompute = instance.activation_recompute
+        self.top_buffer = _RangeMax(self.reused)
+        if self.recompute:
+            self.boundary = [boundary_bytes(instance, a) for a in range(n)]
+            self.top_act = _RangeMax(self.acts)
+
+    def savings(self, a: int, b: int) -> int:
+        return sum(shared * max(0, counts[b] - counts[a] - 1) for counts, shared in self.tied)
+
+    def cost(self, a: int, b: int, f: int) -> int:
+        """S([a, b)) as one stage holding ``f`` micro-batches: :func:`partition_bytes` of the
+        run at a position with ``f`` in flight, in O(1) (the terms :meth:`ends` sweeps)."""
+        if self.recompute:
+            return (self.F[b] - self.F[a] + f * self.boundary[a] + self.top_act(a, b) + self.top_buffer(a, b)
+                    - self.savings(a, b))
+        return self.F[b] - self.F[a] + f * (self.A[b] - self.A[a]) + self.top_buffer(a, b) - self.savings(a, b)
+
+    def ends(self, f: int, limit: int, time_limit: int | None = None) -> list[int]:
+        """For every start a, the furthest b such that [a, b) fits ``limit`` bytes with ``f``
+        micro-batches in flight (and ``time_limit`` picoseconds, if given); b = a if none."""
+        n, F, P = self.n, self.F, self.P
+        if self.recompute:
+            out = []
+            for a in range(n):
+                lo, hi = a, n  # [a, lo) fits; nothing past hi does
+                while lo < hi:
+                    b = (lo + hi + 1) // 2
+                    cost = (F[b] - F[a] + f * self.boundary[a] + self.top_act(a, b) + self.top_buffer(a, b)
+                            - self.savings(a, b))
+                    if cost <= limit and (time_limit is None or P[b] - P[a] <= time_limit):
+                        lo = b
+                    else:
+                        hi = b - 1
+                out.append(lo)
+            return out
+        A, reused = self.A, self.reused
+        out = []
+        far = 0
+        window: deque[int] = deque()  # layers of [a, far) by decreasing reused buffer: its front is the max
+        for a in range(n):
+            if far < a:
+                far = a
+                window.clear()
+            while window and window[0] < a:
+                window.popleft()
+            while far < n:
+                peak = max(reused[far], reused[window[0]] if window else 0)
+                if (F[far + 1] - F[a]) + f * (A[far + 1] - A[a]) + peak - self.savings(a, far + 1) > limit:
+                    break
+                if time_limit is not None and P[far + 1] - P[a] > time_limit:
+                    break
+                while window and reused[window[-1]] <= reused[far]:
+                    window.pop()
+                window.append(far)
+                far += 1
+            out.append(far)
+        return out
+
+
+class _RangeMax:
+    """max(values[a:b]) in O(1) after O(n log n): a sparse table (0 for an empty range)."""
+
+    def __init__(self, values: list[int]):
+        self.table = [list(values)]
+        width = 1
+        while 2 * width <= len(values):
+            prev = self.table[-1]
+            self.table.append([max(prev[i], prev[i + width]) for i in range(len(values) - 2 * width + 1)])
+            width *= 2
+
+    def __call__(self, a: int, b: int) -> int:
+        if b <= a:
+            return 0
+        level = (b - a).bit_length() - 1
+        row = self.table[level]
+        return max(row[a], row[b - (1 << level)])
+
+
 # -- a whole plan ---------------------------------------------------------------------
 
 
@@ -270,6 +378,18 @@ def plan_footprints(instance: Instance, partitions: Sequence[Sequence[int]]) -> 
     return out
 
 
+def order_run_bytes(instance: Instance, order: Sequence[int], a: int, b: int, flight: int) -> int:
+    """S of the stage holding ``order[a:b]`` (a topological order's run) with ``flight``
+    micro-batches in flight, every layer before it in earlier stages and every layer after it in
+    later ones: its layers, and the tensors made before it that are still needed after it
+    (:func:`plan_footprints`' relays)."""
+    position = {v: p for p, v in enumerate(order)}
+    relays = relay_bytes(instance)
+    users = consumers(instance)
+    passing = sum(relays[u] for u in order[:a] if max((position[v] for v in users[u]), default=-1) >= b)
+    return sum(size_at(instance, v, flight) for v in order[a:b]) + flight * passing
+
+
 def plan_loads(instance: Instance, partitions: Sequence[Sequence[int]]) -> list[int]:
     """S(P) of every partition of a plan, in bytes (:func:`plan_footprints`)."""
     return [fp.total for fp in plan_footprints(instance, partitions)]
@@ -283,11 +403,16 @@ def usable_capacity(instance: Instance) -> int:
     return instance.capacity - instance.constraints.reserve
 
 
+def capacity_within(instance: Instance, capacity: int) -> int:
+    """What a partition on a device of ``capacity`` bytes may hold: that capacity less the
+    reserve, and at most the usable capacity."""
+    return min(usable_capacity(instance), capacity - instance.constraints.reserve)
+
+
 def device_capacity(instance: Instance, name: str) -> int:
-    """What a partition on device ``name`` may hold: its capacity less the reserve, and at
-    most the usable capacity."""
+    """What a partition on device ``name`` may hold (:func:`capacity_within` its capacity)."""
     device = next(d for d in instance.devices or () if d.name == name)
-    return min(usable_capacity(instance), device.capacity - instance.constraints.reserve)
+    return capacity_within(instance, device.capacity)
 
 
 def capacity_at(instance: Instance, position: int) -> int:
@@ -298,7 +423,14 @@ def capacity_at(instance: Instance, position: int) -> int:
         return usable_capacity(instance)
     if instance.free_pool:
         return max(device_capacity(instance, d.name) for d in instance.devices)
-    return min(usable_capacity(instance), instance.devices[position].capacity - instance.constraints.reserve)
+    return capacity_within(instance, instance.devices[position].capacity)
+
+
+def ample_capacity(instance: Instance) -> int:
+    """A capacity no stage of any plan can exceed: every layer and every relayed tensor held at
+    once, for the most micro-batches any stage holds, plus the reserve."""
+    most = instance.micro_batches if instance.schedule != "none" else 1
+    return most * (sum(instance.sizes) + sum(relay_bytes(instance))) + instance.constraints.reserve
 
 
 def utilization_ppb(load: int, capacity: int) -> int:

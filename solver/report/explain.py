@@ -6,6 +6,7 @@ from __future__ import annotations
 from ..methods.dp import min_bottleneck
 from ..model.instance import Instance
 from ..model.units import DTYPE_BITS, format_bytes, format_size
+from ..model.memory import usable_capacity
 
 __all__ = ["explain_oversized", "explain_too_few_partitions"]
 
@@ -31,7 +32,7 @@ def _same(instance: Instance, a: int, b: int) -> bool:
 def _describe_oversized(instance: Instance, first: int, last: int) -> str:
     layer = instance.layers[first]
     fp = instance.footprint(first)
-    capacity = instance.usable_capacity
+    capacity = usable_capacity(instance)
     if layer.weight_bytes is None and layer.params:
         dtype = layer.dtype or instance.dtype or ""
         weight = f"weights {format_size(fp.weight)} ({layer.params:,} params × {DTYPE_BITS[dtype] / 8:g} B, {dtype})"
@@ -48,7 +49,7 @@ def _describe_oversized(instance: Instance, first: int, last: int) -> str:
 
 def explain_oversized(instance: Instance) -> str | None:
     """Why the instance is infeasible because some layer alone exceeds C, or None."""
-    capacity = instance.usable_capacity
+    capacity = usable_capacity(instance)
     over = [i for i, size in enumerate(instance.sizes) if size > capacity]
     if not over:
         return None
@@ -83,6 +84,6 @@ def explain_too_few_partitions(instance: Instance, k: int, fewest: int) -> str:
     needed, _ = min_bottleneck(instance.sizes, k)
     return (
         f"{k} partition{'s' if k != 1 else ''} cannot hold the model under the capacity of "
-        f"{format_bytes(instance.usable_capacity)}: the fewest partitions that fit is {fewest}. With {k}, the smallest "
+        f"{format_bytes(usable_capacity(instance))}: the fewest partitions that fit is {fewest}. With {k}, the smallest "
         f"possible largest partition is {format_bytes(needed)}, the capacity that {k} would need."
     )

@@ -24,7 +24,7 @@ import math
 
 from ..model.instance import Instance
 from ..model.units import format_bytes, format_size
-from ..model.memory import partition_bytes, plan_loads
+from ..model.memory import ample_capacity, partition_bytes, plan_loads, usable_capacity
 
 __all__ = ["remedies", "fits"]
 
@@ -42,20 +42,20 @@ def fits(instance: Instance, k: int | None = None) -> bool:
     if instance.free_pool:
         from ..methods.pools import min_free_devices, probe_free
 
-        return (probe_free(instance, instance.usable_capacity, k) if k is not None
+        return (probe_free(instance, usable_capacity(instance), k) if k is not None
                 else min_free_devices(instance)) is not None
     if k is not None:
-        return probe_stages(instance, instance.usable_capacity, k) is not None
+        return probe_stages(instance, usable_capacity(instance), k) is not None
     plain = (instance.schedule == "none" and instance.devices is None and not instance.constraints.structural)
     if plain:  # an additive (or monotone) chain fits iff every layer alone fits
-        return all(partition_bytes(instance, [i], 0, 1) <= instance.usable_capacity for i in range(instance.num_layers))
+        return all(partition_bytes(instance, [i], 0, 1) <= usable_capacity(instance) for i in range(instance.num_layers))
     return min_stages(instance) is not None
 
 
 def _dag_fits(instance: Instance, k: int | None) -> bool:
     from ..methods.dag import cpsat_dag, greedy_dag
 
-    usable = instance.usable_capacity
+    usable = usable_capacity(instance)
     if max(instance.sizes) > usable:
         return False  # a partition holds at least each of its layers
     if k is not None:
@@ -73,8 +73,7 @@ def _dag_least_bottleneck(instance: Instance, k: int | None) -> int | None:
     from ..methods.dag import cpsat_dag
 
     # A capacity no partition can reach, so that CP-SAT's bottleneck is bounded by the plans alone.
-    m = instance.micro_batches if instance.schedule != "none" else 1  # the most a stage holds at once
-    roomy = m * (sum(instance.sizes) + sum(layer.sent_bytes for layer in instance.layers)) + instance.constraints.reserve
+    roomy = ample_capacity(instance)
     unbounded = dataclasses.replace(instance, capacity=roomy, model=None)
     least = None
     for count in ([k] if k is not None else range(1, instance.num_layers + 1)):
@@ -145,7 +144,7 @@ def remedies(instance: Instance, k: int | None = None) -> list[str]:
     """What would make ``instance`` fit (with ``k`` partitions, when given), one line each."""
     lines: list[str] = []
     want = f"{k} partition{'s' if k != 1 else ''}" if k is not None else "any number of partitions"
-    capacity = instance.usable_capacity
+    capacity = usable_capacity(instance)
     weights_over = [i for i in range(instance.num_layers)
                     if instance.footprint(i).weight + instance.footprint(i).training_state > capacity]
     if weights_over:
