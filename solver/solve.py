@@ -2,12 +2,17 @@
 
 Methods
 -------
-greedy  The seed's GreedyLayerPartition, exactly. Its count is optimal on an additive
+greedy  GreedyLayerPartition, the reference greedy of the methodology, exactly. Its count is optimal on an additive
         chain (layerfit.methods.greedy); its largest partition usually is not.
 dp      Exact for chains (layerfit.methods.dp): both objectives, in O(k log n · log max s).
 cpsat   OR-Tools CP-SAT model (layerfit.methods.cpsat), warm-started by DP or greedy, bounded by greedy.
 mip     The same model in PuLP (layerfit.methods.mip): CBC by default, HiGHS with backend="highs".
-auto    The fastest exact method that applies: dp for every instance of this version.
+auto    The fastest exact method that honours the instance: dp; CP-SAT for DAGs and for free
+        pools of more device mixes than the DP tracks.
+
+Which method honours which option is one table, layerfit.methods.capabilities: the refusals
+below come from it, and so does the docs' table. solve() checks the options, picks the
+method, runs it, and finishes the plan (metrics, and remedies when nothing fits).
 
 Objectives
 ----------
@@ -29,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from .methods.dp import bottleneck_lower_bound, min_bottleneck, min_partitions, split_to
 from .errors import OptionError
+from .methods.capabilities import refuse_unless
 from .report.explain import explain_oversized, explain_too_few_partitions
 from .methods.formulation import BackendResult, formulate
 from .methods.greedy import greedy_partition
@@ -38,7 +44,7 @@ from .placement.placement import Placement
 from .report.remedies import remedies
 from .model.plan import OBJECTIVES, Plan, Status
 from .model.units import format_bytes
-from .model.memory import partition_bytes
+from .model.memory import partition_bytes, plan_loads, usable_capacity
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -68,7 +74,7 @@ def _check_options(
 ) -> None:
     """Every check of solve()'s arguments, in one place."""
     if not isinstance(instance, Instance):
-        raise OptionError(f"instance: expected a solver.Instance, got {type(instance).__name__}")
+        raise OptionError(f"instance: expected a layerfit.Instance, got {type(instance).__name__}")
     if method not in METHODS:
         raise OptionError(f"method: unknown method {method!r} (allowed: {', '.join(METHODS)})")
     if objective not in OBJECTIVES:
@@ -83,18 +89,15 @@ def _check_options(
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise OptionError(f"seed: must be a non-negative integer, got {seed!r}")
     if num_workers is not None:
-        if method != "cpsat":
-            raise OptionError(f"num_workers: an option of method 'cpsat', not of method {method!r}")
+        refuse_unless(method, "num_workers")
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
             raise OptionError(f"num_workers: must be a positive integer, got {num_workers!r}")
     if backend is not None:
-        if method != "mip":
-            raise OptionError(f"backend: an option of method 'mip', not of method {method!r}")
+        refuse_unless(method, "backend")
         if backend not in MIP_BACKENDS:
             raise OptionError(f"backend: unknown MIP backend {backend!r} (allowed: {', '.join(MIP_BACKENDS)})")
     if warm_start is not None:
-        if method not in ("cpsat", "mip"):
-            raise OptionError(f"warm_start: an option of methods 'cpsat' and 'mip', not of method {method!r}")
+        refuse_unless(method, "warm_start")
         if warm_start not in WARM_STARTS:
             raise OptionError(f"warm_start: unknown warm start {warm_start!r} (allowed: {', '.join(WARM_STARTS)})")
     if objective == "min_partitions":
@@ -103,10 +106,7 @@ def _check_options(
                 "num_partitions: only with objective 'min_bottleneck' (min_partitions chooses the count)"
             )
     else:
-        if method == "greedy":
-            raise OptionError(
-                "method: 'greedy' (the seed algorithm) chooses its own count; use objective 'min_partitions'"
-            )
+        refuse_unless(method, "fixed_count")
         if num_partitions is None:
             raise OptionError(f"num_partitions: required with objective {objective!r}")
         n = instance.num_layers
@@ -114,33 +114,27 @@ def _check_options(
             raise OptionError(
                 f"num_partitions: must be an integer between 1 and the number of layers ({n}), got {num_partitions!r}"
             )
-    if objective in ("min_stage_time", "min_utilization") and method not in ("dp", "auto"):
-        raise OptionError(f"objective: {objective!r} is planned by method 'dp' (exact) in this version, not {method!r}")
+    if objective in ("min_stage_time", "min_utilization"):
+        refuse_unless(method, "stage_objectives", objective=objective)
     if objective == "min_stage_time":
         untimed = [layer.name for i, layer in enumerate(instance.layers) if instance.layer_seconds(i) is None]
         if untimed:
             raise OptionError(f"objective: 'min_stage_time' needs a time (or flops) on every layer; layer {untimed[0]!r} has none")
-    if instance.constraints.structural and method == "greedy":
-        raise OptionError(
-            "constraints: pinned layers, layer counts, cut rules and tied groups kept together are honoured by "
-            "the exact methods ('dp', 'cpsat', 'mip'), not by the seed's greedy"
-        )
+    if instance.constraints.structural:
+        refuse_unless(method, "structural")
     if instance.edges is not None:
-        if method == "dp":
-            raise OptionError("edges: DAG instances are planned by methods 'cpsat' and 'mip' (exact) and 'greedy' in "
-                              "this version, not 'dp'")
+        refuse_unless(method, "edges")
         if objective in ("min_stage_time", "min_utilization"):
             raise OptionError(f"objective: {objective!r} is not planned on a DAG instance in this version")
     if instance.free_pool:
         if instance.constraints.structural:
             raise OptionError("constraints: pinned layers, layer counts, cut rules and tied groups kept together are "
                               "not planned on a free device pool in this version")
-        if method in ("cpsat", "mip"):
-            for option, on in (("buffer_reuse", instance.buffer_reuse),
-                               ("activation_recompute", instance.activation_recompute),
-                               ("constraints.tied", bool(instance.constraints.tied))):
-                if on:
-                    raise OptionError(f"{option}: on a free device pool planned by method 'dp' (exact), not {method!r}")
+        for option, on in (("buffer_reuse", instance.buffer_reuse),
+                           ("activation_recompute", instance.activation_recompute),
+                           ("constraints.tied", bool(instance.constraints.tied))):
+            if on:
+                refuse_unless(method, "free_pool_rules", option=option)
         if method == "dp":
             from .methods.pools import MAX_MIXES, device_kinds, mixes
 
@@ -221,7 +215,7 @@ def solve(
 
     Examples
     --------
-    >>> from solver import Instance, Layer, solve
+    >>> from layerfit import Instance, Layer, solve
     >>> inst = Instance(name="demo", capacity=10, layers=[Layer(f"l{i}", weight_bytes=s)
     ...                 for i, s in enumerate([4, 4, 2, 6, 4])])
     >>> plan = solve(inst)
@@ -233,21 +227,14 @@ def solve(
                             warm_start, topology)
     objective = objective or "min_partitions"
     _check_options(instance, method, objective, num_partitions, time_limit, seed, num_workers, backend, warm_start)
-    if method == "auto":
-        method = "cpsat" if instance.edges is not None else "dp"
-        if instance.free_pool:
-            from .methods.pools import MAX_MIXES, mixes
-
-            method = "cpsat" if mixes(instance) > MAX_MIXES else "dp"
+    method = _pick_method(instance, method)
     if method == "cpsat" and num_workers is None:
         num_workers = DEFAULT_CPSAT_WORKERS
     if method == "mip" and backend is None:
         backend = "cbc"
     if method in ("cpsat", "mip") and warm_start is None:
         warm_start = "dp"
-
-    started = time.perf_counter()
-    common = {
+    finish = _finisher(instance, objective, num_partitions, {
         "objective_name": objective,
         "method": method,
         "instance_name": instance.name,
@@ -257,7 +244,56 @@ def solve(
         "num_workers": num_workers,
         "time_limit": time_limit,
         "num_partitions_requested": num_partitions,
-    }
+    })
+    oversized = explain_oversized(instance)
+    if oversized is not None:
+        return finish(Status.INFEASIBLE, objective=None, bound=None, explanation=oversized)
+    search = {"time_limit": time_limit, "seed": seed, "num_workers": num_workers or DEFAULT_CPSAT_WORKERS}
+    if instance.edges is not None:
+        from .methods.dag import solve_dag
+
+        return solve_dag(instance, method, objective, num_partitions, finish, backend=backend, **search)
+    if instance.free_pool:
+        from .methods.pools import solve_free_pool
+
+        return solve_free_pool(instance, method, objective, num_partitions, finish, warm_start=warm_start,
+                               backend=backend, **search)
+    if not _additive_chain(instance) or objective in ("min_stage_time", "min_utilization"):
+        if method in ("cpsat", "mip"):
+            from .methods.staged_models import solve_staged_model
+
+            return solve_staged_model(instance, method, objective, num_partitions, finish, backend=backend or "cbc",
+                                      warm_start=warm_start, **search)
+        return _solve_by_stages(instance, method, objective, num_partitions, finish)
+    return _solve_chain(instance, method, objective, num_partitions, finish, warm_start=warm_start, backend=backend,
+                        **search)
+
+
+def _pick_method(instance: Instance, method: str) -> str:
+    """``"auto"``: the fastest exact method that honours the instance — the DP, or CP-SAT for a
+    DAG and for a free pool of more device mixes than the DP tracks."""
+    if method != "auto":
+        return method
+    if instance.edges is not None:
+        return "cpsat"
+    if instance.free_pool:
+        from .methods.pools import MAX_MIXES, mixes
+
+        return "cpsat" if mixes(instance) > MAX_MIXES else "dp"
+    return "dp"
+
+
+def _additive_chain(instance: Instance) -> bool:
+    """The methodology's own model: a chain whose partitions' bytes are sums of layer sizes, one
+    capacity, no placement rules (greedy's count is optimal here; the fast DP applies)."""
+    return not (instance.schedule != "none" or instance.devices is not None or instance.buffer_reuse
+                or instance.activation_recompute or instance.constraints.tied or instance.constraints.structural)
+
+
+def _finisher(instance: Instance, objective: str, num_partitions: int | None, common: dict[str, object]):  # type: ignore[no-untyped-def]
+    """finish(status, partitions, **fields): the Plan, with its metrics, its time since now, and
+    the remedies appended to an infeasible plan's explanation."""
+    started = time.perf_counter()
 
     def finish(status: Status, partitions: Sequence[Sequence[int]] = (), **fields: object) -> Plan:
         parts = [list(p) for p in partitions]
@@ -273,41 +309,22 @@ def solve(
             **fields,  # type: ignore[arg-type]
         )
 
-    oversized = explain_oversized(instance)
-    if oversized is not None:
-        return finish(Status.INFEASIBLE, objective=None, bound=None, explanation=oversized)
-    if instance.edges is not None:
-        from .methods.dag import solve_dag
+    return finish
 
-        return solve_dag(instance, method, objective, num_partitions, finish, time_limit=time_limit, seed=seed,
-                         num_workers=num_workers or DEFAULT_CPSAT_WORKERS, backend=backend)
-    if instance.free_pool:
-        from .methods.pools import solve_free_pool
 
-        return solve_free_pool(instance, method, objective, num_partitions, finish, time_limit=time_limit, seed=seed,
-                               num_workers=num_workers or DEFAULT_CPSAT_WORKERS, warm_start=warm_start,
-                               backend=backend)
-    if method in ("cpsat", "mip") and (instance.schedule != "none" or instance.devices is not None
-                                       or instance.buffer_reuse or instance.activation_recompute
-                                       or instance.constraints.tied or instance.constraints.structural):
-        from .methods.staged_models import solve_staged_model
-
-        return solve_staged_model(instance, method, objective, num_partitions, finish, time_limit=time_limit,
-                                  seed=seed, num_workers=num_workers or DEFAULT_CPSAT_WORKERS,
-                                  backend=backend or "cbc", warm_start=warm_start)
-    if (instance.schedule != "none" or instance.constraints.structural or instance.constraints.tied
-            or instance.buffer_reuse or instance.activation_recompute or instance.devices
-            or objective in ("min_stage_time", "min_utilization")):
-        return _solve_by_stages(instance, method, objective, num_partitions, finish)
-
+def _solve_chain(instance: Instance, method: str, objective: str, num_partitions: int | None, finish, *,  # type: ignore[no-untyped-def]
+                 warm_start: str | None, backend: str | None, time_limit: float | None, seed: int,
+                 num_workers: int) -> Plan:
+    """The additive chain: greedy's count is optimal (layerfit.methods.greedy); the DP is exact
+    for both objectives; CP-SAT and the MIP solve the shared formulation."""
     sizes = instance.sizes
-    capacity = instance.usable_capacity
+    capacity = usable_capacity(instance)
     greedy_plan = greedy_partition(sizes, capacity)
     fewest = len(greedy_plan)  # optimal by the stay-ahead theorem (layerfit.methods.greedy)
 
     if objective == "min_partitions":
         if method == "greedy":
-            largest = max(sum(sizes[i] for i in part) for part in greedy_plan)
+            largest = max(plan_loads(instance, greedy_plan))
             lower = bottleneck_lower_bound(sizes, fewest)
             status = Status.OPTIMAL if largest == lower else Status.FEASIBLE
             return finish(
@@ -322,7 +339,7 @@ def solve(
             )
         hint = _warm_start(warm_start, sizes, fewest, greedy_plan)
         result = _run_model(method, sizes, fewest, capacity, hint, time_limit, seed, num_workers, backend)
-        return _model_plan(finish, result, hint, sizes, fewest, lexicographic=True)
+        return _model_plan(finish, instance, result, hint, fewest, lexicographic=True)
 
     k = int(num_partitions)  # type: ignore[arg-type]  # checked: required with min_bottleneck
     if k < fewest:
@@ -335,7 +352,7 @@ def solve(
         return finish(Status.OPTIMAL, partitions, objective=value, bound=value)
     hint = _warm_start(warm_start, sizes, k, greedy_plan)
     result = _run_model(method, sizes, k, capacity, hint, time_limit, seed, num_workers, backend)
-    return _model_plan(finish, result, hint, sizes, k, lexicographic=False)
+    return _model_plan(finish, instance, result, hint, k, lexicographic=False)
 
 
 def _solve_joint(instance, method, objective, num_partitions, time_limit, seed, num_workers, backend,  # type: ignore[no-untyped-def]
@@ -343,8 +360,7 @@ def _solve_joint(instance, method, objective, num_partitions, time_limit, seed, 
     """solve(..., topology=...): partitions and GPUs together (layerfit.placement.joint)."""
     from .placement.placement import MAP_OBJECTIVES
 
-    if method not in ("auto", "cpsat"):
-        raise OptionError(f"topology: joint partitioning and placement is a CP-SAT model; use method 'auto' or 'cpsat', not {method!r}")
+    refuse_unless(method, "topology")
     objective = objective or "min_bottleneck"
     if objective not in MAP_OBJECTIVES:
         raise OptionError(
@@ -366,7 +382,7 @@ def _solve_joint(instance, method, objective, num_partitions, time_limit, seed, 
         oversized = explain_oversized(instance)
         if oversized is not None:
             raise OptionError(f"num_partitions: cannot default to the fewest partitions: {oversized.splitlines()[0]}")
-        num_partitions = len(greedy_partition(instance.sizes, instance.usable_capacity))
+        num_partitions = len(greedy_partition(instance.sizes, usable_capacity(instance)))
     elif isinstance(num_partitions, bool) or not isinstance(num_partitions, int) or not 1 <= num_partitions <= instance.num_layers:
         raise OptionError(
             f"num_partitions: must be an integer between 1 and the number of layers ({instance.num_layers}), "
@@ -467,7 +483,7 @@ def _run_model(
     return mip.solve_bottleneck(form, backend=backend or "cbc", time_limit=time_limit, seed=seed)
 
 
-def _model_plan(finish, result, hint, sizes, k, *, lexicographic: bool) -> Plan:  # type: ignore[no-untyped-def]
+def _model_plan(finish, instance, result, hint, k, *, lexicographic: bool) -> Plan:  # type: ignore[no-untyped-def]
     """Turn a backend result into a plan, never losing the warm start."""
     def objectives(value: int, bound: int) -> dict[str, object]:
         if lexicographic:
@@ -489,7 +505,7 @@ def _model_plan(finish, result, hint, sizes, k, *, lexicographic: bool) -> Plan:
             fields["secondary_objective"] = None
         return finish(Status.UNKNOWN, backend_status=result.backend_status,
                       explanation="no plan found within the time limit", **fields)
-    value = max(sum(sizes[i] for i in part) for part in partitions)
+    value = max(plan_loads(instance, partitions))
     bound = min(result.bound, value)
     status = Status.OPTIMAL if bound == value else Status.FEASIBLE
     return finish(status, partitions, backend_status=result.backend_status, explanation=note,

@@ -26,7 +26,7 @@ def test_loads_and_round_trips(path):
 
 
 def refused_by(inst, method):
-    """The option an exact method does not honour on this instance (README's table), or None."""
+    """The option an exact method does not honour on this instance (the capability table, layerfit.methods.capabilities), or None."""
     if inst.edges is not None:
         return "edges" if method == "dp" else None
     if method == "dp":

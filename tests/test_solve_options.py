@@ -42,7 +42,7 @@ def test_bad_options(args, kwargs, message):
 
 
 def test_instance_must_be_an_instance():
-    with pytest.raises(OptionError, match=r"^instance: expected a solver.Instance, got dict$"):
+    with pytest.raises(OptionError, match=r"^instance: expected a layerfit.Instance, got dict$"):
         solve({"capacity": 1})
 
 

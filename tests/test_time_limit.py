@@ -41,8 +41,9 @@ def test_no_plan_and_no_warm_start_is_unknown():
                     method="cpsat", instance_name="t", num_layers=3, **fields)
 
     result = BackendResult(None, 5, False, False, "UNKNOWN")
-    plan = _model_plan(finish, result, None, [3, 3, 3], 2, lexicographic=False)
+    inst = make_instance([3, 3, 3], 10)
+    plan = _model_plan(finish, inst, result, None, 2, lexicographic=False)
     assert plan.status is Status.UNKNOWN and plan.bound == 5 and plan.objective is None
-    kept = _model_plan(finish, result, [[0, 1], [2]], [3, 3, 3], 2, lexicographic=False)
+    kept = _model_plan(finish, inst, result, [[0, 1], [2]], 2, lexicographic=False)
     assert kept.status is Status.FEASIBLE and kept.partitions == [[0, 1], [2]]
     assert "the warm start is returned" in kept.explanation
