@@ -3,14 +3,18 @@
 
 Exit codes: 0 solved (optimal or feasible), 1 infeasible or no solution in time,
 2 bad input or usage. ``--json`` prints one JSON document on stdout and nothing else.
-Sizes are printed in SI units (1 MB = 10**6 B).
+Sizes are printed in SI units (1 MB = 10**6 B). Text output fits 120 columns: tables drop
+their longest names' middles before they overflow, and prose wraps; ``compare --wide`` adds
+the balance and timing columns, and ``--json`` gives everything.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +28,7 @@ __all__ = ["main"]
 
 EXIT_SOLVED, EXIT_NO_PLAN, EXIT_BAD_INPUT = 0, 1, 2
 COMPARE_METHODS = ("greedy", "dp", "cpsat", "mip", "mip:highs")
+WIDTH = 120  # columns of text output (tables and prose), as a terminal or a pull request shows it
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--time-limit", type=float, default=10.0, help="seconds per exact solve (default: 10)")
     c.add_argument("--max-layers", type=int, help="skip instances with more layers")
+    c.add_argument("--wide", action="store_true", help="add the balance and each method's time (wider than 120 columns)")
     c.add_argument("--json", action="store_true", help="print the table as JSON only")
 
     sub.add_parser("run", help="run a placement with torch.distributed via torchrun (layerfit run --help)", add_help=False)
@@ -119,6 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LayerfitError as exc:
         print(f"layerfit: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:  # the reader went away (`layerfit compare | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that exiting flushes nowhere
+        return EXIT_SOLVED
 
 
 # -- solve ----------------------------------------------------------------------------
@@ -144,13 +153,38 @@ def _solve(args: argparse.Namespace) -> int:
     return EXIT_SOLVED if plan.status.has_plan else EXIT_NO_PLAN
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool]) -> list[str]:
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool], *,
+           width: int | None = WIDTH, shrink: int = 1) -> list[str]:
+    """Aligned columns, two spaces apart. Wider than ``width``, column ``shrink`` (names) gives
+    up the difference: its longest cells lose their middle to "…"."""
     widths = [max(len(h), *(len(r[c]) for r in rows)) if rows else len(h) for c, h in enumerate(header)]
+    over = sum(widths) + 2 * (len(widths) - 1) - width if width is not None else 0
+    if over > 0 and widths[shrink] - over >= len(header[shrink]):
+        widths[shrink] -= over
+        rows = [[*r[:shrink], _middle(r[shrink], widths[shrink]), *r[shrink + 1:]] for r in rows]
 
     def line(cells: Sequence[str]) -> str:
         return "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)).rstrip()
 
     return [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+
+
+def _middle(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters: its middle replaced by "…" when too long."""
+    if len(text) <= width:
+        return text
+    head = width // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
+
+
+def _wrap(text: str) -> str:
+    """Prose in lines of at most WIDTH columns; a wrapped line's continuation is indented."""
+    lines = []
+    for line in text.splitlines():
+        indent = line[:len(line) - len(line.lstrip())]
+        lines.extend(textwrap.wrap(line, WIDTH, subsequent_indent=indent + "  ", break_long_words=False,
+                                   break_on_hyphens=False) or [""])
+    return "\n".join(lines)
 
 
 def _percent(x: float) -> str:
@@ -170,7 +204,7 @@ def render_plan(instance: Instance, plan: Plan) -> str:
     if not plan.status.has_plan:
         if plan.explanation:
             out.append(plan.explanation)
-        return "\n".join(out)
+        return _wrap("\n".join(out))
     m = plan.metrics
     if plan.objective_name == "min_partitions":
         out.append(
@@ -225,29 +259,25 @@ def render_plan(instance: Instance, plan: Plan) -> str:
             cells.append(_seconds(row["time"]))
         rows.append(cells)
     shown = rows if len(rows) <= 40 else [*rows[:20], ["…"] * len(header), *rows[-20:]]
-    out.append("")
-    out.extend(_table(header, shown, [True, False, *([False] if has_device else []),
-                                      *[True] * (len(header) - 2 - has_device)]))
+    table = _table(header, shown, [True, False, *([False] if has_device else []),
+                                   *[True] * (len(header) - 2 - has_device)], shrink=1 + has_device)
     b, c = m["balance"], m["communication"]
-    out.append("")
-    out.append(
+    after = [
         f"balance: max/mean {b['max_over_mean']:.3f}, coefficient of variation {b['cv']:.3f}, "
-        f"min {format_size(b['min_bytes'])}, max {format_size(b['max_bytes'])}"
-    )
-    out.append(
+        f"min {format_size(b['min_bytes'])}, max {format_size(b['max_bytes'])}",
         f"traffic: {c['transfers']} transfer{'s' if c['transfers'] != 1 else ''} per batch, "
-        f"{format_size(c['total_bytes'])} in all, the largest {format_size(c['max_bytes'])}"
-    )
+        f"{format_size(c['total_bytes'])} in all, the largest {format_size(c['max_bytes'])}",
+    ]
     if "pipeline" in m:
         pipe = m["pipeline"]
-        out.append(
+        after.append(
             f"pipeline: slowest stage {_seconds(m['max_time'])}; {pipe['micro_batches']} micro-batch"
             f"{'es' if pipe['micro_batches'] != 1 else ''} in {_seconds(pipe['batch_time_s'])} "
             f"({pipe['micro_batches_per_s']:.4g} per second), bubble {_percent(pipe['bubble_fraction'])}"
         )
     if plan.explanation:
-        out.append(f"note: {plan.explanation}")
-    return "\n".join(out)
+        after.append(f"note: {plan.explanation}")
+    return "\n".join([_wrap("\n".join(out)), "", *table, "", _wrap("\n".join(after))])
 
 
 # -- map ------------------------------------------------------------------------------
@@ -512,33 +542,39 @@ def _compare(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"methods": methods, "time_limit_s": args.time_limit, "instances": summaries}, indent=2))
         return EXIT_SOLVED
-    print(render_compare(summaries, methods))
+    print(render_compare(summaries, methods, wide=args.wide))
     return EXIT_SOLVED
 
 
-def render_compare(summaries: Sequence[dict], methods: Sequence[str]) -> str:
-    """The comparison table: counts, balance, proof, and time per method."""
+def render_compare(summaries: Sequence[dict], methods: Sequence[str], *, wide: bool = False) -> str:
+    """The comparison table: partition counts, the largest partition and the proof per
+    instance (``wide``: also the balance, and each method's time, past 120 columns)."""
 
     def opt(value, fmt) -> str:  # type: ignore[no-untyped-def]
         return "-" if value is None else fmt(value)
 
-    header = [
-        "instance", "layers", "capacity", "greedy k", "optimal k", "greedy largest", "optimal largest",
-        "greedy max/mean", "optimal max/mean", "proof", *(f"{m} time" for m in methods),
-    ]
+    header = ["instance", "layers", "capacity", "greedy k", "optimal k", "greedy max", "optimal max", "proof"]
+    right = [False, True, True, True, True, True, True, False]
+    if wide:
+        header[5:7] = ["greedy largest", "optimal largest", "greedy max/mean", "optimal max/mean"]
+        right[5:7] = [True] * 4
+        header += [f"{m} time" for m in methods]
+        right += [True] * len(methods)
     rows = []
     for s in summaries:
         s = {**s, "methods": {m: {**r, "is_greedy": m == "greedy"} for m, r in s["methods"].items()}}
-        rows.append([
+        row = [
             s["instance"], str(s["layers"]), format_size(s["capacity"]),
             opt(s["greedy_partitions"], str), opt(s["optimal_partitions"], str),
             opt(s["greedy_largest_bytes"], format_size), opt(s["optimal_largest_bytes"], format_size),
-            opt(s["greedy_max_over_mean"], lambda v: f"{v:.3f}"), opt(s["optimal_max_over_mean"], lambda v: f"{v:.3f}"),
             s["proof"],
-            *(_method_cell(s["methods"][m]) for m in methods),
-        ])
-    right = [False, True, True, True, True, True, True, True, True, False, *(True for _ in methods)]
-    lines = _table(header, rows, right)
+        ]
+        if wide:
+            row[7:7] = [opt(s["greedy_max_over_mean"], lambda v: f"{v:.3f}"),
+                        opt(s["optimal_max_over_mean"], lambda v: f"{v:.3f}")]
+            row += [_method_cell(s["methods"][m]) for m in methods]
+        rows.append(row)
+    lines = _table(header, rows, right, width=None if wide else WIDTH, shrink=0)
     feasible = [s for s in summaries if s["greedy_partitions"] is not None and s["optimal_partitions"] is not None]
     same_count = sum(s["greedy_partitions"] == s["optimal_partitions"] for s in feasible)
     fewer = [s["instance"] for s in summaries if s["optimal_partitions"] is not None
@@ -571,8 +607,14 @@ def render_compare(summaries: Sequence[dict], methods: Sequence[str]) -> str:
                           f"{_seconds(s['optimal_slowest_stage_s'])}" for s in faster)
         lines.append(f"With layer times, at greedy's count the exact plan's slowest stage is faster on {len(faster)}: "
                      f"{cells} (objective min_stage_time).")
-    lines.append("Sizes in SI units (1 GB = 10^9 B); times are wall time per solve.")
-    return "\n".join(lines)
+    not_planned = [f"{m} on {s['instance']}" for s in summaries for m in methods if s["methods"][m]["status"] == "n/a"]
+    if not_planned:
+        lines.append(f"n/a: a method that does not plan the instance (it refuses an option it cannot honour): "
+                     f"{', '.join(not_planned)}.")
+    lines.append("k: partitions; max: the largest partition's bytes; proof: how many exact methods proved the optimum. "
+                 + ("Times are wall time per solve. " if wide else "--wide adds the balance and each method's time. ")
+                 + "Sizes in SI units (1 GB = 10^9 B).")
+    return "\n".join(lines[:len(rows) + 2] + [_wrap(line) for line in lines[len(rows) + 2:]])
 
 
 def _method_cell(result: dict) -> str:

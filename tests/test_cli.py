@@ -60,7 +60,9 @@ def test_min_bottleneck_from_the_cli(capsys):
 def test_infeasible_exits_1_with_the_explanation(capsys):
     code, out, _ = run(capsys, "solve", SEED_L2)
     assert code == 1
-    assert "infeasible" in out and "the seed's \"5.24GB\" counts these elements" in out
+    flat = " ".join(out.split())  # prose wraps at 120 columns
+    assert "infeasible" in out and "the seed's \"5.24GB\" counts these elements" in flat
+    assert max(len(line) for line in out.splitlines()) <= 120
     code, out, _ = run(capsys, "solve", SEED_L2, "--json")
     assert code == 1 and json.loads(out)["status"] == "infeasible"
 
@@ -152,6 +154,19 @@ def test_map_of_a_plan_json_needs_its_instance(capsys, tmp_path):
 def test_map_bad_topology_exits_2(capsys):
     code, out, err = run(capsys, "map", SEED_HBM, "--topology", "no-such-box")
     assert code == 2 and err.startswith("layerfit: error: unknown topology preset 'no-such-box'")
+
+
+def test_compare_fits_120_columns_and_wide_adds_the_rest(capsys):
+    code, out, _ = run(capsys, "compare", str(INSTANCES), "--methods", "greedy,dp")
+    lines = out.splitlines()
+    assert code == 0 and max(len(line) for line in lines) <= 120
+    assert lines[0].split() == ["instance", "layers", "capacity", "greedy", "k", "optimal", "k", "greedy", "max",
+                                "optimal", "max", "proof"]
+    assert "llama-2-7b-1f1b-r…e-train-h100-hbm  " in out  # the one name too long gives up its middle
+    code, wide, _ = run(capsys, "compare", str(INSTANCES), "--methods", "greedy,dp", "--wide")
+    header = wide.splitlines()[0]
+    assert code == 0 and "greedy max/mean" in header and header.rstrip().endswith("dp time")
+    assert "llama-2-7b-1f1b-recompute-train-h100-hbm" in wide
 
 
 def test_compare_marks_methods_that_do_not_apply(capsys):
