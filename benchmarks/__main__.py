@@ -1,10 +1,11 @@
-"""Run every benchmark and copy the results into the README.
+"""Run every benchmark and copy the results into the documentation.
 
     python -m benchmarks [--quick]
 
 Each script writes benchmarks/results/<name>.json, .md (and .png where it plots); the
-README's results section is then regenerated from the .md files. ``--quick`` trims sizes
-and repeats so the whole run takes about a minute on two cores.
+results page of the docs (docs/results.md) and the README's summary are then regenerated
+from the .md files by benchmarks/update_docs.py. ``--quick`` trims sizes and repeats so the
+whole run takes about a minute on two cores.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ def main() -> int:
         print(f"{script}: {'ok' if done.returncode == 0 else f'failed ({done.returncode})'} in {time.perf_counter() - started:.1f} s")
         if done.returncode != 0:
             return done.returncode
-    subprocess.run([sys.executable, str(HERE / "update_readme.py")], check=True)
-    print("README results updated from benchmarks/results/")
+    subprocess.run([sys.executable, str(HERE / "update_docs.py")], check=True)
+    print("docs/results.md and the README's summary updated from benchmarks/results/")
     return 0
 
 

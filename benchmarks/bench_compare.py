@@ -3,7 +3,7 @@
     python benchmarks/bench_compare.py
 
 Runs what `layerfit compare instances/` runs and writes benchmarks/results/compare.json and
-compare.md (a markdown table for the README).
+compare.md (a markdown table for docs/results.md).
 """
 
 from __future__ import annotations

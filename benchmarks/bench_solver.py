@@ -2,7 +2,7 @@
 
     python benchmarks/bench_solver.py [--quick]
 
-Writes benchmarks/results/solver.json and solver.md (the README's results come from them).
+Writes benchmarks/results/solver.json and solver.md (docs/results.md's numbers come from them).
 Times are wall-clock medians over repeats on this machine; tests never assert on them.
 """
 

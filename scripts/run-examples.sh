@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Quick start, command 1: solve the seed's worked example (on HBM, and against the L2 it
+# Quick start, command 1: solve the seed methodology's worked example (on HBM, and against the L2 it
 # does not fit), then compare greedy with the exact methods over every bundled instance.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -1,5 +1,5 @@
-"""The README's "Run a Hugging Face checkpoint" section works exactly as written: its shell
-commands, then its Python, in an empty folder, with the installed `layerfit` on PATH."""
+"""The docs' "Run a Hugging Face checkpoint" section (docs/runtime.md) works exactly as written:
+its shell commands, then its Python, in an empty folder, with the installed `layerfit` on PATH."""
 
 import json
 import os
@@ -20,14 +20,14 @@ BIN = Path(sys.executable).parent
 
 def example_blocks(marker: str) -> dict[str, str]:
     """The fenced code blocks (by language) between ``<!-- example:MARKER -->`` and its end."""
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "runtime.md").read_text()
     section = re.search(rf"<!-- example:{marker} -->\n(.*?)<!-- /example:{marker} -->", text, re.S)
-    assert section, f"README has no example {marker!r}"
+    assert section, f"docs/runtime.md has no example {marker!r}"
     return dict(re.findall(r"```(\w+)\n(.*?)```", section.group(1), re.S))
 
 
 @pytest.mark.skipif(not (BIN / "layerfit").exists(), reason="the layerfit console script is not installed")
-def test_run_a_hugging_face_checkpoint_as_the_readme_says(tmp_path):
+def test_run_a_hugging_face_checkpoint_as_the_docs_say(tmp_path):
     blocks = example_blocks("hf-run")
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     shell = subprocess.run(["bash", "-euo", "pipefail", "-c", blocks["bash"]], cwd=tmp_path, env=env,
