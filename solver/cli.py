@@ -611,7 +611,10 @@ def render_compare(summaries: Sequence[dict], methods: Sequence[str], *, wide: b
     if not_planned:
         lines.append(f"n/a: a method that does not plan the instance (it refuses an option it cannot honour): "
                      f"{', '.join(not_planned)}.")
-    lines.append("k: partitions; max: the largest partition's bytes; proof: how many exact methods proved the optimum. "
+    lines.append("k: partitions; "
+                 + ("largest: the largest partition's bytes; max/mean: the largest over the mean partition; "
+                    if wide else "max: the largest partition's bytes; ")
+                 + "proof: how many exact methods proved the optimum. "
                  + ("Times are wall time per solve. " if wide else "--wide adds the balance and each method's time. ")
                  + "Sizes in SI units (1 GB = 10^9 B).")
     return "\n".join(lines[:len(rows) + 2] + [_wrap(line) for line in lines[len(rows) + 2:]])

@@ -85,3 +85,12 @@ def test_a_free_pool_too_big_for_the_dp_goes_to_cpsat_under_auto():
     inst = Instance(name="big", capacity=200, layers=chain().layers, devices=pool, device_order="free")
     assert mixes(inst) > MAX_MIXES
     assert solve(inst).method == "cpsat"
+
+
+@pytest.mark.parametrize("method", ["greedy", "dp"])
+def test_search_options_a_method_does_not_use_are_accepted_and_change_nothing(method):
+    for key in ("time_limit", "seed"):
+        assert CAPABILITIES[key].cells[method] == "accepted, unused"
+    plain = solve(chain(), method)
+    searched = solve(chain(), method, time_limit=0.5, seed=7)
+    assert (searched.partitions, searched.objective, searched.bound) == (plain.partitions, plain.objective, plain.bound)

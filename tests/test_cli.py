@@ -167,6 +167,9 @@ def test_compare_fits_120_columns_and_wide_adds_the_rest(capsys):
     header = wide.splitlines()[0]
     assert code == 0 and "greedy max/mean" in header and header.rstrip().endswith("dp time")
     assert "llama-2-7b-1f1b-recompute-train-h100-hbm" in wide
+    flat = lambda text: " ".join(text.split())  # noqa: E731 — the legend wraps
+    assert "max: the largest partition's bytes" in flat(out)
+    assert "largest: the largest partition's bytes; max/mean: the largest over the mean partition" in flat(wide)
 
 
 def test_compare_marks_methods_that_do_not_apply(capsys):

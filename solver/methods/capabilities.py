@@ -33,7 +33,14 @@ class Capability:
 
 _EXACT = {"dp": "exact", "cpsat": "exact", "mip": "exact"}
 
+# A search option that a method has no use for (it finishes in polynomial time, or uses no
+# randomness) is accepted and changes nothing; the table says so rather than refuse it.
+_UNUSED = "accepted, unused"
+
 CAPABILITIES: dict[str, Capability] = {
+    "min_partitions": Capability(
+        "objective `min_partitions` (the default: fewest partitions, then the smallest largest)",
+        {"greedy": "✓ (fewest; not balanced)", **_EXACT}),
     "chain": Capability(
         "the methodology's chain, training state, KV cache, reserve", {"greedy": "✓", **_EXACT}),
     "stage_memory": Capability(
@@ -67,7 +74,10 @@ CAPABILITIES: dict[str, Capability] = {
         "topology: joint partitioning and placement is a CP-SAT model; use method 'auto' or 'cpsat', not {method!r}"),
     "time_limit": Capability(
         "`time_limit` (the best plan so far, with its bound)",
-        {"greedy": "— (needs none)", "dp": "— (needs none)", "cpsat": "✓", "mip": "✓"}),
+        {"greedy": _UNUSED, "dp": _UNUSED, "cpsat": "✓", "mip": "✓"}),
+    "seed": Capability(
+        "`seed` (the search's random seed; recorded in the plan)",
+        {"greedy": _UNUSED, "dp": _UNUSED, "cpsat": "✓", "mip": "✓ (CBC's and HiGHS's seed)"}),
     "num_workers": Capability("`num_workers`", {"cpsat": "✓"},
                               "num_workers: an option of method 'cpsat', not of method {method!r}", by_auto=False),
     "backend": Capability("`backend` (`cbc`, `highs`)", {"mip": "✓"},
@@ -91,7 +101,7 @@ def refuse_unless(method: str, key: str, **fields: object) -> None:
 
 
 def capability_table() -> str:
-    """The table as Markdown: one row per option, one column per method ("—": refused)."""
+    """The table as Markdown: one row per option, one column per method ("—": refused at ``solve``)."""
     lines = ["| option | " + " | ".join(METHOD_COLUMNS) + " |", "|---" * (len(METHOD_COLUMNS) + 1) + "|"]
     for row in CAPABILITIES.values():
         lines.append(f"| {row.option} | " + " | ".join(row.cells.get(m, "—") for m in METHOD_COLUMNS) + " |")
