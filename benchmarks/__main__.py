@@ -25,6 +25,7 @@ SCRIPTS = [  # (script, takes --quick)
     ("bench_solver.py", True),
     ("bench_runtime.py", True),
     ("bench_hf_runtime.py", True),
+    ("bench_hf_activations.py", False),
 ]
 
 

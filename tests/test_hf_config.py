@@ -24,6 +24,11 @@ PUBLISHED = {
     "gpt2": 124_439_808,
     "gpt2-xl": 1_557_611_200,
     "bert-large-uncased": 335_141_888,
+    # as shared/data/README.md gives them (the model cards' totals, which transformers' meta model also counts)
+    "qwen3-8b": 8_190_735_360,
+    "gemma-2-9b": 9_241_705_984,
+    "phi-3-mini-4k": 3_821_079_552,
+    "olmo-2-7b": 7_298_617_344,
 }
 
 
@@ -68,19 +73,33 @@ def test_llama_layers_activations_and_kv_cache_by_hand():
 def test_training_saves_activations_and_holds_adam_state():
     inst = from_hf_config(config("llama-2-7b"), batch_size=1, seq_len=4096, mode="training", dtype="bf16")
     block = inst.layers[1]
-    # norm in, projections in, q, k, v, attention out; norm in, projections in, gate, up, silu, product
-    assert block.activation_bytes == 4096 * 2 * (2 * 4096 + 2 * 4096 + 2 * 4096) + 4096 * 2 * (2 * 4096 + 4 * 11008)
+    # What torch saves (hf_families/saved.py, within 5 % of it: test_hf_activations.py), a token:
+    # each RMSNorm its input in fp32, its normalized values and 1/rms; attention the projections'
+    # input, rotary's cos and sin, q, k, v, the output and the fp32 log-sum-exp of 32 heads; the
+    # MLP the projections' input, gate, up, SiLU(gate) and their product.
+    norm = (4 + 2) * 4096 + 4
+    attention = norm + 2 * 4096 + 2 * 128 * 2 + 2 * (4096 + 2 * 4096) + 2 * 4096 + 4 * 32
+    assert block.activation_bytes == 4096 * (attention + norm + 2 * 4096 + 4 * 11008 * 2)
     assert block.output_bytes == 4096 * 4096 * 2
     fp = inst.footprint(1)
     assert fp.weight + fp.training_state == 16 * block.params  # mixed-precision Adam
     gpt2 = from_hf_config(config("gpt2"), batch_size=1, seq_len=1024, mode="training", dtype="bf16")
-    # Korthikanti et al. 2022: s·b·h·34 + 5·a·s²·b in 16-bit
-    assert gpt2.layers[1].activation_bytes == 1024 * 768 * 34 + 5 * 12 * 1024**2
+    # hf_families/gpt2.py, a token: each LayerNorm its input and row mean and 1/std; attention
+    # c_attn's input and output (q, k, v), SDPA's output and fp32 log-sum-exp of 12 heads; the
+    # MLP c_fc's input, gelu_new's four intermediates and c_proj's input; a 1-byte dropout mask
+    # after each (resid_pdrop, GPT2Config's default 0.1)
+    e, h, inner = 2, 768, 4 * 768
+    attention = e * (h + 2) + e * h + 3 * e * h + e * h + 4 * 12 + h
+    mlp = e * (h + 2) + e * (h + 5 * inner) + h
+    assert gpt2.layers[1].activation_bytes == 1024 * (attention + mlp)
+    assert gpt2.layers[0].activation_bytes == 1024 * (16 + h)  # token and position ids, embd_pdrop's mask
     halves = from_hf_config(config("gpt2"), batch_size=1, seq_len=1024, mode="training", dtype="bf16", split="sublayer")
     assert halves.layers[1].activation_bytes + halves.layers[2].activation_bytes == gpt2.layers[1].activation_bytes
     moe = from_hf_config(config("mixtral-8x7b-v0.1"), batch_size=1, seq_len=1024, mode="training")
-    mlp = 1024 * 2 * (2 * 4096 + 4 * 14336 * 2 + 8)  # two experts a token, and the router's 8 logits
-    attention = 1024 * 2 * (2 * 4096 + 2 * 4096 + 2 * 1024)
+    # two experts a token: their input and output rows, gate-up, SiLU and the product, 40 bytes of
+    # routing each; the router's input and its 8 fp32 probabilities; 8 experts' group offsets
+    mlp = 1024 * (norm + 2 * 4096 + 4 * 8 + 2 * (2 * 4096 * 2 + 4 * 14336 * 2 + 40) + 4) + 4 * 8
+    attention = 1024 * (norm + 2 * 4096 + 2 * 128 * 2 + 2 * (4096 + 2 * 1024) + 2 * 4096 + 4 * 32)
     assert moe.layers[1].activation_bytes == attention + mlp
 
 
@@ -108,7 +127,7 @@ def test_quantized_weights_keep_16_bit_activations():
 @pytest.mark.parametrize(
     "change, options, message",
     [
-        ({"model_type": "t5"}, {}, r"^config\.model_type: unsupported model_type 't5' \(supported: llama, mistral, mixtral, qwen2, gpt2, bert\)$"),
+        ({"model_type": "t5"}, {}, r"^config\.model_type: unsupported model_type 't5' \(supported: llama, mistral, mixtral, qwen2, qwen3, "),
         ({"hidden_size": None}, {}, r"^config\.hidden_size: missing$"),
         ({"hidden_size": 0}, {}, r"^config\.hidden_size: must be a positive integer, got 0$"),
         ({"num_key_value_heads": -8}, {}, r"^config\.num_key_value_heads: must be a positive integer, got -8$"),
@@ -138,6 +157,12 @@ def test_bert_has_no_kv_cache_and_files_are_checked(tmp_path):
     with pytest.raises(InstanceError, match=r"^seq_len: 1025 tokens, beyond the model's 1024 learned positions "
                                          r"\(config\.n_positions\)$"):
         from_hf_config(config("gpt2"), batch_size=1, seq_len=1025)
+    with pytest.raises(InstanceError, match=r"^config\.resid_pdrop: must be a probability between 0 and 1, "
+                                         r"got 1\.5$"):
+        from_hf_config({**config("gpt2"), "resid_pdrop": 1.5}, batch_size=1, seq_len=8)
+    with pytest.raises(InstanceError, match=r"^config\.hidden_dropout_prob: must be a probability between 0 and 1, "
+                                         r"got 'x'$"):
+        from_hf_config({**config("bert-large-uncased"), "hidden_dropout_prob": "x"}, batch_size=1, seq_len=8)
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(InstanceError, match=r"bad\.json: not valid JSON"):
         from_hf_config(tmp_path / "bad.json", batch_size=1, seq_len=8)

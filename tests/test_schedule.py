@@ -66,7 +66,7 @@ def test_1f1b_needs_fewer_stages_than_greedy_plans():
 
 
 @pytest.mark.parametrize("name, greedy_count, best_count",
-                         [("seed-30b-1f1b-b200-hbm", 2, 1), ("llama-2-7b-1f1b-train-h100-hbm", 11, 3)])
+                         [("seed-30b-1f1b-b200-hbm", 2, 1), ("llama-2-7b-1f1b-train-h100-hbm", 16, 3)])
 def test_bundled_schedule_instances(name, greedy_count, best_count):
     inst = load_instance(INSTANCES / f"{name}.json")
     greedy, best = solve(inst, "greedy"), solve(inst)
