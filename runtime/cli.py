@@ -1,8 +1,11 @@
 """``layerfit run PLACEMENT --model M``: launch the ranks with torchrun, print the report.
 
-On one machine torchrun runs standalone (rendezvous on 127.0.0.1); for clusters the usual
-``--nnodes``, ``--node-rank`` and ``--rdzv-endpoint`` pass through, and every node runs the
-same command. The model is ``package.module:factory`` (with ``--checkpoint`` to load its
+On one machine this process serves the rendezvous and the ranks' store on 127.0.0.1 (and the
+ranks' gloo listens on loopback: :mod:`layerfit.runtime.loopback`); for clusters the usual
+``--nnodes``, ``--node-rank`` and ``--rdzv-endpoint`` pass through to torchrun's c10d
+rendezvous, and every node runs the same command. The ranks read the job as JSON and
+safetensors (:mod:`layerfit.runtime.jobfile`); when they fail, the rank that failed first is
+named with its own error (:mod:`layerfit.runtime.faults`). The model is ``package.module:factory`` (with ``--checkpoint`` to load its
 weights, or ``--init random``) or a Hugging Face model directory. The batch comes from
 ``--inputs FILE``; else, for a directory, seeded random token ids of ``--batch`` × ``--seq-len``
 (the labels to train on: the same ids); for a factory, its module's ``example_inputs(batch)``
@@ -16,8 +19,8 @@ import importlib
 import json
 import os
 import pickle
-import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -28,9 +31,11 @@ import torch
 
 from layerfit import LayerfitError, load_instance
 
-from .execute import (ExecutionError, default_backend, describe_error, load_placement, make_job, read_placement,
-                      recorded_errors, summarise)
+from .execute import ExecutionError, default_backend, load_placement, make_job, read_placement, summarise
+from .faults import clear_records, first_failure
 from .hf import HFSource, random_token_ids
+from .jobfile import write_job
+from .loopback import LOOPBACK, serve_store
 from .model import INITS, ModelSource, prepare_model
 from .rank import OPTIMIZERS, SCHEDULES, threads_per_rank
 
@@ -208,6 +213,18 @@ def _launch(command: list[str], env: dict[str, str]) -> int:
         raise
 
 
+def _job_dir(chosen: str | None) -> Path:
+    """The job's folder: ``--job-dir`` (made private, 0700, when layerfit makes it), else a new
+    private temporary folder."""
+    if chosen is None:
+        return Path(tempfile.mkdtemp(prefix="layerfit-run-"))  # 0700
+    folder = Path(chosen)
+    if not folder.exists():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700)
+    return folder
+
+
 def _run(args: argparse.Namespace) -> int:
     placed = read_placement(args.placement)
     partitions, _, _, num_layers = load_placement(placed)
@@ -230,35 +247,50 @@ def _run(args: argparse.Namespace) -> int:
                    schedule=args.schedule, train=args.train, steps=args.steps, timeout_s=args.timeout,
                    optimizer=args.optimizer, names=_FLAGS, backend=default_backend(per_node), master_addr=None,
                    master_port=None, out_dir="", seed=args.seed, threads=threads_per_rank(per_node))
-    job_dir = Path(args.job_dir or tempfile.mkdtemp(prefix="layerfit-run-"))  # made once the job is known to be good
-    job_dir.mkdir(parents=True, exist_ok=True)
+    one_machine = args.nnodes == 1
+    # One machine: this process serves the rendezvous (torchrun's agent joins it as a client) and
+    # the ranks' store, on 127.0.0.1 only; several nodes: torchrun's own c10d rendezvous.
+    try:
+        store = serve_store(int(port) if args.rdzv_endpoint else 0, args.timeout) if one_machine else None
+    except OSError as exc:  # the port given is taken
+        raise ExecutionError(f"--rdzv-endpoint: cannot listen on {LOOPBACK}:{port} ({exc.strerror or exc})") from None
+    if store is not None:
+        job.master_addr, job.master_port = LOOPBACK, store.port
+    job_dir = _job_dir(args.job_dir)  # made once the job is known to be good
+    if one_machine:
+        clear_records(job_dir)  # what an earlier run left there would be read as this run's
     job.out_dir = str(job_dir)
-    torchrun = shutil.which("torchrun")
-    job_file = job_dir / "job.pt"
-    torch.save(job, job_file)
-    launcher = [torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]
-    command = [*launcher, f"--nproc-per-node={per_node}"]
-    if args.nnodes == 1 and args.rdzv_endpoint is None:
-        command.append("--standalone")  # rendezvous on 127.0.0.1, a free port
+    job_file = write_job(job, job_dir, instance)
+    failures = job_dir / f"failures-{socket.gethostname()}-{os.getpid()}.json"
+    command = [sys.executable, "-m", "layerfit.runtime.torchrun", str(failures), f"--nproc-per-node={per_node}",
+               f"--nnodes={args.nnodes}", "--rdzv-backend=c10d"]
+    env = dict(os.environ)
+    if store is not None:
+        command += [f"--rdzv-endpoint={LOOPBACK}:{store.port}", f"--local-addr={LOOPBACK}",
+                    f"--rdzv-conf=is_host=false,join_timeout={int(args.timeout)}"]
+        env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"  # else torchrun's agent serves the ranks a store on *:port
     else:
-        command += [f"--nnodes={args.nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}",
+        command += [f"--rdzv-endpoint={endpoint}",
                     # A rendezvous that cannot form fails within the timeout instead of waiting on.
                     f"--rdzv-conf=join_timeout={int(args.timeout)}"]
         if args.node_rank is not None:
             command.append(f"--node-rank={args.node_rank}")
     command += ["-m", "layerfit.runtime.worker", str(job_file)]
-    env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(job.threads))  # else torchrun sets 1, with a warning
     code = _launch(command, env)
+    del store
     if code != 0:
-        errors = recorded_errors(job_dir)
-        if errors:
-            print(f"layerfit: error: {describe_error(errors[0])}; the other ranks were stopped", file=sys.stderr)
-        else:
+        seen = json.loads(failures.read_text()) if failures.exists() else {}
+        if not seen and not list(job_dir.glob("state*.json")):  # no rank of this node started
             print(f"layerfit: error: the ranks failed (torchrun exit code {code}); see torchrun's report above "
                   f"(RendezvousTimeoutError: not every node joined within {args.timeout:g} s)", file=sys.stderr)
+            return 1
+        exits = {int(rank): failure["exitcode"] for rank, failure in seen.items()}
+        _, message, _ = first_failure(job_dir, world, exits, args.timeout)
+        print(f"layerfit: error: {message}; the other ranks were stopped", file=sys.stderr)
         return 1
-    reports = sorted((torch.load(p) for p in job_dir.glob("report*.pt")), key=lambda r: r["rank"])
+    reports = sorted((torch.load(p, map_location="cpu", weights_only=True) for p in job_dir.glob("report*.pt")),
+                     key=lambda r: r["rank"])
     if len(reports) != world:
         print(f"layerfit: this node's ranks finished; reports for {len(reports)} of {world} ranks are in {job_dir}")
         return 0

@@ -1,17 +1,18 @@
 """``layerfit.runtime.execute``: run a placement (or plan) on this machine, one process per partition.
 
-The ranks are spawned here (torch.multiprocessing, rendezvous on 127.0.0.1 at a free
-port), gloo on CPU and NCCL when there is a CUDA GPU per partition, so that tests and
+The ranks are spawned here (torch.multiprocessing; their store is served by this process on
+127.0.0.1 at a free port, and nothing of the run listens beyond loopback), gloo on CPU and NCCL when there is a CUDA GPU per partition, so that tests and
 notebooks need no shell; ``layerfit run`` launches the same ranks with torchrun.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
+import os
 import socket
 import tempfile
+from multiprocessing import connection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,9 @@ from layerfit import Instance, LayerfitError, Placement, Plan
 from layerfit.model.instance import read_json
 from layerfit.report.metrics import plan_metrics
 
+from .faults import finished, first_failure
 from .graph import Graph
+from .loopback import LOOPBACK, serve_store
 from .model import ModelError, PreparedModel, prepare_model
 from .rank import OPTIMIZERS, SCHEDULES, Job, run_rank, threads_per_rank
 from layerfit.model.graph import check_dag_plan
@@ -32,7 +35,11 @@ __all__ = ["ExecutionError", "ExecutionResult", "execute", "load_placement"]
 
 
 class ExecutionError(LayerfitError, RuntimeError):
-    """A rank failed, died or timed out; the message names the rank."""
+    """A rank failed, died or hung; the message names the rank (``.rank``) and its own error,
+    and ``.details`` holds that rank's whole traceback (empty when it left none)."""
+
+    rank: int | None = None
+    details: str = ""
 
 
 @dataclass
@@ -281,38 +288,92 @@ def execute(
         Before any process starts, when the model, its checkpoint or its initialisation does
         not match the plan.
     ExecutionError
-        When a rank raises, dies or times out (naming the rank).
+        When a rank raises, dies or hangs: one line naming the rank that failed first and its own
+        error (``.rank``; ``.details``: its whole traceback; see :mod:`layerfit.runtime.faults`);
+        or, called from a script without ``if __name__ == "__main__":``, one line saying so.
     """
+    refuse_unguarded_main()
     placed = read_placement(placement)
     partitions, _, _, num_layers = load_placement(placed)  # refuses a plan with nothing to run
     prepared = prepare_model(model, num_layers, instance, checkpoint=checkpoint, init=init)
     world = len(partitions)
     backend = backend or default_backend(world)
     with tempfile.TemporaryDirectory(prefix="layerfit-run-") as out_dir:
+        out = Path(out_dir)
         job = make_job(placed, prepared, inputs, target, instance=instance, micro_batches=micro_batches,
                        schedule=schedule, train=train, steps=steps, timeout_s=timeout_s, optimizer=optimizer,
-                       backend=backend, master_addr="127.0.0.1", master_port=free_port(), out_dir=out_dir, seed=seed,
+                       backend=backend, master_addr=LOOPBACK, master_port=None, out_dir=out_dir, seed=seed,
                        lr=lr, loss_fn=loss_fn, threads=threads_per_rank(world))
-        context = mp.start_processes(run_rank, args=(job,), nprocs=world, join=False, start_method="spawn")
+        store = serve_store(timeout_s=timeout_s)  # on 127.0.0.1 only; the ranks connect to it
+        job.master_port = store.port
+        os.environ[_SPAWNING] = out_dir  # where a rank importing an unguarded script says so
         try:
-            while not context.join():
-                pass
-        except (mp.ProcessRaisedException, mp.ProcessExitedException):
-            raise ExecutionError(_first_failure(Path(out_dir), context)) from None
+            context = mp.start_processes(run_rank, args=(job,), nprocs=world, join=False, start_method="spawn")
+        finally:
+            del os.environ[_SPAWNING]
+        try:
+            exits = _wait(context, out)
         finally:
             _stop(context)  # an interrupt (or any error here) leaves no rank running
-        out = Path(out_dir)
-        ranks = [torch.load(out / f"report{r}.pt") for r in range(world)]
-        outputs = torch.load(out / "outputs.pt") if (out / "outputs.pt").exists() else None
+        if (out / _UNGUARDED).exists():
+            raise ExecutionError(MAIN_GUARD)
+        if exits is not None or not all(finished(out, r) for r in range(world)):
+            rank, message, details = first_failure(out, world, exits or {}, timeout_s)
+            error = ExecutionError(f"{message}; the other ranks were stopped")
+            error.rank, error.details = rank, details
+            raise error
+        del store
+        ranks = [_load(out / f"report{r}.pt") for r in range(world)]
+        outputs = _load(out / "outputs.pt") if (out / "outputs.pt").exists() else None
         grads: dict[str, torch.Tensor] = {}
         if train:
             for r in range(world):
-                grads.update(torch.load(out / f"grads{r}.pt"))
+                grads.update(_load(out / f"grads{r}.pt"))
     return ExecutionResult(outputs=outputs, report=summarise(ranks, job), grads=grads)
 
 
+def _load(path: Path) -> Any:
+    """What a rank wrote (tensors, numbers, strings and containers of them): never unpickled
+    beyond that (``weights_only``)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+_SPAWNING = "LAYERFIT_EXECUTE_SPAWNING"  # set while execute spawns its ranks: the run's folder
+_UNGUARDED = "unguarded-main"
+MAIN_GUARD = ('runtime.execute: call it under `if __name__ == "__main__":` in your script; each rank is a new '
+              "process that imports the script, and unguarded the call runs again there")
+
+
+def refuse_unguarded_main() -> None:
+    """In a rank that is importing the user's script (torch.multiprocessing's spawn), a call to
+    execute means the script has no main guard: say so to the launcher, which raises
+    :data:`MAIN_GUARD`, and end this process quietly (no traceback per rank)."""
+    if not getattr(mp.current_process(), "_inheriting", False):
+        return
+    folder = os.environ.get(_SPAWNING)
+    if folder and Path(folder).is_dir():
+        (Path(folder) / _UNGUARDED).touch()
+    raise SystemExit(1)
+
+
+def _wait(context: Any, out: Path) -> dict[int, int | None] | None:
+    """Wait for the ranks: None when every one ends well; else, as soon as one exits otherwise
+    (an exit code other than 0, or 0 without finishing: torch.multiprocessing ends a rank
+    interrupted by SIGINT with 0), every rank's exit code at that moment (None: still running)."""
+    processes = list(context.processes)
+    running = {p.sentinel: (rank, p) for rank, p in enumerate(processes)}
+    while running:
+        for sentinel in connection.wait(list(running)):
+            rank, process = running.pop(sentinel)
+            process.join()
+            if process.exitcode != 0 or not finished(out, rank):
+                return {rank: p.exitcode for rank, p in enumerate(processes)}
+    return None
+
+
 def _stop(context: Any, grace_s: float = 5.0) -> None:
-    """Terminate the ranks still running, then kill any that outlive the grace period."""
+    """Terminate the ranks still running (each writes its stack as it goes: see
+    :mod:`layerfit.runtime.faults`), then kill any that outlive the grace period."""
     alive = [p for p in context.processes if p.is_alive()]
     for process in alive:
         process.terminate()
@@ -321,37 +382,6 @@ def _stop(context: Any, grace_s: float = 5.0) -> None:
         if process.is_alive():
             process.kill()
             process.join()
-
-
-def recorded_errors(out: Path) -> list[dict[str, Any]]:
-    """The errors the ranks recorded in ``out`` (rank, time, message), earliest first."""
-    errors = []
-    for path in out.glob("error*.json"):
-        try:
-            errors.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            continue
-    return sorted(errors, key=lambda e: e["time"])
-
-
-def describe_error(error: dict[str, Any]) -> str:
-    message = error["error"].splitlines()[-1] if error["error"] else "unknown error"
-    return f"rank {error['rank']} failed: {message}"
-
-
-def _first_failure(out: Path, context: Any) -> str:
-    """The rank that failed first: one that died on its own, else the earliest error.
-
-    When one rank fails, its peers fail next (their connections reset) and the launcher
-    stops the rest (SIGTERM, a negative exit code); those are consequences, not causes.
-    """
-    errors = recorded_errors(out)
-    reported = {e["rank"] for e in errors}
-    for rank, process in enumerate(context.processes):
-        code = process.exitcode
-        if code is not None and code > 0 and rank not in reported:
-            return f"rank {rank} died (exit code {code}); the other ranks were stopped"
-    return describe_error(errors[0]) if errors else "a rank failed without a report; the other ranks were stopped"
 
 
 def summarise(ranks: list[dict[str, Any]], job: Job) -> dict[str, Any]:

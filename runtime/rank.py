@@ -21,7 +21,6 @@ the initial weights, so that they equal the single-process model's.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import warnings
@@ -35,8 +34,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
+from .faults import RankRecorder
 from .graph import Graph
 from .l2_cache import reserve_weights
+from .loopback import connect_store, use_loopback
 from .model import PreparedModel
 from .stage import Stage
 
@@ -48,7 +49,8 @@ OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}  # plain SGD kee
 
 @dataclass
 class Job:
-    """Everything a rank needs; picklable, so it travels to spawned processes."""
+    """Everything a rank needs; picklable, so it travels to spawned processes (``layerfit run``
+    writes it as JSON and safetensors instead: :mod:`layerfit.runtime.jobfile`)."""
 
     partitions: list[list[int]]
     predicted_bytes: list[int]
@@ -60,7 +62,7 @@ class Job:
     schedule: str
     train: bool
     backend: str
-    master_addr: str | None  # None: torchrun's environment (env://)
+    master_addr: str | None  # the launcher's store (127.0.0.1, one machine); None: torchrun's env:// (several nodes)
     master_port: int | None
     out_dir: str
     timeout_s: float = 60.0
@@ -215,25 +217,37 @@ def _shared_tensors(job: Job, rank: int, stage: nn.Module) -> list[tuple[Any, in
     return out
 
 
+def _init_process_group(job: Job, rank: int, world: int) -> None:
+    """Join the job's process group: through the launcher's store on 127.0.0.1 (one machine; gloo
+    and NCCL then listen on the loopback interface too), else torchrun's ``env://``."""
+    timeout = timedelta(seconds=job.timeout_s)
+    if job.master_addr is None:
+        dist.init_process_group(job.backend, rank=rank, world_size=world, timeout=timeout, init_method="env://")
+        return
+    use_loopback()
+    store = connect_store(job.master_addr, job.master_port, job.timeout_s)
+    dist.init_process_group(job.backend, rank=rank, world_size=world, timeout=timeout, store=store)
+
+
 def run_rank(rank: int, job: Job, world_size: int | None = None, local_rank: int | None = None) -> None:
-    """Run rank ``rank`` of ``job``; writes its report (and outputs, grads) to ``job.out_dir``."""
+    """Run rank ``rank`` of ``job``; writes its report (and outputs, grads) to ``job.out_dir``,
+    and what :mod:`layerfit.runtime.faults` reads when the run fails."""
     world = world_size or len(job.partitions)
     local = rank if local_rank is None else local_rank
-    init = "env://" if job.master_addr is None else f"tcp://{job.master_addr}:{job.master_port}"
-    dist.init_process_group(job.backend, rank=rank, world_size=world, timeout=timedelta(seconds=job.timeout_s),
-                            init_method=init)
+    recorder = RankRecorder(job.out_dir, rank)
     try:
+        _init_process_group(job, rank, world)
         _run(rank, world, local, job)
     except BaseException as exc:
-        # Say when and how this rank failed: a rank whose peer failed first fails too (a
-        # reset connection), and the launcher names the rank that failed first.
-        record = {"rank": rank, "time": time.time(), "error": f"{type(exc).__name__}: {exc}".strip()}
-        partial = Path(job.out_dir) / f".error{rank}.json.tmp"
-        partial.write_text(json.dumps(record))
-        os.replace(partial, partial.with_name(f"error{rank}.json"))  # whole or absent, if this rank is killed
+        # Said before this rank leaves the group: its peers fail next (a reset connection), and
+        # the launcher names the rank whose own error came first.
+        recorder.failed(exc)
         raise
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    recorder.finished()
+    recorder.close()
 
 
 def _run(rank: int, world: int, local: int, job: Job) -> None:

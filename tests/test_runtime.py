@@ -275,7 +275,7 @@ def test_a_factory_is_materialised_per_rank_and_matches_build_model():
 
 def test_a_rank_that_raises_names_itself():
     inst = Instance(name="f", capacity=10**6, layers=[Layer(f"l{i}", weight_bytes=1) for i in range(4)])
-    with pytest.raises(runtime.ExecutionError, match=r"^rank 1 failed: RuntimeError: boom in layer l2$"):
+    with pytest.raises(runtime.ExecutionError, match=r"^rank 1 failed: RuntimeError: boom in layer l2; the other ranks were stopped$"):
         runtime.execute(plan_for(inst, [[0, 1], [2, 3]]), failing_chain(), torch.randn(4, 16), timeout_s=20)
 
 
