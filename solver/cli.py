@@ -1,5 +1,6 @@
 """The ``layerfit`` command line: ``solve`` one instance, ``compare`` methods over many,
-``map`` a plan onto GPUs, ``import`` a Hugging Face config, ``export`` a plan to a framework.
+``map`` a plan onto GPUs, ``import`` a Hugging Face config, ``export`` a plan to a framework,
+and ``plan``: a config.json and a GPU name to a framework's flags in one command.
 
 Exit codes: 0 solved (optimal or feasible), 1 infeasible or no solution in time,
 2 bad input or usage. ``--json`` prints one JSON document on stdout and nothing else.
@@ -11,23 +12,28 @@ the balance and timing columns, and ``--json`` gives everything.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import re
 import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import LayerfitError, OptionError
-from .model.instance import Instance, load_instance, read_json
+from .model.instance import Device, Instance, load_instance, read_json
 from .model.plan import OBJECTIVES, Plan, Status
 from .solve import METHODS, solve
-from .model.units import format_size
+from .model.gpus import GPU, GPUS, find_gpu, parse_capacity
+from .model.memory import usable_capacity
+from .model.units import format_bytes, format_size, parse_size
 
 __all__ = ["main"]
 
 EXIT_SOLVED, EXIT_NO_PLAN, EXIT_BAD_INPUT = 0, 1, 2
 COMPARE_METHODS = ("greedy", "dp", "cpsat", "mip", "mip:highs")
+PLAN_SEQ_LEN = 4096  # `layerfit plan`'s default sequence length: the config's context, at most this
 WIDTH = 120  # columns of text output (tables and prose), as a terminal or a pull request shows it
 
 
@@ -53,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", help="MIP backend: cbc or highs (--method mip)")
     p.add_argument("--warm-start", help="greedy, dp or none (--method cpsat / mip)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON only")
+    p.add_argument("--timing", action="store_true", help="with --json, include solve_time_s (the wall time; without "
+                                                         "it the JSON of a deterministic method is byte-identical)")
 
     c = sub.add_parser("compare", help="greedy against the exact methods over instances, one table")
     c.add_argument("paths", nargs="*", default=["instances"], help="instance files or folders (default: instances)")
@@ -76,9 +84,11 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--bandwidth-matrix", help="measured P2P bandwidth (GB/s, p2pBandwidthLatencyTest layout)")
     m.add_argument("--plot", metavar="PNG", help="draw the GPUs, links and the placement into a PNG")
     m.add_argument("--json", action="store_true", help="print the placement as JSON only")
+    m.add_argument("--timing", action="store_true", help="with --json, include solve_time_s (the wall time)")
 
     i = sub.add_parser("import", help="an instance from a Hugging Face config.json")
-    i.add_argument("config", help="config.json of a Llama, Mistral, Mixtral, Qwen2, GPT-2 or BERT checkpoint")
+    i.add_argument("config", help="config.json of a Llama, Mistral, Mixtral, Qwen2, Qwen3(-MoE), Gemma 2/3 (text), "
+                   "Phi-3, OLMo 2, DeepSeek-V2/V3, GPT-OSS, Falcon, GPT-2 or BERT checkpoint")
     i.add_argument("--batch-size", type=int, required=True)
     i.add_argument("--seq-len", type=int, required=True)
     i.add_argument("--dtype", help="weights (default: the config's dtype, or torch_dtype in older configs)")
@@ -86,10 +96,34 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--training", action="store_true", help="saved activations and mixed-precision Adam state")
     i.add_argument("--kv-cache", action="store_true", help="hold each block's KV cache (inference)")
     i.add_argument("--split", default="block", help="block (default) or sublayer (attention and MLP apart)")
+    i.add_argument("--via", default="config", choices=("config", "transformers"),
+                   help="config (default: from_hf_config, no torch) or transformers (runtime.from_hf_model: builds "
+                        "the model on fake tensors and measures it; any architecture; needs layerfit[hf])")
     i.add_argument("--capacity", help="partition capacity, e.g. 80GB (default: the whole model, one partition)")
+    _gpu_options(i)
     i.add_argument("--name", help="instance name (default: the config file's stem)")
     i.add_argument("--flops-per-s", type=float, help="device throughput: each layer's time = its FLOPs / this")
     i.add_argument("-o", "--output", help="write the instance JSON here (default: stdout)")
+
+    pl = sub.add_parser("plan", help="a config.json to a framework's flags: import, solve, place, export")
+    pl.add_argument("config", help="config.json of a Llama, Mistral, Mixtral, Qwen2, GPT-2 or BERT checkpoint")
+    pl.add_argument("--to", required=True, dest="target", help="vllm, megatron, deepspeed, accelerate or pippy")
+    pl.add_argument("--capacity", help="each GPU's memory as a size, e.g. 80GB, instead of --gpu")
+    _gpu_options(pl)
+    pl.add_argument("--topology", help="place the stages on a topology: preset name or `nvidia-smi topo -m` file")
+    pl.add_argument("--batch-size", type=int, default=1, help="batch (per micro-batch) (default: 1)")
+    pl.add_argument("--seq-len", type=int,
+                    help=f"sequence length (default: the config's max_position_embeddings, at most {PLAN_SEQ_LEN})")
+    pl.add_argument("--dtype", help="weights (default: the config's dtype)")
+    pl.add_argument("--activation-dtype", help="activations and KV cache (default: --dtype if 16/32-bit, else bf16)")
+    pl.add_argument("--training", action="store_true", help="saved activations and mixed-precision Adam state")
+    pl.add_argument("--kv-cache", action="store_true", help="hold each block's KV cache (inference)")
+    pl.add_argument("--split", default="block", help="block (default) or sublayer (attention and MLP apart)")
+    pl.add_argument("--objective", help="min_partitions (default), or with --gpus min_bottleneck (its default), "
+                                        "min_utilization")
+    pl.add_argument("--time-limit", type=float, help="seconds for an exact solve that is not the DP")
+    pl.add_argument("--name", help="instance name (default: the config file's stem)")
+    pl.add_argument("--json", action="store_true", help="print the instance summary, plan, placement and export as JSON")
 
     e = sub.add_parser("export", help="a plan as DeepSpeed, Megatron, vLLM, torch.distributed.pipelining or accelerate take it")
     e.add_argument("file", help="an instance JSON (solved first), or a plan or placement JSON with --instance")
@@ -98,6 +132,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--num-partitions", type=int, help="solve the instance with min_bottleneck and k partitions")
     e.add_argument("--json", action="store_true", help="print the export as JSON only")
     return parser
+
+
+def _gpu_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gpu", help=f"the GPU: its memory is the capacity ({', '.join(GPUS)})")
+    p.add_argument("--gpus", type=int, help="an ordered pool of N such GPUs (GPU0 … GPUN-1)")
+    p.add_argument("--reserve", help="held back on every GPU, e.g. 4GiB or 0 (default: the GPU's default reserve)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -121,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _import(args)
         if args.command == "export":
             return _export(args)
+        if args.command == "plan":
+            return _plan(args)
         return _compare(args)
     except LayerfitError as exc:
         print(f"layerfit: error: {exc}", file=sys.stderr)
@@ -147,10 +189,19 @@ def _solve(args: argparse.Namespace) -> int:
         warm_start=args.warm_start,
     )
     if args.json:
-        print(json.dumps(plan.to_dict(), indent=2))
+        print(json.dumps(_timed(plan.to_dict(), args), indent=2))
     else:
         print(render_plan(instance, plan))
     return EXIT_SOLVED if plan.status.has_plan else EXIT_NO_PLAN
+
+
+def _timed(document: dict, args: argparse.Namespace) -> dict:
+    """A plan's or placement's JSON as ``--json`` prints it: without its wall time unless
+    ``--timing`` asks for it, so that a deterministic method prints the same bytes every run
+    (a plan read back without ``solve_time_s`` has 0.0)."""
+    if not getattr(args, "timing", False):
+        document = {key: value for key, value in document.items() if key != "solve_time_s"}
+    return document
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool], *,
@@ -193,9 +244,13 @@ def _percent(x: float) -> str:
 
 def render_plan(instance: Instance, plan: Plan) -> str:
     """A readable report of one plan: partitions, bytes, utilization, balance, traffic."""
+    reserve = instance.constraints.reserve
     out = [
         f"instance {instance.name}: {instance.num_layers} layers, capacity "
-        f"{format_size(instance.capacity)} ({instance.capacity:,} B); sizes in SI units (1 GB = 10^9 B)",
+        f"{format_size(instance.capacity)} ({instance.capacity:,} B"
+        + (", the largest device's" if instance.capacity_from_devices else "") + ")"
+        + (f" less a reserve of {format_size(reserve)} on each device" if reserve else "")
+        + "; sizes in SI units (1 GB = 10^9 B)",
         f"method {plan.method}" + (f" ({plan.backend})" if plan.backend else "")
         + f", objective {plan.objective_name}: {plan.status}"
         + (f" [backend: {plan.backend_status}]" if plan.backend_status else "")
@@ -288,15 +343,25 @@ def _plan_of(args: argparse.Namespace, *, placements: bool = False):  # type: ig
     or an instance JSON solved here (min_bottleneck with --num-partitions)."""
     path = Path(args.file)
     raw = read_json(path)
-    if isinstance(raw, dict) and "partitions" in raw and "status" in raw:
+    if isinstance(raw, dict) and "partitions" in raw:  # no instance has partitions: a plan or placement
         if not args.instance:
             raise LayerfitError(f"{path} is a plan: give the instance it was made for with --instance")
         instance = load_instance(args.instance)
-        if placements and "topology_name" in raw:  # a placement (a plan has no topology)
-            from .placement.placement import Placement
+        from .errors import PlanError
+        from .report.validation import validate_placement, validate_plan
 
-            return instance, Placement.from_dict(raw)
-        return instance, Plan.from_dict(raw)
+        try:  # checked against the instance before anything else reads it; errors name the file
+            if placements and "topology_name" in raw:  # a placement (a plan has no topology)
+                from .placement.placement import Placement
+
+                placement = Placement.from_dict(raw)
+                validate_placement(instance, placement)
+                return instance, placement
+            plan = Plan.from_dict(raw)
+            validate_plan(instance, plan)
+            return instance, plan
+        except PlanError as exc:
+            raise PlanError(f"{path}: {exc}") from None
     instance = load_instance(path)
     if args.num_partitions is not None:
         return instance, solve(instance, objective="min_bottleneck", num_partitions=args.num_partitions)
@@ -306,7 +371,7 @@ def _plan_of(args: argparse.Namespace, *, placements: bool = False):  # type: ig
 def _no_plan(args: argparse.Namespace, instance: Instance, plan: Plan) -> int:
     """Print a plan without partitions (its status and why) and return exit code 1."""
     if args.json:
-        print(json.dumps(plan.to_dict(), indent=2))
+        print(json.dumps(_timed(plan.to_dict(), args), indent=2))
     else:
         print(render_plan(instance, plan))
     return EXIT_NO_PLAN
@@ -326,26 +391,72 @@ def _map(args: argparse.Namespace) -> int:
 
         plot_placement(placement, topology, args.plot)
     if args.json:
-        print(json.dumps(placement.to_dict(), indent=2))
+        print(json.dumps(_timed(placement.to_dict(), args), indent=2))
     else:
         print(render_placement(placement))
     return EXIT_SOLVED if placement.status.has_plan else EXIT_NO_PLAN
 
 
-def _import(args: argparse.Namespace) -> int:
+def _imported(args: argparse.Namespace, *, seq_len: int, flops_per_s: float | None = None) -> Instance:
+    """``from_hf_config`` with the GPU options: ``--gpu`` (or ``--capacity``) the memory of each
+    GPU, ``--gpus`` an ordered pool of that many, ``--reserve`` what each holds back (default:
+    the GPU's default reserve, :mod:`layerfit.model.gpus`; 0 with a plain ``--capacity``)."""
     from .interop.hf_config import from_hf_config
 
-    instance = from_hf_config(
-        args.config, batch_size=args.batch_size, seq_len=args.seq_len, dtype=args.dtype,
-        activation_dtype=args.activation_dtype,
-        mode="training" if args.training else "inference", kv_cache=args.kv_cache, split=args.split,
-        capacity=args.capacity, name=args.name, flops_per_s=args.flops_per_s,
-    )
+    if args.gpu is not None and args.capacity is not None:
+        raise LayerfitError(f"--gpu {args.gpu} and --capacity {args.capacity}: give one (--gpu is that GPU's memory)")
+    capacity = find_gpu(args.gpu, "--gpu").name if args.gpu is not None else args.capacity
+    if args.gpus is not None:
+        if capacity is None:
+            raise LayerfitError("--gpus: needs --gpu (or --capacity), the memory of each GPU")
+        if args.gpus < 1:
+            raise LayerfitError(f"--gpus: must be at least 1, got {args.gpus}")
+    if args.reserve is not None and capacity is None:
+        raise LayerfitError("--reserve: needs --gpu (or --capacity), the memory it is held back from")
+    mode = "training" if args.training else "inference"
+    if getattr(args, "via", "config") == "transformers":
+        for flag, value in (("--activation-dtype", args.activation_dtype), ("--flops-per-s", flops_per_s)):
+            if value is not None:
+                raise LayerfitError(f"{flag}: not with --via transformers (it measures the model in --dtype, "
+                                    "untimed); use --via config")
+        try:  # the runtime needs torch and transformers; planning never imports them
+            from layerfit.runtime.hf_import import from_hf_model
+        except ImportError as exc:
+            raise LayerfitError(f"--via transformers needs torch and transformers ({exc}); "
+                                "pip install 'layerfit[hf]'") from None
+        instance = from_hf_model(args.config, batch_size=args.batch_size, seq_len=seq_len, dtype=args.dtype,
+                                 mode=mode, kv_cache=args.kv_cache, split=args.split, capacity=capacity,
+                                 name=args.name)
+    else:
+        instance = from_hf_config(
+            args.config, batch_size=args.batch_size, seq_len=seq_len, dtype=args.dtype,
+            activation_dtype=args.activation_dtype,
+            mode=mode, kv_cache=args.kv_cache, split=args.split,
+            capacity=capacity, name=args.name, flops_per_s=flops_per_s,
+        )
+    if args.reserve is not None:
+        text = args.reserve.strip()
+        reserve = parse_size(int(text) if text.isdigit() else text, "--reserve")  # 0 needs no unit
+        if reserve >= instance.capacity:
+            raise LayerfitError(f"--reserve: {format_bytes(reserve)} leaves nothing of the capacity, "
+                                f"{format_bytes(instance.capacity)}")
+        instance = dataclasses.replace(instance, constraints=dataclasses.replace(instance.constraints, reserve=reserve))
+    if args.gpus is not None:
+        devices = tuple(Device(f"GPU{j}", capacity) for j in range(args.gpus))
+        instance = dataclasses.replace(instance, capacity=None, devices=devices)
+    return instance
+
+
+def _import(args: argparse.Namespace) -> int:
+    instance = _imported(args, seq_len=args.seq_len, flops_per_s=args.flops_per_s)
     text = json.dumps(instance.to_dict(), indent=1) + "\n"
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
+        reserve = instance.constraints.reserve
         print(f"{args.output}: {instance.num_layers} layers, {instance.total_params:,} parameters, "
-              f"capacity {format_size(instance.capacity)}", file=sys.stderr)
+              + (f"{len(instance.devices)} devices of " if instance.devices else "")
+              + f"capacity {format_size(instance.capacity)}"
+              + (f", reserve {format_size(reserve)}" if reserve else ""), file=sys.stderr)
     else:
         sys.stdout.write(text)
     return EXIT_SOLVED
@@ -367,6 +478,156 @@ def _export(args: argparse.Namespace) -> int:
     for note in exported["notes"]:
         print(f"# note: {note}", file=sys.stderr)
     return EXIT_SOLVED
+
+
+# -- plan: a config.json to a framework's flags ------------------------------------------
+
+PLAN_OBJECTIVES = ("min_partitions", "min_bottleneck", "min_utilization")
+
+
+def _plan(args: argparse.Namespace) -> int:
+    """Import a config.json for a GPU, solve (fewest GPUs; with --gpus N the most balanced plan on
+    N), place it on --topology if given, export it to --to, and print the line to paste."""
+    from .interop.export import EXPORT_TARGETS, export_plan
+
+    if args.target not in EXPORT_TARGETS:
+        raise LayerfitError(f"--to: unknown target {args.target!r} (allowed: {', '.join(EXPORT_TARGETS)})")
+    if args.gpu is None and args.capacity is None:
+        raise LayerfitError(f"--gpu: required, the GPU to plan for ({', '.join(GPUS)}), or --capacity")
+    if args.target in ("vllm", "megatron") and args.split != "block":
+        raise LayerfitError(f"--split {args.split}: {args.target} places whole decoder layers; use --split block")
+    objective = args.objective or ("min_bottleneck" if args.gpus is not None else "min_partitions")
+    if objective not in PLAN_OBJECTIVES:
+        raise LayerfitError(f"--objective: {objective!r} is not one plan solves "
+                            f"(allowed: {', '.join(PLAN_OBJECTIVES)})")
+    if objective != "min_partitions" and args.gpus is None:
+        raise LayerfitError(f"--objective {objective}: needs --gpus N, the number of GPUs to balance over")
+    seq_len, seq_default = _plan_seq_len(args)
+    instance = _imported(args, seq_len=seq_len)
+    gpu = parse_capacity(args.gpu if args.gpu is not None else args.capacity, "--gpu")[1]
+    instance, pins = _framework_pins(instance, args.target)
+    plan = solve(instance, objective=objective, num_partitions=None if objective == "min_partitions" else args.gpus,
+                 time_limit=args.time_limit)
+    placement = exported = None
+    if plan.status.has_plan and args.topology:
+        from .placement.mapper import map_plan
+        from .placement.topology_files import load_topology
+
+        placement = map_plan(instance, plan, load_topology(args.topology))
+    if plan.status.has_plan and (placement is None or placement.status.has_plan):
+        exported = export_plan(instance, placement if placement is not None else plan, args.target)
+    paste = _paste(exported) if exported else None
+    if args.json:
+        print(json.dumps({
+            "instance": _plan_summary(instance, gpu, seq_default, pins), "objective": objective, "plan": plan.to_dict(),
+            "placement": placement.to_dict() if placement is not None else None, "export": exported, "paste": paste,
+        }, indent=2))
+    else:
+        out = [_wrap("\n".join(_plan_header(instance, gpu, seq_default, pins))), "", render_plan(instance, plan)]
+        if placement is not None:
+            out += ["", render_placement(placement)]
+        if exported is not None:
+            out += ["", f"{args.target}: {exported['num_stages']} stage{'s' if exported['num_stages'] != 1 else ''}; "
+                        f"paste:", *_shell_lines(paste)]
+            if args.target in ("deepspeed", "pippy", "accelerate"):
+                out.append(_wrap(f"usage: {exported['usage']}"))
+            out += [_wrap(f"note: {note}") for note in exported["notes"]]
+        print("\n".join(out))
+    return EXIT_SOLVED if exported is not None else EXIT_NO_PLAN
+
+
+def _plan_seq_len(args: argparse.Namespace) -> tuple[int, int | None]:
+    """--seq-len, else the config's context (max_position_embeddings, GPT-2's n_positions) up to
+    PLAN_SEQ_LEN; the second value is the config's context when the default was taken."""
+    if args.seq_len is not None:
+        return args.seq_len, None
+    raw = read_json(Path(args.config))
+    context = raw.get("max_position_embeddings", raw.get("n_positions")) if isinstance(raw, dict) else None
+    if isinstance(context, bool) or not isinstance(context, int) or context < 1:
+        raise LayerfitError(f"--seq-len: {args.config} gives no max_position_embeddings to default to; give --seq-len")
+    return min(context, PLAN_SEQ_LEN), context
+
+
+def _framework_pins(instance: Instance, target: str) -> tuple[Instance, dict[str, int]]:
+    """What the framework fixes, as pins: vLLM runs the embedding on the first rank, the final
+    norm and head on the last, and decoder layers on every rank (the first decoder block pinned
+    to the first stage, the last to the last); Megatron puts the final norm and head (``L``) on
+    the last stage (the first layer after the blocks pinned to it). The others place any cut."""
+    from .interop.export import BLOCK_NAME
+
+    names = [layer.name for layer in instance.layers]
+    blocks = [i for i, name in enumerate(names) if BLOCK_NAME.match(name)]
+    pins: dict[str, int] = {}
+    if target == "vllm" and blocks:
+        pins = {names[blocks[0]]: 0, names[blocks[-1]]: -1} if blocks[0] != blocks[-1] else {names[blocks[0]]: 0}
+    elif target == "megatron" and blocks and blocks[-1] + 1 < len(names):
+        pins = {names[blocks[-1] + 1]: -1}
+    if not pins:
+        return instance, {}
+    merged = dict(instance.constraints.pinned) | pins
+    constraints = dataclasses.replace(instance.constraints, pinned=tuple(merged.items()))
+    return dataclasses.replace(instance, constraints=constraints), pins
+
+
+def _plan_summary(instance: Instance, gpu: GPU | None, seq_default: int | None, pins: dict[str, int]) -> dict:
+    return {
+        "name": instance.name, "description": instance.description, "layers": instance.num_layers,
+        "total_params": instance.total_params, "total_bytes": instance.total_bytes,
+        "gpu": None if gpu is None else {"name": gpu.name, "memory": gpu.memory, "default_reserve": gpu.reserve,
+                                         "source": gpu.source},
+        "gpus": len(instance.devices) if instance.devices else None,
+        "capacity": instance.capacity, "reserve": instance.constraints.reserve,
+        "usable": usable_capacity(instance),
+        "seq_len_default_from": seq_default, "pinned": pins,
+    }
+
+
+def _plan_header(instance: Instance, gpu: GPU | None, seq_default: int | None, pins: dict[str, int]) -> list[str]:
+    lines = [f"{instance.name}: {instance.num_layers} layers, {instance.total_params:,} parameters, "
+             f"{format_size(instance.total_bytes)} in all; {instance.description}"]
+    if seq_default is not None:
+        lines.append(f"sequence length {min(seq_default, PLAN_SEQ_LEN)}: the config's context ({seq_default:,}), "
+                     f"at most {PLAN_SEQ_LEN} (--seq-len sets it)")
+    reserve = instance.constraints.reserve
+    what = f"GPU {gpu.name}: {format_bytes(gpu.memory)} as its driver reports it" if gpu is not None else \
+        f"capacity {format_bytes(instance.capacity)}"
+    pool = f"{len(instance.devices)} × " if instance.devices else ""
+    held = (f", less a reserve of {format_bytes(reserve)} held back on each"
+            + (" (its default: CUDA context, NCCL, fragmentation; --reserve changes it)"
+               if gpu is not None and reserve == gpu.reserve else "") if reserve else ", no reserve")
+    lines.append(f"{pool}{what}{held}: {format_bytes(usable_capacity(instance))} for the model on each")
+    if pins:
+        where = ", ".join(f"{name} to the {'first' if j == 0 else 'last'} stage" for name, j in pins.items())
+        lines.append(f"pinned: {where} (where the framework runs them)")
+    return lines
+
+
+def _paste(exported: dict) -> str:
+    """The command line that takes the export: what to paste into a shell."""
+    target, value, stages = exported["target"], exported["value"], exported["num_stages"]
+    if target == "vllm":
+        return f'VLLM_PP_LAYER_PARTITION="{value}" vllm serve MODEL --pipeline-parallel-size {stages}'
+    if target == "megatron":  # double quotes: the layout's | is a shell pipe, and a shell joins \-newline in them
+        args = (a if re.fullmatch(r"[\w.,=/:+-]+", a) else f'"{a}"' for a in exported["args"])
+        return "pretrain_gpt.py " + " ".join(args)
+    if target == "deepspeed":
+        return f"self.parts = {json.dumps(value['parts'])}"
+    if target == "pippy":
+        return f"split_spec = {json.dumps(value)}"
+    return f"device_map = {json.dumps(value)}"
+
+
+def _shell_lines(text: str) -> list[str]:
+    """``text`` in lines of at most WIDTH columns that a shell joins back: each ends in a
+    backslash, which the shell removes with the newline (inside a word too), broken after a
+    space, ``|`` or ``,`` where one is near the end."""
+    lines = []
+    while len(text) > WIDTH:
+        cut = max(text.rfind(c, 0, WIDTH - 1) for c in " |,") + 1
+        cut = cut if cut > WIDTH // 2 else WIDTH - 1
+        lines.append(text[:cut] + "\\")
+        text = text[cut:]
+    return [*lines, text]
 
 
 def _seconds(t: float) -> str:

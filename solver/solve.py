@@ -26,6 +26,7 @@ min_utilization With ``num_partitions=k``, the smallest largest share of a stage
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -126,6 +127,7 @@ def _check_options(
         refuse_unless(method, "edges")
         if objective in ("min_stage_time", "min_utilization"):
             raise OptionError(f"objective: {objective!r} is not planned on a DAG instance in this version")
+    _check_model_range(instance, _pick_method(instance, method), objective)
     if instance.free_pool:
         if instance.constraints.structural:
             raise OptionError("constraints: pinned layers, layer counts, cut rules and tied groups kept together are "
@@ -144,6 +146,33 @@ def _check_options(
                     f"kinds has {mixes(instance):,} mixes of devices, more than the DP tracks ({MAX_MIXES:,}); use "
                     f"method 'cpsat'"
                 )
+
+
+# The largest byte count a model may hold: CP-SAT's integers are int64 (with room for its sums);
+# the MIP backends compute in doubles, exact on integers up to 2^53.
+MODEL_RANGE = {"cpsat": 2**62, "mip": 2**53}
+
+
+def _check_model_range(instance: Instance, method: str, objective: str) -> None:
+    """Refuse, before building it, a CP-SAT or MIP model whose numbers its backend cannot hold
+    exactly: the most bytes any partition may reach (every layer at once, at the most
+    micro-batches), in the models' unit (the sizes' greatest common divisor)."""
+    if method not in MODEL_RANGE or objective not in ("min_partitions", "min_bottleneck"):
+        return
+    from .model.memory import ample_capacity, byte_unit
+
+    top = ample_capacity(instance)
+    limit = MODEL_RANGE[method]
+    if top <= limit:
+        return
+    unit = byte_unit(instance)
+    if top // unit <= limit:
+        return
+    what = "int64 integers" if method == "cpsat" else "doubles, exact to 2^53"
+    instead = "'greedy'" if instance.edges is not None else "'dp' (exact, any size)"
+    raise OptionError(f"method: {method!r} computes in {what}; a partition of this instance may reach "
+                      f"{format_bytes(top)} ({top // unit:.3g} in its unit of {unit:,} B), beyond {limit:.3g}; use "
+                      f"method {instead}")
 
 
 def solve(
@@ -248,6 +277,12 @@ def solve(
     oversized = explain_oversized(instance)
     if oversized is not None:
         return finish(Status.INFEASIBLE, objective=None, bound=None, explanation=oversized)
+    if num_partitions is not None and instance.devices is not None and num_partitions > len(instance.devices):
+        # Every method, before any model: each partition needs a device of its own.
+        pool = ", ".join(d.name for d in instance.devices)
+        return finish(Status.INFEASIBLE, objective=None, bound=None, explanation=(
+            f"{num_partitions} partitions need {num_partitions} devices, one each; the pool has "
+            f"{len(instance.devices)} ({pool})"))
     search = {"time_limit": time_limit, "seed": seed, "num_workers": num_workers or DEFAULT_CPSAT_WORKERS}
     if instance.edges is not None:
         from .methods.dag import solve_dag
@@ -256,17 +291,68 @@ def solve(
     if instance.free_pool:
         from .methods.pools import solve_free_pool
 
-        return solve_free_pool(instance, method, objective, num_partitions, finish, warm_start=warm_start,
+        plan = solve_free_pool(instance, method, objective, num_partitions, finish, warm_start=warm_start,
                                backend=backend, **search)
-    if not _additive_chain(instance) or objective in ("min_stage_time", "min_utilization"):
-        if method in ("cpsat", "mip"):
-            from .methods.staged_models import solve_staged_model
+    elif not _additive_chain(instance) or objective in ("min_stage_time", "min_utilization"):
+        if method not in ("cpsat", "mip"):
+            return _solve_by_stages(instance, method, objective, num_partitions, finish)
+        from .methods.staged_models import solve_staged_model
 
-            return solve_staged_model(instance, method, objective, num_partitions, finish, backend=backend or "cbc",
-                                      warm_start=warm_start, **search)
-        return _solve_by_stages(instance, method, objective, num_partitions, finish)
-    return _solve_chain(instance, method, objective, num_partitions, finish, warm_start=warm_start, backend=backend,
-                        **search)
+        plan = solve_staged_model(instance, method, objective, num_partitions, finish, backend=backend or "cbc",
+                                  warm_start=warm_start, **search)
+    else:
+        plan = _solve_chain(instance, method, objective, num_partitions, finish, warm_start=warm_start,
+                            backend=backend, **search)
+    return _checked_by_dp(instance, plan, objective, num_partitions)
+
+
+def _checked_by_dp(instance: Instance, plan: Plan, objective: str, num_partitions: int | None) -> Plan:
+    """A CP-SAT or MIP plan held against the DP's, where the DP applies (chains, and free pools
+    of few enough device mixes): a backend's answer that contradicts the DP is never returned
+    as proven.
+
+    The DP's optimum is a proven bound, so the plan's bounds are raised to it. A plan no worse
+    than the DP's is then OPTIMAL; a worse one stays FEASIBLE (a time limit's incumbent), unless
+    the backend claimed it optimal, or claimed that no plan exists, or gave none: then the
+    backend was wrong (CBC has been, on coefficients of 10^10) and the DP's plan is returned,
+    the backend's word kept in ``backend_status``.
+    """
+    if plan.method not in ("cpsat", "mip"):
+        return plan
+    if instance.free_pool:
+        from .methods.pools import MAX_MIXES, mixes
+
+        if mixes(instance) > MAX_MIXES:
+            return plan
+    reference = solve(instance, "dp", objective=objective, num_partitions=num_partitions)
+    lexicographic = objective == "min_partitions"
+
+    def key(p: Plan) -> tuple:  # type: ignore[type-arg]
+        return (p.objective, p.secondary_objective) if lexicographic else (p.objective,)
+
+    if not reference.status.has_plan:
+        return plan  # the DP proves there is none; a backend's plan would fail validate_plan
+    contradicted = None
+    if not plan.status.has_plan:
+        contradicted = f"{plan.backend_status}: {plan.status}" if plan.backend_status else str(plan.status)
+    elif key(plan) > key(reference) and (plan.status is Status.OPTIMAL or plan.time_limit is None):
+        contradicted = f"{plan.backend_status}: {plan.status}, {'/'.join(str(v) for v in key(plan))}"
+    if contradicted is not None:
+        return dataclasses.replace(
+            reference, method=plan.method, backend=plan.backend, seed=plan.seed, num_workers=plan.num_workers,
+            time_limit=plan.time_limit, solve_time_s=plan.solve_time_s,
+            backend_status=f"{plan.backend_status} (contradicted by the DP)",
+            explanation=f"the {plan.method} backend's answer ({contradicted}) contradicts the exact DP's optimum; the "
+                        f"DP's plan is returned",
+        )
+    if lexicographic:
+        bounds = {"bound": reference.objective, "secondary_bound": reference.secondary_objective
+                  if plan.objective == reference.objective else plan.secondary_bound}
+    else:
+        bounds = {"bound": reference.objective}
+    raised = dataclasses.replace(plan, **bounds)
+    optimal = key(plan) == key(reference)
+    return dataclasses.replace(raised, status=Status.OPTIMAL if optimal else Status.FEASIBLE)
 
 
 def _pick_method(instance: Instance, method: str) -> str:
@@ -373,7 +459,8 @@ def _solve_joint(instance, method, objective, num_partitions, time_limit, seed, 
     beyond = [name for name, on in (
         ("schedule", instance.schedule != "none"), ("devices", instance.devices is not None),
         ("buffer_reuse", instance.buffer_reuse), ("activation_recompute", instance.activation_recompute),
-        ("constraints", instance.constraints != type(instance.constraints)()), ("edges", instance.edges is not None),
+        ("constraints", instance.constraints != type(instance.constraints)(reserve=0)),
+        ("edges", instance.edges is not None),
     ) if on]
     if beyond:
         raise OptionError(f"topology: the joint model plans the seed's additive chain in this version, not "

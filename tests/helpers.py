@@ -151,3 +151,21 @@ def check_solve_against_oracle(inst, per_k: dict, *, every_count: bool) -> None:
         bottleneck = solve(inst, objective="min_bottleneck", num_partitions=k)
         validate_plan(inst, bottleneck)
         assert bottleneck.objective == per_k[k]
+
+
+def with_partitions(instance: Instance, plan, partitions: list[list[int]]):  # type: ignore[no-untyped-def]
+    """``plan`` with other partitions, made valid for ``instance`` (objective, bounds, metrics
+    recomputed; FEASIBLE), so that what consumes plans (exports, the mapper) checks its own rules."""
+    import dataclasses
+
+    from layerfit import Status
+    from layerfit.model.memory import plan_loads
+    from layerfit.report.metrics import plan_metrics
+
+    largest = max(plan_loads(instance, partitions))
+    if plan.objective_name == "min_partitions":
+        values = {"objective": len(partitions), "bound": 1, "secondary_objective": largest, "secondary_bound": 0}
+    else:
+        values = {"objective": largest, "bound": 0, "num_partitions_requested": len(partitions)}
+    return dataclasses.replace(plan, status=Status.FEASIBLE, partitions=partitions,
+                               metrics=plan_metrics(instance, partitions), **values)

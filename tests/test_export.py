@@ -9,7 +9,7 @@ import pytest
 from layerfit import Instance, Layer, PlanError, export_plan, from_hf_config, solve
 from layerfit.interop.export import EXPORT_TARGETS, module_names, stage_layer_counts
 
-from helpers import ROOT
+from helpers import ROOT, with_partitions
 
 CONFIGS = ROOT / "instances" / "configs"
 FAMILIES = ["llama-3-8b", "mistral-7b-v0.1", "mixtral-8x7b-v0.1", "qwen2.5-72b", "gpt2", "bert-large-uncased"]
@@ -60,7 +60,7 @@ def test_megatron_and_vllm_refuse_a_cut_inside_a_block():
     names = [layer.name for layer in inst.layers]
     cut = names.index("model.layers.3.mlp")
     plan = solve(inst, objective="min_bottleneck", num_partitions=2)
-    inside = dataclasses.replace(plan, partitions=[list(range(cut)), list(range(cut, len(names)))])
+    inside = with_partitions(inst, plan, [list(range(cut)), list(range(cut, len(names)))])
     for target in ("megatron", "vllm"):
         with pytest.raises(PlanError, match=rf"^{target}: the plan cuts inside block 'model\.layers\.3' \(between "
                                              rf"'model\.layers\.3\.self_attn' and 'model\.layers\.3\.mlp'\); "
@@ -75,12 +75,12 @@ def test_the_head_apart_from_the_norm_and_an_empty_vllm_stage():
     inst = from_hf_config(CONFIGS / "llama-3-8b.json", batch_size=1, seq_len=512)
     plan = solve(inst, objective="min_bottleneck", num_partitions=2)
     n = inst.num_layers
-    head_alone = dataclasses.replace(plan, partitions=[list(range(n - 1)), [n - 1]])
+    head_alone = with_partitions(inst, plan, [list(range(n - 1)), [n - 1]])
     with pytest.raises(PlanError, match=r"^vllm: layer 'model\.norm' is not on the last stage; vllm puts the final norm "
                                          r"and head there \(with the last decoder layers\): plan with constraints\.pinned "
                                          r"\{'model\.norm': -1, 'lm_head': -1\}$"):
         export_plan(inst, head_alone, "vllm")
-    embed_alone = dataclasses.replace(plan, partitions=[[0], list(range(1, n))])
+    embed_alone = with_partitions(inst, plan, [[0], list(range(1, n))])
     with pytest.raises(PlanError, match=r"^vllm: stage 0 holds no decoder layer; every vLLM pipeline rank runs decoder "
                                          r"layers: pin a block to it \(constraints\.pinned\) or plan fewer stages$"):
         export_plan(inst, embed_alone, "vllm")
@@ -95,9 +95,12 @@ def test_layers_without_block_names_and_unknown_targets():
     assert export_plan(inst, plan, "pippy")["value"] == {"l2": "BEGINNING"}  # [l0, l1], [l2, l3]
     with pytest.raises(PlanError, match=r"^target: unknown export target 'onnx' \(allowed: deepspeed, megatron, vllm, pippy, accelerate\)$"):
         export_plan(inst, plan, "onnx")
-    infeasible = solve(Instance(name="y", capacity=10, layers=[Layer("a", weight_bytes=30)]))
+    tight = Instance(name="y", capacity=10, layers=[Layer("a", weight_bytes=30)])
+    infeasible = solve(tight)
     with pytest.raises(PlanError, match=r"^plan: status infeasible has no partitions to export$"):
-        export_plan(inst, infeasible, "deepspeed")
+        export_plan(tight, infeasible, "deepspeed")
+    with pytest.raises(PlanError, match=r"^plan is for 1 layers, the instance has 4$"):
+        export_plan(inst, infeasible, "deepspeed")  # validated against the instance before anything else
     assert module_names("encoder.layer.3.intermediate+output") == ["encoder.layer.3.intermediate", "encoder.layer.3.output"]
 
 

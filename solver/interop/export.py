@@ -20,7 +20,8 @@ accelerate     a ``device_map``: module name → GPU index (partition j on GPU j
 
 Layer names follow the Hugging Face module names (as :func:`~layerfit.from_hf_config` writes
 them): blocks ``….layers.N``, ``….h.N`` or ``….layer.N``, sub-layers ``….N.mlp``; a name
-``a.b+c`` is the modules ``a.b`` and ``a.c`` in one layer. An export that cannot express
+``a.b+c`` is the modules ``a.b`` and ``a.c`` in one layer, and a layer's ``modules``, when it
+lists them, are what it holds (a sub-layer with its block's norm). An export that cannot express
 the plan (a cut inside a block for Megatron or vLLM, the head apart from the final norm)
 raises :class:`~layerfit.errors.PlanError` saying why, never drops layers.
 """
@@ -32,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import PlanError
-from ..model.instance import Instance
+from ..model.instance import Instance, Layer
 from ..placement.placement import Placement
 from ..model.plan import Plan
 
@@ -43,9 +44,14 @@ BLOCK_NAME = re.compile(  # a decoder/encoder block or a sub-layer of one
     r"^(?P<stack>(?:.*\.)?(?:layers|h|layer))\.(?P<index>\d+)(?:\.(?P<sub>.+))?$")
 
 
-def module_names(layer_name: str) -> list[str]:
-    """The modules a layer stands for: ``transformer.wte+wpe`` → ``transformer.wte``, ``transformer.wpe``."""
-    head, _, last = layer_name.rpartition(".")
+def module_names(layer: Layer | str) -> list[str]:
+    """The modules a layer stands for: its ``modules`` when it lists them, else its name's
+    (``transformer.wte+wpe`` → ``transformer.wte``, ``transformer.wpe``)."""
+    if isinstance(layer, Layer):
+        if layer.modules:
+            return list(layer.modules)
+        layer = layer.name
+    head, _, last = layer.rpartition(".")
     prefix = f"{head}." if head else ""
     return [prefix + part for part in last.split("+")]
 
@@ -82,6 +88,13 @@ class _Structure:
 
 
 def _partitions(instance: Instance, plan: Plan | Placement) -> list[list[int]]:
+    """The plan's partitions, once the plan (or placement) is validated against the instance."""
+    from ..report.validation import validate_placement, validate_plan
+
+    if isinstance(plan, Placement):
+        validate_placement(instance, plan)
+    else:
+        validate_plan(instance, plan)
     partitions = plan.partitions
     if not plan.status.has_plan or not partitions:
         raise PlanError(f"plan: status {plan.status} has no partitions to export")
@@ -156,13 +169,13 @@ def export_plan(instance: Instance, plan: Plan | Placement, target: str) -> dict
             out["usage"] = "pretrain_gpt.py " + " ".join(out["args"])
         out["num_decoder_layers"] = structure.num_blocks
     elif target == "pippy":
-        spec = {module_names(names[p[0]])[0]: "BEGINNING" for p in parts[1:]}
+        spec = {module_names(instance.layers[p[0]])[0]: "BEGINNING" for p in parts[1:]}
         out["value"] = spec
         out["usage"] = ("torch.distributed.pipelining.pipeline(model, mb_args, split_spec={name: SplitPoint.BEGINNING "
                         "for name in value})")
     else:  # accelerate
         gpus = _gpu_indices(instance, plan, len(parts))
-        device_map = {module: gpus[j] for j, p in enumerate(parts) for i in p for module in module_names(names[i])}
+        device_map = {module: gpus[j] for j, p in enumerate(parts) for i in p for module in module_names(instance.layers[i])}
         out["value"] = device_map
         out["usage"] = "AutoModelForCausalLM.from_pretrained(MODEL, device_map=value)"
         if split_tied:
@@ -197,13 +210,13 @@ def stage_layer_counts(instance: Instance, exported: Mapping[str, Any]) -> list[
         return [b - a for a, b in zip(bounds, bounds[1:])]
     if target == "pippy":
         starts = [0]
-        first_module = {module_names(name)[0]: i for i, name in enumerate(names)}
+        first_module = {module_names(layer)[0]: i for i, layer in enumerate(instance.layers)}
         starts += sorted(first_module[module] for module in value)
         return [b - a for a, b in zip(starts, [*starts[1:], len(names)])]
     if target == "accelerate":
         devices = []
-        for name in names:
-            devices.append(value[module_names(name)[0]])
+        for layer in instance.layers:
+            devices.append(value[module_names(layer)[0]])
         counts: list[int] = []
         for i, device in enumerate(devices):
             if i and device == devices[i - 1]:

@@ -33,15 +33,38 @@ class Attempt:
 Hint = tuple[list[list[int]], list[str] | None]
 
 
-def deadline(time_limit: float | None) -> Callable[[], float | None]:
+class Deadline:
+    """``time_limit`` from now: called, the seconds the next solve may take (never below 10 ms,
+    so a backend is always given a limit); ``expired`` once none are left.
+
+    ``shares``: how many solves the time left is split among (the counts still to try, set by
+    :func:`search_counts`), so that one count the backend cannot decide does not take the time
+    of every later one; time a solve leaves unused goes to the next."""
+
+    def __init__(self, time_limit: float | None) -> None:
+        self.time_limit = time_limit
+        self.started = time.perf_counter()
+        self.shares = 1
+
+    def __call__(self) -> float | None:
+        if self.time_limit is None:
+            return None
+        return max(0.01, (self.time_limit - (time.perf_counter() - self.started)) / self.shares)
+
+    @property
+    def expired(self) -> bool:
+        return self.time_limit is not None and time.perf_counter() - self.started >= self.time_limit
+
+
+def deadline(time_limit: float | None) -> Deadline:
     """The seconds left of ``time_limit`` from now, at each call (never below 10 ms)."""
-    started = time.perf_counter()
-    return lambda: None if time_limit is None else max(0.01, time_limit - (time.perf_counter() - started))
+    return Deadline(time_limit)
 
 
 def search_counts(instance: Instance, objective: str, counts: Sequence[int],
                   attempt: Callable[[int, Hint | None], Attempt], hint_for: Callable[[int], Hint | None],
-                  finish, *, infeasible_why: str) -> Plan:  # type: ignore[no-untyped-def]
+                  finish, *, infeasible_why: str,  # type: ignore[no-untyped-def]
+                  clock: Deadline | None = None) -> Plan:
     """Solve each count of ``counts`` in order; the first with a plan ends the search.
 
     A count the model does not decide within the time is skipped unless it is the last;
@@ -50,9 +73,21 @@ def search_counts(instance: Instance, objective: str, counts: Sequence[int],
     meets its bound; ``min_bottleneck`` (one count) when it meets its bound.
     """
     proven = counts[0] if counts else 0  # no counts: the bounds already leave none
-    for count in counts:
+    for position, count in enumerate(counts):
+        if clock is not None and clock.expired and position < len(counts) - 1:
+            # Out of time (each model built costs time too): no count before the last is
+            # tried; the last one's warm start, if any, is returned with the bound proven so far.
+            continue
         hint = hint_for(count)
-        result = attempt(count, hint)
+        if clock is not None:
+            clock.shares = len(counts) - position
+        result = attempt(count, hint) if clock is None or not clock.expired else \
+            Attempt("time limit reached before the model was built", None, 0, False)
+        if result.infeasible and hint is not None:
+            # The warm start is a plan with this count: a backend that calls the count
+            # infeasible contradicts it (CBC has, on coefficients of 10^10). No proof, keep the plan.
+            result = Attempt(f"{result.status} (contradicted by the warm start)", None, result.bound, False,
+                             result.devices)
         if result.parts is None and result.infeasible:
             proven = count + 1
             continue

@@ -156,9 +156,13 @@ def mip_dag(instance: Instance, k: int, *, hint: Sequence[Sequence[int]] | None,
     """The same model as a MIP in PuLP (CBC or HiGHS): a[v, j] binary, L and h continuous in
     [0, 1] (integral at the optimum: they only bound loads from below). Returns what
     :func:`cpsat_dag` returns; a solution whose binaries are not 0/1 is rejected."""
+    import time
+
     import pulp
 
-    from .mip import run_backend
+    from .mip import ROOM, run_backend
+
+    started = time.monotonic()
 
     n = instance.num_layers
     users = consumers(instance)
@@ -190,7 +194,8 @@ def mip_dag(instance: Instance, k: int, *, hint: Sequence[Sequence[int]] | None,
             prob += a[v][j] == 1, f"pin_done_{v}"
         if j > 0:
             prob += a[v][j - 1] == 0, f"pin_not_before_{v}"
-    bottleneck = prob.add_variable("M", 0, usable_capacity(instance), cat=pulp.LpInteger)
+    # Continuous, with half a byte of room on its bound (layerfit.methods.mip: loads are integers).
+    bottleneck = prob.add_variable("M", 0, usable_capacity(instance) + ROOM)
     prob += bottleneck
     passing: list[list] = [[] for _ in range(k)]
     for u in range(n):
@@ -215,7 +220,7 @@ def mip_dag(instance: Instance, k: int, *, hint: Sequence[Sequence[int]] | None,
         for v in range(n):
             for j in range(k - 1):
                 start[a[v][j].name] = 1.0 if where[v] <= j else 0.0
-    raw, bound = run_backend(prob, start, backend, time_limit, seed)
+    raw, bound = run_backend(prob, start, backend, time_limit, seed, started=started)
     if prob.sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
         values = [[var.value() or 0.0 for var in row] for row in a]
         if any(min(abs(x), abs(x - 1)) > 1e-6 for row in values for x in row):
@@ -268,7 +273,7 @@ def solve_dag(instance: Instance, method: str, objective: str, k: int | None, fi
         return Attempt(status, parts, bound, infeasible)
 
     what = f"{k} partitions" if objective == "min_bottleneck" else "any number of partitions"
-    return search_counts(instance, objective, counts, attempt, hint_for, finish, infeasible_why=(
+    return search_counts(instance, objective, counts, attempt, hint_for, finish, clock=left, infeasible_why=(
         f"no ordered convex split of the DAG into {what} fits the capacity of {usable_capacity(instance):,} B"
         + (" and keeps the pins and layer counts" if instance.constraints.structural else "")
         + f" ({'the MIP' if method == 'mip' else 'CP-SAT'} proved it), counting the tensors each partition relays"))

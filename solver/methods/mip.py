@@ -5,10 +5,25 @@
                 x[i, p] ≤ x[i−1, p] + x[i−1, p−1]         contiguity, partitions in order
                 x[0, 0] = 1,  x[n−1, k−1] = 1            all k partitions used
                 Σ_i s_i · x[i, p] ≤ M                     bottleneck
-                L ≤ M ≤ cap,  M integer                   capacity; sizes are integers
+                L − ½ ≤ M ≤ cap + ½,  M continuous        capacity, with half a byte of room
                 x[i, p] ∈ {0, 1}, 0 unless first_i ≤ p ≤ last_i   greedy bounds
 
+M is continuous: it is integral at every solution anyway (the loads are integer sums of
+0/1 variables), and an integer M ranging over 10^10 bytes made CBC branch on it without
+end (a 3-layer model ran for minutes) or cut off the optimum by its tolerances.
+
+Time limits are deadlines: the time spent building the model counts, and CBC (a
+subprocess) is stopped from outside if it overruns its own ``-sec`` (it has been seen to
+run 30 s past it in preprocessing): interrupted first, killed after a grace. A stopped
+backend gives no answer; the caller keeps the warm start with its bound.
+
 Known backend behaviours this module works around:
+* CBC 2.10.3's preprocessing declared feasible models with coefficients of 10^10 infeasible
+  (buffer reuse at the warm start's bound); it runs without it. Without it, CBC has crashed
+  (a segfault) on models with no integer solution: then it runs once more with it. Its answers
+  are checked: a count it calls infeasible that a warm start fills is not proven
+  (layerfit.methods.count_search), and where the DP applies, an answer that contradicts it is
+  never returned as proven (layerfit.solve).
 * CBC 2.10.3 (bundled with PuLP) returns, on some large-coefficient models, "optimal"
   solutions whose binaries lie outside [0, 1] (seen with its preprocessing off, more
   often than with it on). Every MIP solution is checked to be 0/1 before it becomes a
@@ -25,7 +40,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import signal
+import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 
@@ -35,6 +53,7 @@ __all__ = ["BACKENDS", "solve_bottleneck", "run_backend", "chain_assignment", "a
 
 BACKENDS = ("cbc", "highs")
 _INTEGRALITY_TOL = 1e-6
+ROOM = 0.5  # room on integral bounds (bytes in solver units): see solve_bottleneck
 
 
 @contextlib.contextmanager
@@ -57,13 +76,18 @@ def solve_bottleneck(
     """Solve ``form`` with PuLP and ``backend``; the incumbent is kept on a time limit."""
     import pulp
 
+    started = time.monotonic()
+
     n, k = form.num_layers, form.k
     prob = pulp.LpProblem("bottleneck", pulp.LpMinimize)
 
     # x[i, p] = 1 if layer i is in partition p (only inside the greedy bounds).
     x = chain_assignment(prob, form.ranges, k)
-    # M: the bottleneck S_max, integral because the sizes are; L ≤ M tightens the root.
-    bottleneck = prob.add_variable("M", form.lower, form.cap, cat=pulp.LpInteger)
+    # M: the bottleneck S_max (continuous: integral at every solution, see above); L ≤ M tightens the root.
+    # Its bounds, like every capacity below, get half a unit of room: loads are integers, so no
+    # plan changes, and a backend's rounding at 10^10 bytes no longer cuts off a plan exactly at
+    # the bound (CBC called such models infeasible).
+    bottleneck = prob.add_variable("M", form.lower - ROOM, form.cap + ROOM)
     prob += bottleneck
     members: list[list[tuple[int, pulp.LpVariable]]] = [[] for _ in range(k)]
     for i in range(n):
@@ -88,7 +112,7 @@ def solve_bottleneck(
         load = pulp.lpSum([*(size * var for size, var in members[p]), *(c * var for c, var in extra[p])])
         prob += load <= bottleneck, f"load_{p}"
         if form.caps:
-            prob += load <= form.cap_of(p), f"device_{p}"
+            prob += load <= form.cap_of(p) + ROOM, f"device_{p}"
 
     start: dict[str, float] = {}
     if form.hint is not None:
@@ -98,7 +122,7 @@ def solve_bottleneck(
                 start[var.name] = 1.0 if hinted[i] == p else 0.0
         start[bottleneck.name] = float(max(form.load(part, p) for p, part in enumerate(form.hint)))
 
-    raw_status, bound = run_backend(prob, start, backend, time_limit, seed)
+    raw_status, bound = run_backend(prob, start, backend, time_limit, seed, started=started)
     bound = max(form.lower, bound)
 
     if prob.sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
@@ -118,12 +142,25 @@ def solve_bottleneck(
     return BackendResult(None, bound * form.scale, False, False, raw_status)
 
 
-def run_backend(prob, start: dict[str, float], backend: str, time_limit: float | None, seed: int) -> tuple[str, int]:
+def run_backend(prob, start: dict[str, float], backend: str, time_limit: float | None, seed: int, *,
+                started: float | None = None) -> tuple[str, int]:
     """Run ``prob`` on CBC or HiGHS from ``start`` (variable name → value): the backend's
-    status word and its proven integral lower bound (0 when the backend gives none)."""
+    status word and its proven integral lower bound (0 when the backend gives none).
+
+    ``time_limit`` counts from ``started`` (``time.monotonic()`` when the model's building
+    began; default now): what building took is taken off the backend's time. With no time
+    left, the backend is not run and the answer is "no solution"."""
+    import pulp
+
+    left = None
+    if time_limit is not None:
+        left = time_limit - (time.monotonic() - (time.monotonic() if started is None else started))
+        if left <= 0:
+            prob.sol_status = pulp.LpSolutionNoSolutionFound
+            return "time limit reached while building the model", 0
     if backend == "cbc":
-        return _run_cbc(prob, start, time_limit, seed)
-    return _run_highs(prob, start, time_limit, seed)
+        return _run_cbc(prob, start, left, seed)
+    return _run_highs(prob, start, left, seed)
 
 
 def chain_assignment(prob, ranges, k: int) -> list[dict]:  # type: ignore[no-untyped-def]
@@ -156,32 +193,106 @@ def assignment(x: list[dict]) -> list[int] | None:
     return partition_of
 
 
+# CBC gets this long past its own limit before it is interrupted, and as long again before it is killed.
+_CBC_GRACE_S = 1.0
+
+
+class _Watched:
+    """``subprocess`` as PuLP's CBC runner sees it, with a deadline on the process it starts:
+    past it, the process is interrupted (SIGINT: CBC stops and writes its incumbent), then
+    killed. ``stopped`` says whether the watchdog had to act."""
+
+    def __init__(self, limit: float | None) -> None:
+        self._limit = limit
+        self.stopped = False
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(subprocess, name)
+
+    def Popen(self, *args, **kwargs):  # type: ignore[no-untyped-def]  # noqa: N802 - subprocess's name
+        process = subprocess.Popen(*args, **kwargs)
+        if self._limit is None:
+            return process
+        watched = self
+        limit = self._limit
+
+        class _Process:
+            def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+                return getattr(process, name)
+
+            def wait(self, timeout: float | None = None) -> int:
+                try:
+                    return process.wait(limit + _CBC_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    watched.stopped = True
+                    process.send_signal(signal.SIGINT)
+                try:
+                    return process.wait(_CBC_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    return process.wait()
+
+        return _Process()
+
+
 def _run_cbc(prob, start: dict[str, float], time_limit: float | None, seed: int) -> tuple[str, int]:
+    """CBC without its preprocessing, and, if it crashes (CBC 2.10.3 segfaults without
+    preprocessing on some models that have no integer solution), once more with it."""
+    began = time.monotonic()
+    status, crashed = _cbc_once(prob, start, time_limit, seed, preprocess=False)
+    left = None if time_limit is None else time_limit - (time.monotonic() - began)
+    if crashed and (left is None or left > 0):
+        # Its infeasibility proof is checked like every answer: a warm start or the DP that
+        # contradicts it overrules it (layerfit.methods.count_search, layerfit.solve).
+        status, crashed = _cbc_once(prob, start, left, seed, preprocess=True)
+        status = f"{status} (rerun with preprocessing: CBC crashed without it)"
+    return status, 0
+
+
+def _cbc_once(prob, start: dict[str, float], time_limit: float | None, seed: int, *,  # type: ignore[no-untyped-def]
+              preprocess: bool) -> tuple[str, bool]:
+    """One CBC run under the watchdog: its status word, and whether it crashed (exited without
+    a solution file, not stopped by the watchdog)."""
     import pulp
+    from pulp.apis import coin_api
 
     for var in prob.variables():
         if var.name in start:
             var.setInitialValue(start[var.name])
+    watched = _Watched(time_limit)
     with warnings.catch_warnings():
         # PuLP 3.3 marks its bundled CBC for removal in 4.0 (the range in pyproject stops at 4).
         warnings.simplefilter("ignore", DeprecationWarning)
         solver = pulp.PULP_CBC_CMD(
             msg=False,
-            timeLimit=time_limit,
+            timeLimit=None if time_limit is None else max(0.01, time_limit),
             warmStart=bool(start),
             gapRel=0.0,
             gapAbs=0.0,
-            options=[f"randomCbcSeed {seed + 1}"],
+            # CBC's preprocessing (CglPreProcess) declared feasible models with coefficients
+            # of 10^10 "infeasible" (a 4-layer chain whose optimum it was given as its start);
+            # the search without it proves them, and every answer is checked after.
+            options=[f"randomCbcSeed {seed + 1}", *([] if preprocess else ["preprocess off"])],
         )
+        saved = coin_api.subprocess
+        coin_api.subprocess = watched  # type: ignore[assignment]
         try:
             prob.solve(solver)
         except pulp.PulpSolverError:
-            # Seen when CBC hits its time limit inside the root LP: it exits without a
-            # solution file. No answer from CBC; the caller keeps the warm start.
+            # CBC stopped without a solution file: by the watchdog, at its own time limit inside
+            # the root LP (seen), or by a crash. No answer from CBC; the caller keeps the warm start.
             prob.sol_status = pulp.LpSolutionNoSolutionFound
-            return "CBC stopped without a solution", 0
+            return "CBC stopped without a solution" + (" (past its time limit)" if watched.stopped else ""), \
+                not watched.stopped
+        finally:
+            coin_api.subprocess = saved
+    if watched.stopped:
+        # Interrupted: whatever it wrote is an incumbent at best, never a proof.
+        if prob.sol_status == pulp.LpSolutionOptimal:
+            prob.sol_status = pulp.LpSolutionIntegerFeasible
+        return "Stopped past its time limit", False
     # PuLP does not read CBC's dual bound back; the caller falls back to L.
-    return pulp.LpStatus[prob.status], 0
+    return pulp.LpStatus[prob.status], False
 
 
 def _run_highs(prob, start: dict[str, float], time_limit: float | None, seed: int) -> tuple[str, int]:

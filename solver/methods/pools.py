@@ -255,10 +255,14 @@ def mip_free(instance: Instance, k: int, *, hint: tuple[list[list[int]], list[st
              time_limit: float | None, seed: int) -> tuple:
     """The free-pool model of :func:`cpsat_free` as a MIP in PuLP (CBC or HiGHS); the same
     return. A solution whose binaries are not 0/1 is rejected."""
+    import time
+
     import pulp
 
     from .formulation import partitions_from_assignment
-    from .mip import assignment, chain_assignment, run_backend
+    from .mip import ROOM, assignment, chain_assignment, run_backend
+
+    started = time.monotonic()
 
     data = _free_model_data(instance, k)
     if data is None:
@@ -268,13 +272,14 @@ def mip_free(instance: Instance, k: int, *, hint: tuple[list[list[int]], list[st
     prob = pulp.LpProblem("free_pool", pulp.LpMinimize)
     x = chain_assignment(prob, ranges, k)
     z = [[prob.add_variable(f"z_{p}_{t}", 0, 1, cat=pulp.LpBinary) for t in range(len(kinds))] for p in range(k)]
-    bottleneck = prob.add_variable("M", 0, max(limits), cat=pulp.LpInteger)
+    # Continuous, with half a byte of room on every capacity (layerfit.methods.mip: loads are integers).
+    bottleneck = prob.add_variable("M", 0, max(limits) + ROOM)
     prob += bottleneck
     for p in range(k):
         prob += pulp.lpSum(z[p]) == 1, f"kind_{p}"
         load = pulp.lpSum((fixed[i] + flights[p] * acts[i]) * x[i][p] for i in range(n) if p in x[i])
         prob += load <= bottleneck, f"load_{p}"
-        prob += load <= pulp.lpSum(limits[t] * z[p][t] for t in range(len(kinds))), f"device_{p}"
+        prob += load <= pulp.lpSum(limits[t] * z[p][t] for t in range(len(kinds))) + ROOM, f"device_{p}"
     for t, kind in enumerate(kinds):
         prob += pulp.lpSum(z[p][t] for p in range(k)) <= len(kind.names), f"count_{t}"
     start: dict[str, float] = {}
@@ -286,7 +291,7 @@ def mip_free(instance: Instance, k: int, *, hint: tuple[list[list[int]], list[st
         for p in range(k):
             for t in range(len(kinds)):
                 start[z[p][t].name] = 1.0 if kind_at[p] == t else 0.0
-    raw, bound = run_backend(prob, start, backend, time_limit, seed)
+    raw, bound = run_backend(prob, start, backend, time_limit, seed, started=started)
     if prob.sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
         partition_of = assignment(x)
         order = assignment([dict(enumerate(row)) for row in z])
@@ -389,5 +394,5 @@ def solve_free_pool(instance: Instance, method: str, objective: str, k: int | No
     pool = ", ".join(d.name for d in instance.devices or ())
     return search_counts(instance, objective, counts, attempt, lambda count: hint if hint and len(hint[0]) == count
                          else None, finish,
-                         infeasible_why=f"no number of the pool's devices ({pool}) holds the model ({method} proved "
-                                        f"every count)")
+                         clock=left, infeasible_why=f"no number of the pool's devices ({pool}) holds the model "
+                                                   f"({method} proved every count)")

@@ -96,4 +96,6 @@ def solve_staged_model(instance: Instance, method: str, objective: str, k: int |
 
     what = f"{k} stages" if objective == "min_bottleneck" else "any number of stages"
     return search_counts(instance, objective, counts, attempt, hint_for, finish,
-                         infeasible_why=f"no plan with {what} fits (proven by the {method} model and its greedy bounds)")
+                         clock=left,
+                         infeasible_why=f"no plan with {what} fits (proven by the {method} model and its greedy "
+                                        f"bounds)")

@@ -8,8 +8,10 @@ happens here, once, with a message that names the field and the value.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
@@ -19,13 +21,14 @@ from typing import Any
 
 from ..errors import InstanceError
 from .memory import OPTIMIZER_STATE_BYTES, Footprint, layer_footprint, tied_shares
-from .units import DTYPE_BITS, dtype_bytes, parse_count, parse_size
+from .gpus import GPU, parse_capacity
+from .units import dtype_bytes, normalise_dtype, parse_count, parse_size, shown
 
 __all__ = ["Layer", "Device", "SeedModel", "Training", "TiedGroup", "Constraints", "Instance", "load_instance",
            "read_json"]
 
 _LAYER_KEYS = ("name", "params", "weight_bytes", "activation_bytes", "buffer_bytes", "kv_cache_bytes", "output_bytes",
-               "dtype", "time", "flops")
+               "dtype", "time", "flops", "modules")
 _DEVICE_KEYS = ("name", "capacity", "speed")
 _MODEL_KEYS = (
     "num_layers",
@@ -42,6 +45,9 @@ _INSTANCE_KEYS = (
     "schedule", "micro_batches", "buffer_reuse", "activation_recompute", "device_order", "flops_per_s",
 )
 DEVICE_ORDERS = ("ordered", "free")
+MAX_LAYERS = 100_000  # the seed shorthand's num_layers: bounded before its layers are built
+_MISSING_CAPACITY = ("capacity: missing (the bytes one partition may hold, e.g. \"50MB\", or a GPU name such as "
+                     "\"H100-80GB\"; optional when every device of 'devices' has one)")
 SCHEDULES = ("none", "gpipe", "1f1b")
 _TRAINING_KEYS = ("optimizer", "master_weights", "bytes_per_param")
 OPTIMIZERS = tuple(OPTIMIZER_STATE_BYTES)
@@ -64,31 +70,45 @@ def _check_keys(raw: object, allowed: Sequence[str], where: str) -> Mapping[str,
 
 def _check_name(value: object, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise InstanceError(f"{where}: expected a non-empty string, got {value!r}")
+        raise InstanceError(f"{where}: expected a non-empty string, got {shown(value)}")
+    if not value.isprintable() or any("\ud800" <= c <= "\udfff" for c in value):
+        # A name is printed in tables and messages: no control characters, no lone surrogates.
+        escaped = value.encode("utf-8", "backslashreplace")
+        raise InstanceError(f"{where}: expected printable characters, got {escaped!r}")
     return value
+
+
+def _as_float(value: object) -> float | None:
+    """A JSON number as a float, or None when it is not one or no float holds it (10^400)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
 
 
 def _check_dtype(value: object, where: str) -> str | None:
     if value is None:
         return None
-    if value not in DTYPE_BITS:
-        raise InstanceError(f"{where}: unknown dtype {value!r} (allowed: {', '.join(DTYPE_BITS)})")
-    return str(value)
+    return normalise_dtype(value, where)  # Hugging Face's bfloat16, float16, float32 too
 
 
 def _check_seconds(value: object, where: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InstanceError(f"{where}: expected a finite number of seconds, got {value!r}")
+    number = _as_float(value)
+    if number is None or not math.isfinite(number):
+        raise InstanceError(f"{where}: expected a finite number of seconds, got {shown(value)}")
     if value < 0:
         raise InstanceError(f"{where}: must not be negative, got {value!r}")
     return float(value)
 
 
 def _check_speed(value: object, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise InstanceError(f"{where}: expected a positive finite number, got {value!r}")
+    number = _as_float(value)
+    if number is None or not math.isfinite(number) or number <= 0:
+        raise InstanceError(f"{where}: expected a positive finite number, got {shown(value)}")
     return float(value)
 
 
@@ -106,7 +126,9 @@ class Layer:
     ``output_bytes`` says otherwise, what crosses a cut after it; ``buffer_bytes`` its
     operator workspace; ``kv_cache_bytes`` its KV cache (held for the whole batch, whatever
     the schedule). ``time`` is optional, in seconds per batch. Sizes may be given as unit
-    strings (``"32MiB"``) and are stored as exact integers.
+    strings (``"32MiB"``) and are stored as exact integers. ``modules`` lists the modules of
+    the model the layer holds (``model.layers.3.input_layernorm``, ``model.layers.3.self_attn``),
+    when its name alone does not say (a sub-layer with its block's norm); exports key on them.
     """
 
     name: str
@@ -119,6 +141,7 @@ class Layer:
     dtype: str | None = None
     time: float | None = None
     flops: float | None = None
+    modules: tuple[str, ...] = ()
 
     @property
     def sent_bytes(self) -> int:
@@ -136,7 +159,7 @@ class Layer:
         for f in fields(self)[1:]:
             value = getattr(self, f.name)
             if value != f.default:
-                out[f.name] = value
+                out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
 
 
@@ -155,27 +178,52 @@ def _normalise_layer(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
     out["time"] = _check_seconds(raw.get("time"), _join(where, "time"))
     flops = raw.get("flops")
     if flops is not None:
-        if isinstance(flops, bool) or not isinstance(flops, (int, float)) or not math.isfinite(flops) or flops < 0:
-            raise InstanceError(f"{_join(where, 'flops')}: expected a non-negative finite number, got {flops!r}")
+        number = _as_float(flops)
+        if number is None or not math.isfinite(number) or number < 0:
+            raise InstanceError(f"{_join(where, 'flops')}: expected a non-negative finite number, got {shown(flops)}")
         if out["time"] is not None:
             raise InstanceError(f"{_join(where, 'flops')}: give a layer time or its flops, not both")
         flops = float(flops)
     out["flops"] = flops
+    out["modules"] = _check_modules(raw.get("modules", ()), _join(where, "modules"))
     return out
+
+
+def _check_modules(value: object, where: str) -> tuple[str, ...]:
+    """A list of distinct, non-empty module names (dotted paths of the model's modules)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise InstanceError(f"{where}: expected a list of module names, got {value!r}")
+    for index, name in enumerate(value):
+        if not isinstance(name, str) or not name or name != name.strip():
+            raise InstanceError(f"{where}[{index}]: expected a module name, got {name!r}")
+    if len(set(value)) != len(value):
+        repeated = next(name for name in value if value.count(name) > 1)
+        raise InstanceError(f"{where}: module {repeated!r} listed twice")
+    return tuple(value)
 
 
 @dataclass(frozen=True)
 class Device:
-    """A device of a pool: a name, a memory capacity in bytes and a relative speed."""
+    """A device of a pool: a name, a memory capacity in bytes and a relative speed.
+
+    The capacity may be a GPU name (``"H100-80GB"``): that GPU's memory as its driver reports
+    it (:mod:`layerfit.model.gpus`); ``gpu`` keeps the GPU, whose default reserve the instance
+    then holds back unless it gives its own.
+    """
 
     name: str
     capacity: int
     speed: float = 1.0
+    gpu: GPU | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         where = f"device {self.name!r}" if isinstance(self.name, str) else "device"
         _check_name(self.name, _join(where, "name"))
-        object.__setattr__(self, "capacity", parse_size(self.capacity, _join(where, "capacity")))
+        capacity, gpu = parse_capacity(self.capacity, _join(where, "capacity"))
+        if capacity == 0:  # like the instance's capacity: a device that holds nothing is a mistake
+            raise InstanceError(f"{_join(where, 'capacity')}: must be positive, got {self.capacity!r}")
+        object.__setattr__(self, "capacity", capacity)
+        object.__setattr__(self, "gpu", gpu)
         object.__setattr__(self, "speed", _check_speed(self.speed, _join(where, "speed")))
 
     def to_dict(self) -> dict[str, Any]:
@@ -211,10 +259,12 @@ class SeedModel:
             object.__setattr__(self, key, parse_count(getattr(self, key), _join(where, key)))
         if self.num_layers < 1:
             raise InstanceError(f"model.num_layers: must be at least 1, got {self.num_layers}")
+        if self.num_layers > MAX_LAYERS:  # before any list of layers is built
+            raise InstanceError(f"model.num_layers: at most {MAX_LAYERS:,} layers, got {shown(self.num_layers)}")
         if self.dtype is None:
             raise InstanceError("model.dtype: missing")
-        _check_dtype(self.dtype, "model.dtype")
-        _check_dtype(self.activation_dtype, "model.activation_dtype")
+        object.__setattr__(self, "dtype", _check_dtype(self.dtype, "model.dtype"))
+        object.__setattr__(self, "activation_dtype", _check_dtype(self.activation_dtype, "model.activation_dtype"))
         object.__setattr__(self, "buffer_bytes", parse_size(self.buffer_bytes, "model.buffer_bytes"))
 
     @property
@@ -317,7 +367,10 @@ class Constraints:
     ``pinned``: layer name → partition index (the embedding in the first, the head in the
     last: -1 counts from the end). ``max/min_layers_per_partition``. ``no_cut_after`` /
     ``must_cut_after``: layer names. ``reserve``: bytes held back on every device (framework,
-    CUDA context, KV cache), so each partition must fit capacity − reserve. ``tied``:
+    CUDA context, KV cache), so each partition must fit capacity − reserve; None (not given):
+    the instance makes it 0, or, when a capacity is a GPU name, that GPU's default reserve
+    (:func:`layerfit.model.gpus.default_reserve`; the largest of them on a pool of several
+    GPUs). An :class:`Instance`'s constraints always hold a number. ``tied``:
     :class:`TiedGroup` s of layers that share weights.
     """
 
@@ -326,7 +379,7 @@ class Constraints:
     min_layers_per_partition: int | None = None
     no_cut_after: tuple[str, ...] = ()
     must_cut_after: tuple[str, ...] = ()
-    reserve: int = 0
+    reserve: int | None = None
     tied: tuple[TiedGroup, ...] = ()
 
     @staticmethod
@@ -397,7 +450,7 @@ def _parse_tied(raw: object, layers: Sequence[Layer]) -> tuple[TiedGroup, ...]:
     return tuple(groups)
 
 
-def _parse_constraints(raw: object, layers: Sequence[Layer], capacity: int,
+def _parse_constraints(raw: object, layers: Sequence[Layer], capacity: int | None,
                        devices: Sequence[Device] | None = None) -> Constraints:
     spec = _check_keys(raw, _CONSTRAINT_KEYS, "constraints")
     names = [layer.name for layer in layers]
@@ -445,8 +498,8 @@ def _parse_constraints(raw: object, layers: Sequence[Layer], capacity: int,
         raise InstanceError(f"constraints: layer {both[0]!r} is in both no_cut_after and must_cut_after")
     if names and names[-1] in cuts["must_cut_after"]:
         raise InstanceError(f"constraints.must_cut_after: {names[-1]!r} is the last layer; nothing follows it")
-    reserve = parse_size(spec.get("reserve", 0), "constraints.reserve")
-    if reserve >= capacity:
+    reserve = parse_size(spec["reserve"], "constraints.reserve") if "reserve" in spec else None
+    if reserve is not None and capacity is not None and reserve >= capacity:
         raise InstanceError(f"constraints.reserve: {reserve} B leaves nothing of the capacity ({capacity} B)")
     tied = _parse_tied(spec["tied"], layers) if "tied" in spec else ()
     index = {name: i for i, name in enumerate(names)}
@@ -472,7 +525,13 @@ class Instance:
     name:
         A label, printed in tables and kept in plans.
     capacity:
-        C, in bytes (or a unit string): the most one partition may hold, S(P) ≤ C.
+        C, in bytes (or a unit string): the most one partition may hold, S(P) ≤ C. A GPU name
+        (``"H100-80GB"``, :data:`layerfit.model.gpus.GPUS`) is that GPU's memory as the driver
+        reports it, and brings its default reserve (see ``constraints``), settled when the
+        instance is built: ``dataclasses.replace(inst, capacity="H100-80GB")`` keeps ``inst``'s
+        reserve (give ``constraints`` too, or build the instance with the name). Optional with a device
+        pool: then it is the largest device's capacity (it limits nothing), and ``to_dict``
+        writes none.
     layers:
         The layers, in execution order (partitions are contiguous runs of them).
     dtype:
@@ -522,7 +581,7 @@ class Instance:
     """
 
     name: str
-    capacity: int
+    capacity: int = None  # type: ignore[assignment]  # int once built; None: the largest device's
     layers: tuple[Layer, ...] = ()
     dtype: str | None = None
     devices: tuple[Device, ...] | None = None
@@ -538,14 +597,25 @@ class Instance:
     edges: tuple[tuple[str, str], ...] | None = None
     flops_per_s: float | None = None
     _sizes: tuple[int, ...] = field(init=False, repr=False, compare=False, default=())
+    # Whether the capacity was given (False: the largest device's, and to_dict writes none).
+    _capacity_given: bool = field(init=False, repr=False, compare=False, default=True)
+    # The GPU the capacity names, if it names one (to_dict writes its bytes).
+    capacity_gpu: GPU | None = field(init=False, repr=False, compare=False, default=None)
     # Per tied group: its members' indices and the shared weight's footprint, paid once per partition.
     _tied: tuple[tuple[tuple[int, ...], Footprint], ...] = field(init=False, repr=False, compare=False, default=())
 
     def __post_init__(self) -> None:
         _check_name(self.name, "name")
-        object.__setattr__(self, "capacity", parse_size(self.capacity, "capacity"))
-        if self.capacity == 0:
-            raise InstanceError("capacity: must be positive, got 0")
+        if self.capacity is None:
+            if self.devices is None:
+                raise InstanceError(_MISSING_CAPACITY)
+            object.__setattr__(self, "_capacity_given", False)  # the largest device's, once they are checked
+        else:
+            capacity, gpu = parse_capacity(self.capacity, "capacity")
+            object.__setattr__(self, "capacity", capacity)
+            object.__setattr__(self, "capacity_gpu", gpu)
+            if self.capacity == 0:
+                raise InstanceError("capacity: must be positive, got 0")
         object.__setattr__(self, "dtype", _check_dtype(self.dtype, "dtype"))
         if self.schedule not in SCHEDULES:
             raise InstanceError(f"schedule: unknown schedule {self.schedule!r} (allowed: {', '.join(SCHEDULES)})")
@@ -584,6 +654,13 @@ class Instance:
             if layer.name in seen:
                 raise InstanceError(f"layers[{i}].name: duplicate layer name {layer.name!r} (also layers[{seen[layer.name]}])")
             seen[layer.name] = i
+        holder: dict[str, int] = {}  # a module belongs to one layer: exports map it to one device
+        for i, layer in enumerate(layers):
+            for module in layer.modules:
+                if module in holder:
+                    raise InstanceError(f"layers[{i}].modules: module {module!r} is also held by "
+                                        f"layers[{holder[module]}] ({layers[holder[module]].name!r})")
+                holder[module] = i
         if self.devices is not None:
             devices = tuple(self.devices)
             if not devices:
@@ -593,6 +670,11 @@ class Instance:
                 if name in names[:i]:
                     raise InstanceError(f"devices[{i}].name: duplicate device name {name!r}")
             object.__setattr__(self, "devices", devices)
+            if not self._capacity_given:
+                largest = max(d.capacity for d in devices)
+                if largest == 0:
+                    raise InstanceError("devices: every device's capacity is 0")
+                object.__setattr__(self, "capacity", largest)
         object.__setattr__(self, "_sizes", tuple(self.footprint(i).total for i in range(len(layers))))
         if self.flops_per_s is not None:
             value = self.flops_per_s
@@ -614,6 +696,7 @@ class Instance:
                 raise InstanceError(f"edges: a DAG instance does not combine with {others[0]} in this version")
         if not isinstance(self.constraints, Constraints):
             raise InstanceError(f"constraints: expected a Constraints, got {self.constraints!r}")
+        object.__setattr__(self, "constraints", dataclasses.replace(self.constraints, reserve=self._reserve()))
         reserve = self.constraints.reserve
         if reserve and reserve >= self.capacity:  # the JSON reader says so too; Python-built instances here
             raise InstanceError(f"constraints.reserve: {reserve} B leaves nothing of the capacity ({self.capacity} B)")
@@ -621,6 +704,14 @@ class Instance:
             _parse_tied([group.to_dict() for group in self.constraints.tied], layers)  # the same checks as JSON
             footprints = [self.footprint(i) for i in range(len(layers))]
             object.__setattr__(self, "_tied", tied_shares(layers, footprints, self.constraints.tied))
+
+    def _reserve(self) -> int:
+        """The reserve as given, else the default reserve of the GPUs the capacities name (the
+        largest, when a pool names several), else 0."""
+        if self.constraints.reserve is not None:
+            return parse_size(self.constraints.reserve, "constraints.reserve")
+        named = [self.capacity_gpu, *(d.gpu for d in self.devices or ())]
+        return max((gpu.reserve for gpu in named if gpu is not None), default=0)
 
     # -- the memory model's answers, kept on the instance (the rules: layerfit.model.memory) --
 
@@ -637,6 +728,11 @@ class Instance:
     def tied_groups(self) -> tuple[tuple[tuple[int, ...], Footprint], ...]:
         """Per tied group: its members' layer indices (sorted) and the shared weight's footprint."""
         return self._tied
+
+    @property
+    def capacity_from_devices(self) -> bool:
+        """Whether the capacity was left out, and so is the largest device's (limiting nothing)."""
+        return not self._capacity_given
 
     @property
     def free_pool(self) -> bool:
@@ -709,8 +805,8 @@ class Instance:
         for key, why in _NOT_YET_SUPPORTED.items():
             if key in data:
                 raise InstanceError(f"{key}: {why}")
-        if "capacity" not in data:
-            raise InstanceError("capacity: missing (the bytes one partition may hold, e.g. \"50MB\")")
+        if "capacity" not in data and "devices" not in data:
+            raise InstanceError(_MISSING_CAPACITY)
         model = None
         layers: list[Layer] = []
         if "model" in data:
@@ -743,11 +839,12 @@ class Instance:
                 _check_name(spec.get("name"), f"{where}.name")
                 if "capacity" not in spec:
                     raise InstanceError(f"{where}.capacity: missing")
-                capacity = parse_size(spec["capacity"], f"{where}.capacity")
-                devices.append(Device(spec["name"], capacity, _check_speed(spec.get("speed", 1.0), f"{where}.speed")))
+                parse_capacity(spec["capacity"], f"{where}.capacity")  # its errors name the field here
+                devices.append(Device(spec["name"], spec["capacity"],
+                                      _check_speed(spec.get("speed", 1.0), f"{where}.speed")))
         return cls(
             name=data.get("name", name or "instance"),
-            capacity=data["capacity"],
+            capacity=data.get("capacity"),
             layers=tuple(layers),
             dtype=data.get("dtype"),
             devices=None if devices is None else tuple(devices),
@@ -764,16 +861,21 @@ class Instance:
                 layer.name for layer in (model.expand() if model else layers)]),
             constraints=_parse_constraints(
                 data["constraints"], model.expand() if model else layers,
-                parse_size(data["capacity"], "capacity"), devices,
+                parse_capacity(data["capacity"], "capacity")[0] if "capacity" in data else None, devices,
             ) if "constraints" in data else Constraints(),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The instance as JSON v1; ``Instance.from_dict(inst.to_dict()) == inst``."""
+        """The instance as JSON v1; ``Instance.from_dict(inst.to_dict()) == inst``.
+
+        Resolved, as sizes are: a GPU name is written as its bytes and the reserve it brought as
+        ``constraints.reserve`` (so a saved instance keeps its meaning if the GPU table
+        changes); a capacity taken from the devices is not written."""
         out: dict[str, Any] = {"name": self.name}
         if self.description is not None:
             out["description"] = self.description
-        out["capacity"] = self.capacity
+        if self._capacity_given:
+            out["capacity"] = self.capacity
         if self.model is not None:
             out["model"] = self.model.to_dict()
         else:
@@ -787,8 +889,9 @@ class Instance:
         if self.schedule != "none":
             out["schedule"] = self.schedule
             out["micro_batches"] = self.micro_batches
-        if self.constraints != Constraints():
-            out["constraints"] = self.constraints.to_dict()
+        constraints = self.constraints.to_dict()
+        if constraints:
+            out["constraints"] = constraints
         if self.buffer_reuse:
             out["buffer_reuse"] = True
         if self.activation_recompute:
@@ -870,15 +973,30 @@ def load_instance(path: str | Path) -> Instance:
 
 
 def read_json(path: str | Path) -> Any:
-    """A JSON file's contents; InstanceError naming the file when it is missing, unreadable or not JSON."""
+    """A JSON file's contents; InstanceError naming the file when it is missing, unreadable, not
+    UTF-8, not JSON, nested too deeply or holds an integer too long to read.
+
+    The file is read as bytes and decoded strictly, so a bad byte is named by its offset."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise InstanceError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InstanceError(f"{path}: is a directory, not a JSON file") from None
     except OSError as exc:
         raise InstanceError(f"{path}: cannot be read ({exc.strerror})") from None
     try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InstanceError(f"{path}: not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
+    try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InstanceError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+        what = exc.msg.removesuffix(" at")  # "Invalid control character at"
+        raise InstanceError(f"{path}: not valid JSON ({what} at line {exc.lineno}, column {exc.colno})") from None
+    except RecursionError:
+        raise InstanceError(f"{path}: JSON nested too deeply") from None
+    except ValueError:  # Python's limit on an integer's digits (JSONDecodeError is caught above)
+        raise InstanceError(f"{path}: holds an integer too long to read (more than "
+                            f"{sys.get_int_max_str_digits():,} digits)") from None

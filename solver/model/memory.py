@@ -73,7 +73,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MEMORY_MODEL", "OPTIMIZER_STATE_BYTES", "Footprint", "RunCosts", "activations_held", "ample_capacity",
-    "boundary_bytes", "capacity_at", "capacity_within", "device_capacity", "in_flight", "layer_footprint",
+    "boundary_bytes", "byte_unit", "capacity_at", "capacity_within", "device_capacity", "in_flight", "layer_footprint",
     "layer_parts", "order_run_bytes", "partition_bytes", "partition_footprint", "plan_footprints", "plan_loads",
     "relay_bytes", "size_at", "tied_shares", "tied_savings", "training_state_bytes", "usable_capacity",
     "utilization_ppb",
@@ -431,6 +431,14 @@ def ample_capacity(instance: Instance) -> int:
     once, for the most micro-batches any stage holds, plus the reserve."""
     most = instance.micro_batches if instance.schedule != "none" else 1
     return most * (sum(instance.sizes) + sum(relay_bytes(instance))) + instance.constraints.reserve
+
+
+def byte_unit(instance: Instance) -> int:
+    """The greatest common divisor of every byte count the exact models are built from (each
+    layer's parts, relayed tensors, the capacities): the models count in this unit."""
+    fixed, acts, reused = layer_parts(instance)
+    caps = [usable_capacity(instance), *(capacity_within(instance, d.capacity) for d in instance.devices or ())]
+    return math.gcd(*instance.sizes, *fixed, *acts, *reused, *relay_bytes(instance), *caps) or 1
 
 
 def utilization_ppb(load: int, capacity: int) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import PlanError
 
-__all__ = ["Status", "Plan", "OBJECTIVES", "PLAN_FORMAT_VERSION"]
+__all__ = ["Status", "Plan", "OBJECTIVES", "PLAN_FORMAT_VERSION", "check_plan_fields"]
 
 OBJECTIVES = ("min_partitions", "min_bottleneck", "min_stage_time", "min_utilization")
 PLAN_FORMAT_VERSION = 1
@@ -42,6 +42,58 @@ def _relative_gap(value: float | None, bound: float | None) -> float | None:
     if value == bound:
         return 0.0
     return (value - bound) / abs(value) if value else math.inf
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)  # type: ignore[arg-type]
+
+
+# Each field's kind, as a plan file must hold it: (test, what the message says is expected).
+_KINDS: dict[str, tuple[Any, str]] = {
+    "objective_name": (lambda v: v in OBJECTIVES, f"one of {', '.join(OBJECTIVES)}"),
+    "objective": (lambda v: v is None or _is_number(v), "a number or null"),
+    "bound": (lambda v: v is None or _is_number(v), "a number or null"),
+    "secondary_objective": (lambda v: v is None or _is_number(v), "a number or null"),
+    "secondary_bound": (lambda v: v is None or _is_number(v), "a number or null"),
+    "method": (lambda v: isinstance(v, str), "a string"),
+    "instance_name": (lambda v: isinstance(v, str), "a string"),
+    "num_layers": (lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+    "backend": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "backend_status": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "solve_time_s": (lambda v: _is_number(v) and v >= 0, "a non-negative number"),
+    "metrics": (lambda v: isinstance(v, dict), "an object"),
+    "explanation": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "seed": (lambda v: v is None or (_is_int(v) and v >= 0), "a non-negative integer or null"),
+    "num_workers": (lambda v: v is None or (_is_int(v) and v >= 1), "a positive integer or null"),
+    "time_limit": (lambda v: v is None or (_is_number(v) and v > 0), "a positive number or null"),
+    "num_partitions_requested": (lambda v: v is None or (_is_int(v) and v >= 1), "a positive integer or null"),
+    "devices": (lambda v: v is None or (isinstance(v, list) and all(isinstance(d, str) for d in v)),
+                "a list of device names or null"),
+}
+
+
+def check_plan_fields(plan: object, what: str = "plan") -> None:
+    """Raise :class:`PlanError` naming the first field of ``plan`` (a :class:`Plan`) whose value
+    is not of its kind: a plan read from a file, or built by hand, is checked before it is used."""
+    from .units import shown
+
+    if not isinstance(plan, Plan):
+        raise PlanError(f"{what}: expected a layerfit.Plan, got {type(plan).__name__}")
+    if not isinstance(plan.status, Status):
+        raise PlanError(f"{what}.status: expected a Status, got {shown(plan.status)}")
+    parts = plan.partitions
+    if not isinstance(parts, list) or not all(
+        isinstance(p, list) and all(_is_int(i) for i in p) for p in parts
+    ):
+        raise PlanError(f"{what}.partitions: expected a list of lists of layer indices, got {shown(parts)}")
+    for name, (test, expected) in _KINDS.items():
+        value = getattr(plan, name)
+        if not test(value):
+            raise PlanError(f"{what}.{name}: expected {expected}, got {shown(value)}")
 
 
 @dataclass(frozen=True)
@@ -140,32 +192,31 @@ class Plan:
         PlanError
             If a field is missing, unknown or of the wrong kind.
         """
+        from .units import shown
+
         if not isinstance(raw, dict):
-            raise PlanError(f"plan: expected an object, got {raw!r}")
+            raise PlanError(f"plan: expected an object, got {shown(raw)}")
         data = dict(raw)
         version = data.pop("format_version", PLAN_FORMAT_VERSION)
         if version != PLAN_FORMAT_VERSION:
-            raise PlanError(f"plan.format_version: expected {PLAN_FORMAT_VERSION}, got {version!r}")
+            raise PlanError(f"plan.format_version: expected {PLAN_FORMAT_VERSION}, got {shown(version)}")
         for derived in ("gap", "num_partitions"):
             data.pop(derived, None)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise PlanError(f"plan: unknown key {unknown[0]!r}")
+            raise PlanError(f"plan: unknown key {shown(unknown[0])}")
         required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
         for name in required:
             if name not in data:
                 raise PlanError(f"plan.{name}: missing")
         try:
             data["status"] = Status(data["status"])
-        except ValueError:
+        except (ValueError, TypeError):
             allowed = ", ".join(s.value for s in Status)
-            raise PlanError(f"plan.status: unknown status {data['status']!r} (allowed: {allowed})") from None
+            raise PlanError(f"plan.status: unknown status {shown(data['status'])} (allowed: {allowed})") from None
         if data["objective_name"] not in OBJECTIVES:
-            raise PlanError(f"plan.objective_name: unknown objective {data['objective_name']!r}")
-        parts = data["partitions"]
-        if not isinstance(parts, list) or not all(
-            isinstance(p, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in p) for p in parts
-        ):
-            raise PlanError(f"plan.partitions: expected a list of lists of layer indices, got {parts!r}")
-        return cls(**data)
+            raise PlanError(f"plan.objective_name: unknown objective {shown(data['objective_name'])}")
+        plan = cls(**data)
+        check_plan_fields(plan)
+        return plan

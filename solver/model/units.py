@@ -15,7 +15,8 @@ from fractions import Fraction
 
 from ..errors import InstanceError
 
-__all__ = ["UNITS", "DTYPE_BITS", "parse_size", "parse_count", "dtype_bytes", "format_size", "format_bytes"]
+__all__ = ["UNITS", "DTYPE_BITS", "DTYPE_SPELLINGS", "MAX_MAGNITUDE", "parse_size", "parse_count", "normalise_dtype",
+           "dtype_bytes", "format_size", "format_bytes", "shown"]
 
 UNITS: dict[str, int] = {
     "B": 1,
@@ -40,7 +41,31 @@ DTYPE_BITS: dict[str, int] = {
     "int4": 4,
 }
 
+# Hugging Face's (and torch's) names of the same dtypes, as config.json writes them.
+DTYPE_SPELLINGS: dict[str, str] = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+
 _SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]+)\s*$")
+
+# Sizes and counts are bounded before any integer is built from them, so parsing stays linear
+# in the input: 10^36 is beyond every memory and every model (a layer of 10^30 parameters is
+# still planned), and a size string longer than this many characters is not a size.
+MAX_MAGNITUDE = 36
+MAX_SIZE_CHARS = 64
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """``repr(value)`` for a message: one line, its middle elided past ``limit`` characters (a
+    5,000-digit integer is named by its first digits and its length)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        digits = len(str(abs(value))) if value.bit_length() < 14000 else None  # str() itself refuses > 4300 digits
+        head = str(value)[:12] if digits is not None else hex(value)[:14]
+        return f"{head}… ({digits:,} digits)" if digits is not None else f"{head}… ({value.bit_length():,} bits)"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit // 2]}…{text[-(limit // 2):]} ({len(text):,} characters)"
+
+
+def _too_large(field: str, value: object) -> InstanceError:
+    return InstanceError(f"{field}: {shown(value)} is too large (at most 10^{MAX_MAGNITUDE})")
 
 
 def _exact_number(value: object, field: str, what: str) -> Fraction:
@@ -50,7 +75,9 @@ def _exact_number(value: object, field: str, what: str) -> Fraction:
     if isinstance(value, float) and not math.isfinite(value):
         raise InstanceError(f"{field}: expected a finite number, got {repr(value)}")
     if value < 0:
-        raise InstanceError(f"{field}: must not be negative, got {repr(value)}")
+        raise InstanceError(f"{field}: must not be negative, got {shown(value)}")
+    if value > 10**MAX_MAGNITUDE:
+        raise _too_large(field, value)
     return Fraction(value)
 
 
@@ -82,6 +109,8 @@ def parse_size(value: object, field: str) -> int:
     """
     what = "a size (bytes as an integer, or a string such as '32MiB')"
     if isinstance(value, str):
+        if len(value) > MAX_SIZE_CHARS:
+            raise InstanceError(f"{field}: expected {what}, got a string of {len(value):,} characters")
         match = _SIZE_RE.match(value)
         if match is None:
             if re.match(r"^\s*-", value):
@@ -92,9 +121,16 @@ def parse_size(value: object, field: str) -> int:
             allowed = ", ".join(UNITS)
             raise InstanceError(f"{field}: unknown unit {unit!r} in {value!r} (allowed: {allowed})")
         try:
-            exact = Fraction(Decimal(number)) * UNITS[unit]
+            decimal = Decimal(number)  # linear in the string; no integer is built yet
         except InvalidOperation:  # pragma: no cover - the regex admits only decimals
             raise InstanceError(f"{field}: expected {what}, got {value!r}") from None
+        if not decimal:
+            return 0
+        if decimal.adjusted() + len(str(UNITS[unit])) - 1 > MAX_MAGNITUDE:
+            raise _too_large(field, value)
+        if decimal.as_tuple().exponent < -MAX_MAGNITUDE:  # type: ignore[operator]  # finite: the regex
+            raise InstanceError(f"{field}: {value!r} is not a whole number of bytes")
+        exact = Fraction(decimal) * UNITS[unit]
     else:
         exact = _exact_number(value, field, what)
     if exact.denominator != 1:
@@ -108,6 +144,21 @@ def parse_count(value: object, field: str) -> int:
     if exact.denominator != 1:
         raise InstanceError(f"{field}: expected a whole number, got {repr(value)}")
     return int(exact)
+
+
+def normalise_dtype(dtype: object, field: str) -> str:
+    """A dtype in layerfit's spelling: ``bf16``, ``fp16``, ``fp32``, ``fp8``, ``int8``, ``int4``,
+    or Hugging Face's ``bfloat16``, ``float16``, ``float32`` (which become bf16, fp16, fp32).
+
+    >>> normalise_dtype("bfloat16", "dtype"), normalise_dtype("fp8", "dtype")
+    ('bf16', 'fp8')
+    """
+    if isinstance(dtype, str) and dtype in DTYPE_SPELLINGS:
+        return DTYPE_SPELLINGS[dtype]
+    if dtype not in DTYPE_BITS:
+        allowed = ", ".join(DTYPE_BITS)
+        raise InstanceError(f"{field}: unknown dtype {dtype!r} (allowed: {allowed})")
+    return str(dtype)
 
 
 def dtype_bytes(dtype: object, count: int, field: str) -> int:

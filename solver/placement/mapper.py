@@ -84,9 +84,9 @@ def map_plan(
     started = time.perf_counter()
     if objective not in MAP_OBJECTIVES:
         raise OptionError(f"objective: unknown mapping objective {objective!r} (allowed: {', '.join(MAP_OBJECTIVES)})")
+    validate_plan(instance, plan)  # before anything else reads the plan
     if not plan.status.has_plan:
         raise OptionError(f"plan: status {plan.status} has no partitions to place")
-    validate_plan(instance, plan)
     names = gpus(topology)
     p = plan.num_partitions
     if p > len(names):

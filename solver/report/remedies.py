@@ -112,11 +112,11 @@ def _smallest_capacity(instance: Instance, k: int | None) -> int | None:
     if instance.edges is not None:
         least = _dag_least_bottleneck(instance, k)
         return None if least is None else least + instance.constraints.reserve
-    lo, hi = instance.capacity + 1, 2 * instance.capacity
-    while not fits(_with_capacity(instance, hi), k):
-        lo, hi = hi + 1, 2 * hi
-        if hi > 2**90:
-            return None  # nothing fits at any capacity: the rules themselves contradict
+    # No stage of any plan exceeds the ample capacity: what does not fit there fits nowhere
+    # (the rules themselves contradict), however large the layers are.
+    lo, hi = instance.capacity + 1, max(instance.capacity + 1, ample_capacity(instance))
+    if not fits(_with_capacity(instance, hi), k):
+        return None
     while lo < hi:
         mid = (lo + hi) // 2
         if fits(_with_capacity(instance, mid), k):

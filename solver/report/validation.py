@@ -9,12 +9,13 @@ from __future__ import annotations
 from ..errors import PlanError
 from ..model.instance import Instance
 from .metrics import plan_metrics
-from ..model.plan import Plan, Status
-from ..model.units import format_bytes
+from ..model.plan import Plan, Status, check_plan_fields
+from ..model.units import format_bytes, shown
+from ..placement.placement import Placement, check_placement_fields
 from ..model.graph import check_dag_plan
 from ..model.memory import capacity_at, device_capacity, plan_loads, utilization_ppb
 
-__all__ = ["validate_plan"]
+__all__ = ["validate_plan", "validate_placement"]
 
 
 def _check_constraints(instance: Instance, partitions: list[list[int]]) -> None:
@@ -44,6 +45,77 @@ def _check_constraints(instance: Instance, partitions: list[list[int]]) -> None:
             raise PlanError(f"tied group {list(group.layers)} is kept together, the plan splits it over partitions {held}")
 
 
+def _check_shape(instance: Instance, partitions: list[list[int]]) -> None:
+    """Non-empty partitions that cover every layer once: contiguous runs in order on a chain,
+    ordered convex sets on a DAG."""
+    if not partitions:
+        raise PlanError("a plan with a solution has at least one partition, it has none")
+    if instance.edges is not None:  # a DAG: ordered convex sets, not runs of the listed order
+        check_dag_plan(instance, partitions)
+        return
+    expected = 0
+    for j, part in enumerate(partitions):
+        if not part:
+            raise PlanError(f"partition {j} is empty")
+        for index in part:
+            if index != expected:
+                raise PlanError(
+                    f"partition {j}: expected layer {expected} next (contiguous, in order), got layer {index}"
+                )
+            expected += 1
+    if expected != instance.num_layers:
+        raise PlanError(f"the partitions cover layers 0..{expected - 1}, the instance has {instance.num_layers}")
+
+
+def _check_count(instance: Instance, partitions: list[list[int]], what: str) -> int:
+    """The partitions' shape (non-empty, in order, every layer once) and their number against the
+    device pool; returns that number."""
+    _check_shape(instance, partitions)
+    count = len(partitions)
+    if count > instance.max_partitions:
+        raise PlanError(f"the {what} has {count} partitions, the device pool {instance.max_partitions} devices")
+    return count
+
+
+def _check_fit(instance: Instance, partitions: list[list[int]], devices: list[str] | None) -> list[int]:
+    """Every partition within its capacity (its place's, or on ``devices``, a free pool's chosen
+    ones, each device's) and the constraints; returns the partitions' bytes."""
+    loads = plan_loads(instance, partitions)
+    for j, load in enumerate(loads):
+        limit = device_capacity(instance, devices[j]) if devices is not None else capacity_at(instance, j)
+        if load > limit:
+            raise PlanError(f"partition {j} holds {format_bytes(load)}, over the capacity of {format_bytes(limit)} by "
+                            f"{format_bytes(load - limit)}")
+    _check_constraints(instance, partitions)
+    return loads
+
+
+def validate_placement(instance: Instance, placement: Placement) -> None:
+    """Raise :class:`PlanError` if ``placement`` breaks a rule of ``instance``, checked like a
+    plan: its fields' kinds, the layer count, partitions that are non-empty, contiguous, in
+    order and cover every layer once (convex sets on a DAG), each within its capacity (at its
+    place in the schedule), the constraints, one GPU per partition, and each partition's
+    recorded bytes equal to those recomputed."""
+    check_placement_fields(placement)
+    if placement.num_layers != instance.num_layers:
+        raise PlanError(f"placement is for {placement.num_layers} layers, the instance has {instance.num_layers}")
+    if not placement.status.has_plan:
+        if placement.partitions:
+            raise PlanError(f"a placement with status {placement.status} must have no partitions")
+        return
+    count = _check_count(instance, placement.partitions, "placement")
+    if instance.free_pool:
+        raise PlanError("a placement of a free device pool's plan is not supported in this version")
+    loads = _check_fit(instance, placement.partitions, None)
+    if len(placement.devices) != count:
+        raise PlanError(f"placement.devices: {len(placement.devices)} GPUs for {count} partitions")
+    if len(set(placement.devices)) != count:
+        raise PlanError(f"placement.devices: a GPU runs two partitions ({placement.devices})")
+    if placement.partition_bytes != loads:
+        raise PlanError(f"placement.partition_bytes: {shown(placement.partition_bytes)} does not match the "
+                        f"partitions, recomputed {shown(loads)}")
+
+
 def validate_plan(instance: Instance, plan: Plan) -> None:
     """Raise :class:`PlanError` with a precise message if ``plan`` breaks a rule of ``instance``.
 
@@ -57,6 +129,7 @@ def validate_plan(instance: Instance, plan: Plan) -> None:
     A plan without a solution (INFEASIBLE, UNKNOWN) has no partitions, and an
     INFEASIBLE one carries an explanation.
     """
+    check_plan_fields(plan)
     if plan.num_layers != instance.num_layers:
         raise PlanError(f"plan is for {plan.num_layers} layers, the instance has {instance.num_layers}")
     if not plan.status.has_plan:
@@ -65,26 +138,7 @@ def validate_plan(instance: Instance, plan: Plan) -> None:
         if plan.status is Status.INFEASIBLE and not plan.explanation:
             raise PlanError("an infeasible plan must carry an explanation")
         return
-    if instance.edges is not None:  # a DAG: ordered convex sets, not runs of the listed order
-
-        check_dag_plan(instance, plan.partitions)
-    else:
-        expected = 0
-        for j, part in enumerate(plan.partitions):
-            if not part:
-                raise PlanError(f"partition {j} is empty")
-            for index in part:
-                if index != expected:
-                    raise PlanError(
-                        f"partition {j}: expected layer {expected} next (contiguous, in order), got layer {index}"
-                    )
-                expected += 1
-        if expected != instance.num_layers:
-            raise PlanError(f"the partitions cover layers 0..{expected - 1}, the instance has {instance.num_layers}")
-    count = len(plan.partitions)
-    loads = plan_loads(instance, plan.partitions)
-    if count > instance.max_partitions:
-        raise PlanError(f"the plan has {count} partitions, the device pool {instance.max_partitions} devices")
+    count = _check_count(instance, plan.partitions, "plan")
     if instance.free_pool:
         names = [d.name for d in instance.devices or ()]
         chosen = plan.devices or []
@@ -98,14 +152,7 @@ def validate_plan(instance: Instance, plan: Plan) -> None:
             raise PlanError(f"the plan puts two partitions on one device ({chosen})")
     elif plan.devices is not None:
         raise PlanError("plan.devices: only a free device pool has devices chosen by the plan")
-    for j, load in enumerate(loads):
-        limit = device_capacity(instance, plan.devices[j]) if instance.free_pool else capacity_at(instance, j)
-        if load > limit:
-            raise PlanError(
-                f"partition {j} holds {format_bytes(load)}, over the capacity of "
-                f"{format_bytes(limit)} by {format_bytes(load - limit)}"
-            )
-    _check_constraints(instance, plan.partitions)
+    loads = _check_fit(instance, plan.partitions, plan.devices if instance.free_pool else None)
     if plan.num_partitions_requested is not None and plan.num_partitions != plan.num_partitions_requested:
         raise PlanError(f"{plan.num_partitions_requested} partitions were requested, the plan has {plan.num_partitions}")
     if plan.objective_name == "min_partitions":
