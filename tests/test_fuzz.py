@@ -42,5 +42,6 @@ def test_layerfit_solve_mip_agrees_with_dp_on_buffer_reuse(inst, warm_start, bac
         with contextlib.redirect_stdout(out):
             code = main(["solve", str(path), "--json", *argv])
         plan = json.loads(out.getvalue())
+        assert "contradicted" not in (plan.get("backend_status") or ""), plan["backend_status"]  # the backend's own
         answers.append((code, plan["status"], plan["objective"], plan["secondary_objective"]))
     assert answers[0] == answers[1], describe(inst, "min_partitions", None, warm_start)

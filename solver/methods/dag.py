@@ -33,7 +33,7 @@ import math
 from collections.abc import Sequence
 
 from ..model.graph import consumers, partition_of, topological_order
-from ..model.memory import in_flight, order_run_bytes, plan_loads, relay_bytes, size_at, usable_capacity
+from ..model.memory import byte_unit, in_flight, order_run_bytes, plan_loads, relay_bytes, size_at, usable_capacity
 from .count_search import Attempt, deadline, search_counts
 from ..model.instance import Instance
 
@@ -85,8 +85,9 @@ def cpsat_dag(instance: Instance, k: int, *, hint: Sequence[Sequence[int]] | Non
 
     n = instance.num_layers
     users = consumers(instance)
-    relays = relay_bytes(instance)
-    capacity = usable_capacity(instance)
+    unit = byte_unit(instance)  # the model counts in it (layerfit.model.memory.byte_unit says why)
+    relays = [r // unit for r in relay_bytes(instance)]
+    capacity = usable_capacity(instance) // unit
     model = cp_model.CpModel()
     one = model.new_constant(1)
     zero = model.new_constant(0)
@@ -133,7 +134,7 @@ def cpsat_dag(instance: Instance, k: int, *, hint: Sequence[Sequence[int]] | Non
             passing[j].append((out, held))
     for j in range(k):
         f = in_flight(instance, j, k)
-        load = sum(size_at(instance, v, f) * (at(v, j) - at(v, j - 1)) for v in range(n))
+        load = sum(size_at(instance, v, f) // unit * (at(v, j) - at(v, j - 1)) for v in range(n))
         load += sum(f * out * held for out, held in passing[j])
         model.add(load <= bottleneck)
     model.minimize(bottleneck)
@@ -146,7 +147,7 @@ def cpsat_dag(instance: Instance, k: int, *, hint: Sequence[Sequence[int]] | Non
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         where = [next(j for j in range(k) if solver.boolean_value(a[v][j]) or j == k - 1) for v in range(n)]
         parts = [[v for v in topological_order(instance) if where[v] == j] for j in range(k)]
-        bound = math.ceil(solver.best_objective_bound - 1e-6)
+        bound = math.ceil(solver.best_objective_bound - 1e-6) * unit
         return name, parts, bound, status == cp_model.OPTIMAL, False
     return name, None, 0, False, status == cp_model.INFEASIBLE
 
@@ -166,7 +167,8 @@ def mip_dag(instance: Instance, k: int, *, hint: Sequence[Sequence[int]] | None,
 
     n = instance.num_layers
     users = consumers(instance)
-    relays = relay_bytes(instance)
+    unit = byte_unit(instance)  # as cpsat_dag's
+    relays = [r // unit for r in relay_bytes(instance)]
     prob = pulp.LpProblem("dag", pulp.LpMinimize)
     a = [[prob.add_variable(f"a_{v}_{j}", 0, 1, cat=pulp.LpBinary) for j in range(k - 1)] for v in range(n)]
 
@@ -195,7 +197,7 @@ def mip_dag(instance: Instance, k: int, *, hint: Sequence[Sequence[int]] | None,
         if j > 0:
             prob += a[v][j - 1] == 0, f"pin_not_before_{v}"
     # Continuous, with half a byte of room on its bound (layerfit.methods.mip: loads are integers).
-    bottleneck = prob.add_variable("M", 0, usable_capacity(instance) + ROOM)
+    bottleneck = prob.add_variable("M", 0, usable_capacity(instance) // unit + ROOM)
     prob += bottleneck
     passing: list[list] = [[] for _ in range(k)]
     for u in range(n):
@@ -212,7 +214,7 @@ def mip_dag(instance: Instance, k: int, *, hint: Sequence[Sequence[int]] | None,
             passing[j].append((out, held))
     for j in range(k):
         f = in_flight(instance, j, k)
-        load = pulp.lpSum(size_at(instance, v, f) * (at(v, j) - at(v, j - 1)) for v in range(n))
+        load = pulp.lpSum(size_at(instance, v, f) // unit * (at(v, j) - at(v, j - 1)) for v in range(n))
         prob += load + pulp.lpSum(f * out * held for out, held in passing[j]) <= bottleneck, f"load_{j}"
     start: dict[str, float] = {}
     if hint is not None:
@@ -231,7 +233,7 @@ def mip_dag(instance: Instance, k: int, *, hint: Sequence[Sequence[int]] | None,
             return f"{raw} (solution rejected)", None, 0, False, False
         proven = prob.sol_status == pulp.LpSolutionOptimal and raw.lower().startswith("optimal")
         value = max(plan_loads(instance, parts))
-        return raw, parts, value if proven else bound, proven, False
+        return raw, parts, value if proven else bound * unit, proven, False
     infeasible = prob.sol_status == pulp.LpSolutionInfeasible or prob.status == pulp.LpStatusInfeasible
     return raw, None, 0, False, infeasible
 

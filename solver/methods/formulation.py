@@ -5,8 +5,9 @@ each fitting the capacity, minimising S_max = max_j S(P_j). ``min_partitions`` r
 to it: its count k* is fixed by the greedy bound (greedy stays ahead, see
 :mod:`layerfit.methods.greedy`), so the model minimises S_max with k = k*.
 
-Sizes enter the solvers as integers divided by their greatest common divisor (exact,
-and it keeps MIP coefficients small when sizes share a unit).
+Sizes enter the solvers as integers divided by their greatest common divisor, capacities
+floored to that unit (exact: every load is a multiple of it); it keeps coefficients small when
+sizes share a unit.
 """
 
 from __future__ import annotations
@@ -130,7 +131,11 @@ def formulate(
         for i in members:
             lower_sizes[i] -= shared
     cap = max(caps) if caps else capacity
-    scale = math.gcd(*sizes, *acts, *caps, *peaks, *boundary, *(shared for _, shared in tied), cap) or 1
+    # The unit: the sizes' greatest common divisor. Every load is a multiple of it, so a capacity
+    # floors to it exactly (load ≤ cap ⇔ load/unit ≤ ⌊cap/unit⌋). Leaving the capacities out of the
+    # divisor matters: sizes that all share a large factor the capacity lacks (10^9 + 7, say) made
+    # CP-SAT 9.15's presolve prove a wrong optimum; divided out, the model has nothing to find.
+    scale = math.gcd(*sizes, *acts, *peaks, *boundary, *(shared for _, shared in tied)) or 1
     form = Formulation(
         sizes=tuple(s // scale for s in sizes), scale=scale, k=k, cap=cap // scale, lower=0, ranges=(), hint=None,
         acts=tuple(a // scale for a in acts), flights=flights, caps=tuple(c // scale for c in caps),

@@ -191,7 +191,7 @@ def cpsat_free(instance: Instance, k: int, *, hint: tuple[list[list[int]], list[
     data = _free_model_data(instance, k)
     if data is None:
         return "INFEASIBLE (bounds)", None, None, 0, False, True
-    kinds, fixed, acts, flights, limits, ranges = data
+    kinds, fixed, acts, flights, limits, ranges, unit = data
     n = instance.num_layers
     biggest = max(limits)
     model = cp_model.CpModel()
@@ -219,7 +219,7 @@ def cpsat_free(instance: Instance, k: int, *, hint: tuple[list[list[int]], list[
         partition_of = [next(p for p, var in x[i].items() if solver.boolean_value(var)) for i in range(n)]
         partitions = partitions_from_assignment(partition_of, k)
         order = [next(t for t in range(len(kinds)) if solver.boolean_value(z[p][t])) for p in range(k)]
-        bound = math.ceil(solver.best_objective_bound - 1e-6)
+        bound = math.ceil(solver.best_objective_bound - 1e-6) * unit
         if partitions is None:
             return f"{name} (solution rejected)", None, None, 0, False, False
         return name, partitions, _assign(instance, order), bound, status == cp_model.OPTIMAL, False
@@ -227,9 +227,11 @@ def cpsat_free(instance: Instance, k: int, *, hint: tuple[list[list[int]], list[
 
 
 def _free_model_data(instance: Instance, k: int):  # type: ignore[no-untyped-def]
-    """What both free-pool models share: kinds, per-layer fixed and activation bytes, the
-    micro-batches in flight per position, each kind's limit, and valid partition ranges
-    (greedy bounds at the largest device, sizes at the fewest micro-batches), or None."""
+    """What both free-pool models share: kinds, per-layer fixed and activation sizes, the
+    micro-batches in flight per position, each kind's limit, valid partition ranges (greedy
+    bounds at the largest device, sizes at the fewest micro-batches), and the unit the sizes
+    and limits are counted in (:func:`~layerfit.model.memory.byte_unit`, limits floored to it),
+    or None."""
     from .greedy import partition_ranges
 
     kinds = device_kinds(instance)
@@ -241,7 +243,8 @@ def _free_model_data(instance: Instance, k: int):  # type: ignore[no-untyped-def
     ranges = partition_ranges(lower_sizes, max(limits), k)
     if any(first > last for first, last in ranges):
         return None
-    return kinds, fixed, acts, flights, limits, ranges
+    unit = math.gcd(*fixed, *acts) or 1
+    return kinds, [f // unit for f in fixed], [a // unit for a in acts], flights, [c // unit for c in limits], ranges, unit
 
 
 def _hint_places(kinds: list[DeviceKind], hint: tuple[list[list[int]], list[str]]) -> tuple[dict[int, int], list[int]]:
@@ -267,7 +270,7 @@ def mip_free(instance: Instance, k: int, *, hint: tuple[list[list[int]], list[st
     data = _free_model_data(instance, k)
     if data is None:
         return "INFEASIBLE (bounds)", None, None, 0, False, True
-    kinds, fixed, acts, flights, limits, ranges = data
+    kinds, fixed, acts, flights, limits, ranges, unit = data
     n = instance.num_layers
     prob = pulp.LpProblem("free_pool", pulp.LpMinimize)
     x = chain_assignment(prob, ranges, k)
@@ -302,7 +305,7 @@ def mip_free(instance: Instance, k: int, *, hint: tuple[list[list[int]], list[st
             return f"{raw} (solution rejected)", None, None, 0, False, False
         proven = prob.sol_status == pulp.LpSolutionOptimal and raw.lower().startswith("optimal")
         value = max(partition_bytes(instance, part, p, k) for p, part in enumerate(partitions))
-        return raw, partitions, _assign(instance, order), value if proven else bound, proven, False  # type: ignore[arg-type]
+        return raw, partitions, _assign(instance, order), value if proven else bound * unit, proven, False  # type: ignore[arg-type]
     infeasible = prob.sol_status == pulp.LpSolutionInfeasible or prob.status == pulp.LpStatusInfeasible
     return raw, None, None, 0, False, infeasible
 

@@ -434,11 +434,13 @@ def ample_capacity(instance: Instance) -> int:
 
 
 def byte_unit(instance: Instance) -> int:
-    """The greatest common divisor of every byte count the exact models are built from (each
-    layer's parts, relayed tensors, the capacities): the models count in this unit."""
+    """The greatest common divisor of every byte count a stage's load is made of (each layer's
+    parts, relayed tensors): the exact models count in this unit. Every load is a multiple of
+    it, so a capacity floors to it exactly (load ≤ cap ⇔ load/unit ≤ ⌊cap/unit⌋). The capacities
+    stay out of the divisor on purpose: sizes that share a large factor the capacity lacks
+    (10^9 + 7, say) made CP-SAT 9.15's presolve prove a wrong optimum; divided out, they cannot."""
     fixed, acts, reused = layer_parts(instance)
-    caps = [usable_capacity(instance), *(capacity_within(instance, d.capacity) for d in instance.devices or ())]
-    return math.gcd(*instance.sizes, *fixed, *acts, *reused, *relay_bytes(instance), *caps) or 1
+    return math.gcd(*instance.sizes, *fixed, *acts, *reused, *relay_bytes(instance)) or 1
 
 
 def utilization_ppb(load: int, capacity: int) -> int:

@@ -98,8 +98,10 @@ def solve_joint(
     if any(first > last for first, last in ranges):
         return _infeasible(instance, topology, objective, k, started)
 
-    # Sizes, capacities and activations enter the model divided by their common divisors.
-    size_unit = math.gcd(*sizes, *caps) or 1
+    # Sizes and activations enter the model divided by their common divisors, capacities floored
+    # to the sizes' (exact: loads are multiples of it; layerfit.model.memory.byte_unit says why
+    # the capacities stay out of the divisor).
+    size_unit = math.gcd(*sizes) or 1
     act_unit = math.gcd(*activations) or 1
     sizes_u = [s // size_unit for s in sizes]
     caps_u = [c // size_unit for c in caps]
