@@ -123,8 +123,11 @@ CASES: dict[str, bytes] = {
     "instance-tied-top-level.json": instance(tied=[{"layers": ["a"], "params": 1}]),
     "instance-reserve-over-capacity.json": instance(constraints={"reserve": 1000}),
     # -- beyond the models' integers (solved with the method the name ends in) -----------------
-    "instance-beyond-int64-for-cpsat.json": instance(capacity="1e30B", layers=[layer(weight_bytes=10**25 + 1)]),
-    "instance-beyond-2p53-for-mip.json": instance(capacity="1e30B", layers=[layer(weight_bytes=10**20 + 1)]),
+    # Two coprime sizes: the models count in the sizes' unit (their gcd), here 1 B.
+    "instance-beyond-int64-for-cpsat.json": instance(capacity="1e30B", layers=[
+        layer(weight_bytes=10**25 + 1), layer(name="b", weight_bytes=10**25 + 2)]),
+    "instance-beyond-2p53-for-mip.json": instance(capacity="1e30B", layers=[
+        layer(weight_bytes=10**20 + 1), layer(name="b", weight_bytes=10**20 + 2)]),
     # -- the seed shorthand -----------------------------------------------------------
     "instance-seed-num-layers-1e12.json": seed(num_layers=1e12),
     "instance-seed-num-layers-huge-int.json": seed(num_layers=10**30),
