@@ -73,9 +73,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...errors import InstanceError
-from ...model.instance import TiedGroup
-from .saved import saved_by_embedding, saved_by_gated_mlp, saved_by_head, saved_by_rms_norm
-from .shape import Built, Fields, Part, Shape, join
+from .saved import saved_by_gated_mlp, saved_by_rms_norm
+from .decoder import decoder
+from .shape import Built, Fields, Part, Shape
 
 __all__ = ["deepseek"]
 
@@ -100,7 +100,7 @@ def deepseek(shape: Shape, split: str, raw: Mapping[str, Any]) -> Built:
     """DeepSeek-V2 (``deepseek_v2``) and DeepSeek-V3 (``deepseek_v3``)."""
     f = shape.fields
     v3 = raw["model_type"] == "deepseek_v3"
-    h, blocks, vocab = f.int("hidden_size"), f.int("num_hidden_layers"), f.int("vocab_size")
+    h, blocks = f.int("hidden_size"), f.int("num_hidden_layers")
     heads = f.int("num_attention_heads")
     d_nope, d_rope, d_v = f.int("qk_nope_head_dim"), f.int("qk_rope_head_dim"), f.int("v_head_dim")
     r_kv, r_q = f.int("kv_lora_rank"), _optional(f, "q_lora_rank")
@@ -151,15 +151,7 @@ def deepseek(shape: Shape, split: str, raw: Mapping[str, Any]) -> Built:
                                    + e * 4 * shared * moe_inter)))
     kv = shape.bytes(b * s * (r_kv + d_rope))
 
-    layers = [shape.layer("model.embed_tokens", vocab * h, h, saved_by_embedding(tokens))]
-    for i in range(blocks):
-        is_dense = i < dense_blocks
-        layers += join(shape, split, f"model.layers.{i}",
-                       [Part(("input_layernorm", "self_attn"), attention, attention_saved, kv),
-                        Part(("post_attention_layernorm", "mlp"), dense if is_dense else moe,
-                             dense_saved if is_dense else moe_saved)], h)
-    layers.append(shape.layer("model.norm", h, h, saved_by_rms_norm(tokens, e, h)))
-    layers.append(shape.layer("lm_head", vocab * h, vocab, saved_by_head(tokens, e, h, vocab)))
-    tied = f.flag("tie_word_embeddings", False)
-    groups = (TiedGroup(("model.embed_tokens", "lm_head"), vocab * h),) if tied else ()
-    return Built(layers, groups, heads * (qk_dim + d_v) // 2)
+    parts = [[Part(("input_layernorm", "self_attn"), attention, attention_saved, kv),
+              Part(("post_attention_layernorm", "mlp"), dense if i < dense_blocks else moe,
+                   dense_saved if i < dense_blocks else moe_saved)] for i in range(blocks)]
+    return decoder(shape, split, parts, h, heads * (qk_dim + d_v) // 2, tied_default=False)

@@ -57,10 +57,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...errors import InstanceError
-from ...model.instance import TiedGroup
-from .decoder import fp32_norm, kv_bytes
-from .saved import saved_by_embedding, saved_by_head
-from .shape import Built, Part, Shape, join
+from .decoder import decoder, fp32_norm, kv_bytes
+from .shape import Built, Part, Shape
 
 __all__ = ["gpt_oss", "layer_types"]
 
@@ -86,7 +84,7 @@ def layer_types(raw: Mapping[str, Any], blocks: int) -> list[str]:
 def gpt_oss(shape: Shape, split: str, raw: Mapping[str, Any]) -> Built:
     """GptOssForCausalLM."""
     f = shape.fields
-    h, blocks, vocab = f.int("hidden_size"), f.int("num_hidden_layers"), f.int("vocab_size")
+    h, blocks = f.int("hidden_size"), f.int("num_hidden_layers")
     inter, heads = f.int("intermediate_size"), f.int("num_attention_heads")
     kv_heads = f.int("num_key_value_heads", 8)  # GptOssConfig's defaults
     head_dim = f.int("head_dim", 64)
@@ -113,14 +111,7 @@ def gpt_oss(shape: Shape, split: str, raw: Mapping[str, Any]) -> Built:
     mlp_saved = (fp32_norm(tokens, h) + 4 * experts
                  + round(tokens * (e * h + active * (e * (2 * h + 7 * inter) + 40 + 2 * e))))
 
-    layers = [shape.layer("model.embed_tokens", vocab * h, h, saved_by_embedding(tokens))]
-    for i in range(blocks):
-        kv = kv_bytes(shape, kv_dim, window if types[i] == "sliding_attention" else None)
-        layers += join(shape, split, f"model.layers.{i}",
-                       [Part(("input_layernorm", "self_attn"), attention, attention_saved, kv),
-                        Part(("post_attention_layernorm", "mlp"), mlp, mlp_saved)], h)
-    layers.append(shape.layer("model.norm", h, h, fp32_norm(tokens, h)))
-    layers.append(shape.layer("lm_head", vocab * h, vocab, saved_by_head(tokens, e, h, vocab)))
-    tied = f.flag("tie_word_embeddings", False)
-    groups = (TiedGroup(("model.embed_tokens", "lm_head"), vocab * h),) if tied else ()
-    return Built(layers, groups, q_dim)
+    parts = [[Part(("input_layernorm", "self_attn"), attention, attention_saved,
+                   kv_bytes(shape, kv_dim, window if types[i] == "sliding_attention" else None)),
+              Part(("post_attention_layernorm", "mlp"), mlp, mlp_saved)] for i in range(blocks)]
+    return decoder(shape, split, parts, h, q_dim, tied_default=False, norm_saved=fp32_norm(tokens, h))

@@ -27,11 +27,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...errors import InstanceError
-from ...model.instance import TiedGroup
-from .saved import (saved_by_attention, saved_by_embedding, saved_by_experts,
-                    saved_by_gated_mlp, saved_by_head, saved_by_rms_norm)
-from .decoder import kv_bytes, sliding_windows
-from .shape import Built, Part, Shape, join
+from .saved import saved_by_attention, saved_by_experts, saved_by_gated_mlp
+from .decoder import decoder, kv_bytes, sliding_windows
+from .shape import Built, Part, Shape
 
 __all__ = ["llama"]
 
@@ -40,7 +38,7 @@ def llama(shape: Shape, split: str, raw: Mapping[str, Any]) -> Built:
     """Llama, Mistral, Qwen2 and Mixtral."""
     f = shape.fields
     family = raw["model_type"]
-    h, blocks, vocab = f.int("hidden_size"), f.int("num_hidden_layers"), f.int("vocab_size")
+    h, blocks = f.int("hidden_size"), f.int("num_hidden_layers")
     inter, heads = f.int("intermediate_size"), f.int("num_attention_heads")
     kv_heads = f.int("num_key_value_heads", heads)
     if h % heads and "head_dim" not in raw:
@@ -71,13 +69,6 @@ def llama(shape: Shape, split: str, raw: Mapping[str, Any]) -> Built:
         if family == "llama" and f.flag("mlp_bias", False):
             mlp += 2 * inter + h  # gate's, up's and down's biases
         mlp_saved = saved_by_gated_mlp(tokens, e, h, inter)
-    layers = [shape.layer("model.embed_tokens", vocab * h, h, saved_by_embedding(tokens))]
-    for i in range(blocks):
-        layers += join(shape, split, f"model.layers.{i}",
-                       [Part(("input_layernorm", "self_attn"), attention, attention_saved[i], kv[i]),
-                        Part(("post_attention_layernorm", "mlp"), mlp, mlp_saved)], h)
-    layers.append(shape.layer("model.norm", h, h, saved_by_rms_norm(tokens, e, h)))
-    layers.append(shape.layer("lm_head", vocab * h, vocab, saved_by_head(tokens, e, h, vocab)))
-    tied = raw.get("tie_word_embeddings", False)  # False is the default of these families' configs
-    groups = (TiedGroup(("model.embed_tokens", "lm_head"), vocab * h),) if tied else ()
-    return Built(layers, groups, q_dim)
+    parts = [[Part(("input_layernorm", "self_attn"), attention, attention_saved[i], kv[i]),
+              Part(("post_attention_layernorm", "mlp"), mlp, mlp_saved)] for i in range(blocks)]
+    return decoder(shape, split, parts, h, q_dim, tied_default=False)  # untied: these families' config default
