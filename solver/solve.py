@@ -22,6 +22,9 @@ min_stage_time  With ``num_partitions=k`` and a ``time`` on every layer, the sma
                 slowest-stage time (on its device's speed), every stage within its memory.
 min_utilization With ``num_partitions=k``, the smallest largest share of a stage's own
                 device capacity (mixed pools: a 24 GB and an 80 GB GPU balanced by share).
+max_kv_tokens   With ``num_partitions=k`` and the instance's ``kv_tokens``, the most tokens of
+                KV cache the pipeline serves: the least any stage's free memory buys for its
+                own layers (layerfit.methods.kv_tokens). The one objective maximised.
 """
 
 from __future__ import annotations
@@ -43,9 +46,9 @@ from .model.instance import Instance
 from .report.metrics import plan_metrics
 from .placement.placement import Placement
 from .report.remedies import remedies
-from .model.plan import OBJECTIVES, Plan, Status
+from .model.plan import MAXIMIZED, OBJECTIVES, Plan, Status
 from .model.units import format_bytes
-from .model.memory import partition_bytes, plan_loads, usable_capacity
+from .model.memory import partition_bytes, plan_loads, usable_capacity, with_kv_tokens
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -117,6 +120,8 @@ def _check_options(
             )
     if objective in ("min_stage_time", "min_utilization"):
         refuse_unless(method, "stage_objectives", objective=objective)
+    if objective == "max_kv_tokens":
+        _check_kv_tokens(instance, method)
     if objective == "min_stage_time":
         untimed = [layer.name for i, layer in enumerate(instance.layers) if instance.layer_seconds(i) is None]
         if untimed:
@@ -125,15 +130,16 @@ def _check_options(
         refuse_unless(method, "structural")
     if instance.edges is not None:
         refuse_unless(method, "edges")
-        if objective in ("min_stage_time", "min_utilization"):
+        if objective in ("min_stage_time", "min_utilization", "max_kv_tokens"):
             raise OptionError(f"objective: {objective!r} is not planned on a DAG instance in this version")
     _check_model_range(instance, _pick_method(instance, method), objective)
     if instance.free_pool:
         if instance.constraints.structural:
             raise OptionError("constraints: pinned layers, layer counts, cut rules and tied groups kept together are "
                               "not planned on a free device pool in this version")
-        for option, on in (("buffer_reuse", instance.buffer_reuse),
-                           ("activation_recompute", instance.activation_recompute),
+        if instance.buffer_reuse:
+            refuse_unless(method, "free_pool_buffer_reuse", option="buffer_reuse")
+        for option, on in (("activation_recompute", instance.activation_recompute),
                            ("constraints.tied", bool(instance.constraints.tied))):
             if on:
                 refuse_unless(method, "free_pool_rules", option=option)
@@ -148,6 +154,22 @@ def _check_options(
                 )
 
 
+def _check_kv_tokens(instance: Instance, method: object) -> None:
+    """What ``max_kv_tokens`` needs: the tokens the KV bytes are for, a KV cache, and a method
+    that plans it (CP-SAT: on free pools)."""
+    from .model.memory import kv_token_bytes
+
+    refuse_unless(method, "kv_tokens")  # type: ignore[arg-type]
+    if instance.kv_tokens is None:
+        raise OptionError("objective: 'max_kv_tokens' needs the instance's kv_tokens, the tokens its layers' "
+                          "kv_cache_bytes hold (from_hf_config sets it: batch × sequence)")
+    if not any(kv_token_bytes(instance)):
+        raise OptionError("objective: 'max_kv_tokens' needs a KV cache: no layer has kv_cache_bytes")
+    if method == "cpsat" and not instance.free_pool:
+        raise OptionError("objective: 'max_kv_tokens' on a chain or an ordered pool is planned by method 'dp' "
+                          "(exact); 'cpsat' plans it on free device pools")
+
+
 # The largest byte count a model may hold: CP-SAT's integers are int64 (with room for its sums);
 # the MIP backends compute in doubles, exact on integers up to 2^53.
 MODEL_RANGE = {"cpsat": 2**62, "mip": 2**53}
@@ -157,11 +179,13 @@ def _check_model_range(instance: Instance, method: str, objective: str) -> None:
     """Refuse, before building it, a CP-SAT or MIP model whose numbers its backend cannot hold
     exactly: the most bytes any partition may reach (every layer at once, at the most
     micro-batches), in the models' unit (the sizes' greatest common divisor)."""
-    if method not in MODEL_RANGE or objective not in ("min_partitions", "min_bottleneck"):
+    if method not in MODEL_RANGE or objective not in ("min_partitions", "min_bottleneck", "max_kv_tokens"):
         return
     from .model.memory import ample_capacity, byte_unit
 
     top = ample_capacity(instance)
+    if objective == "max_kv_tokens":  # T · K_p reaches a capacity: every device's at most
+        top = max(top, sum(d.capacity for d in instance.devices or ()) + instance.capacity)
     limit = MODEL_RANGE[method]
     if top <= limit:
         return
@@ -274,7 +298,7 @@ def solve(
         "time_limit": time_limit,
         "num_partitions_requested": num_partitions,
     })
-    oversized = explain_oversized(instance)
+    oversized = explain_oversized(with_kv_tokens(instance, 0) if objective == "max_kv_tokens" else instance)
     if oversized is not None:
         return finish(Status.INFEASIBLE, objective=None, bound=None, explanation=oversized)
     if num_partitions is not None and instance.devices is not None and num_partitions > len(instance.devices):
@@ -284,6 +308,12 @@ def solve(
             f"{num_partitions} partitions need {num_partitions} devices, one each; the pool has "
             f"{len(instance.devices)} ({pool})"))
     search = {"time_limit": time_limit, "seed": seed, "num_workers": num_workers or DEFAULT_CPSAT_WORKERS}
+    if objective == "max_kv_tokens":
+        from .methods.kv_tokens import solve_kv_tokens
+
+        plan = solve_kv_tokens(instance, method, int(num_partitions), finish,  # type: ignore[arg-type]
+                               warm_start=warm_start, **search)
+        return _checked_by_dp(instance, plan, objective, num_partitions)
     if instance.edges is not None:
         from .methods.dag import solve_dag
 
@@ -327,7 +357,9 @@ def _checked_by_dp(instance: Instance, plan: Plan, objective: str, num_partition
     reference = solve(instance, "dp", objective=objective, num_partitions=num_partitions)
     lexicographic = objective == "min_partitions"
 
-    def key(p: Plan) -> tuple:  # type: ignore[type-arg]
+    def key(p: Plan) -> tuple:  # type: ignore[type-arg]  # smaller is better
+        if objective in MAXIMIZED:
+            return (-p.objective,)  # type: ignore[operator]
         return (p.objective, p.secondary_objective) if lexicographic else (p.objective,)
 
     if not reference.status.has_plan:
@@ -383,13 +415,16 @@ def _finisher(instance: Instance, objective: str, num_partitions: int | None, co
 
     def finish(status: Status, partitions: Sequence[Sequence[int]] = (), **fields: object) -> Plan:
         parts = [list(p) for p in partitions]
+        tokens = fields.pop("kv_tokens", None)  # max_kv_tokens: the stages hold the plan's tokens
         if status is Status.INFEASIBLE and fields.get("explanation"):
             k = None if objective == "min_partitions" else num_partitions
-            fields["explanation"] = "\n".join([str(fields["explanation"]), *remedies(instance, k)])
+            # max_kv_tokens: what would hold the model at all (the cache takes what is left).
+            bare = with_kv_tokens(instance, 0) if objective == "max_kv_tokens" else instance
+            fields["explanation"] = "\n".join([str(fields["explanation"]), *remedies(bare, k)])
         return Plan(
             status=status,
             partitions=parts,
-            metrics=plan_metrics(instance, parts, fields.get("devices")),  # type: ignore[arg-type]
+            metrics=plan_metrics(instance, parts, fields.get("devices"), kv_tokens=tokens),  # type: ignore[arg-type]
             solve_time_s=time.perf_counter() - started,
             **common,  # type: ignore[arg-type]
             **fields,  # type: ignore[arg-type]

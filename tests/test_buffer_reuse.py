@@ -54,5 +54,5 @@ def test_buffer_reuse_errors():
     assert solve(inst, "mip").status.value == "optimal"  # B_p ≥ buffer · x in the model
     free = Instance(name="b", capacity=50, layers=[Layer("a", weight_bytes=1)], buffer_reuse=True,
                     device_order="free", devices=(Device("d", 50),))
-    with pytest.raises(OptionError, match=r"^buffer_reuse: on a free device pool planned by method 'dp'"):
-        solve(free, "cpsat")
+    with pytest.raises(OptionError, match=r"^buffer_reuse: on a free device pool planned by methods 'dp' and 'cpsat'"):
+        solve(free, "mip")

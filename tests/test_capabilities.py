@@ -13,8 +13,8 @@ from helpers import ROOT
 
 
 def chain(**options):
-    raw = {"name": "c", "capacity": 100, "layers": [{"name": f"l{i}", "weight_bytes": 10 + i} for i in range(4)],
-           **options}
+    raw = {"name": "c", "capacity": 100, "layers": [{"name": f"l{i}", "weight_bytes": 10 + i} for i in range(4)]}
+    raw.update(options)
     return Instance.from_dict(raw)
 
 
@@ -24,8 +24,13 @@ FREE = [{"name": f"g{i}", "capacity": 100} for i in range(3)]
 # fields its refusal names.
 ASKS = {
     "structural": (lambda: chain(constraints={"pinned": {"l0": 0}}), {}, {}),
-    "free_pool_rules": (lambda: chain(devices=FREE, device_order="free", buffer_reuse=True), {},
-                        {"option": "buffer_reuse"}),
+    "free_pool_buffer_reuse": (lambda: chain(devices=FREE, device_order="free", buffer_reuse=True), {},
+                               {"option": "buffer_reuse"}),
+    "free_pool_rules": (lambda: chain(devices=FREE, device_order="free", activation_recompute=True), {},
+                        {"option": "activation_recompute"}),
+    "kv_tokens": (lambda: chain(devices=FREE, device_order="free", kv_tokens=2, layers=[
+        {"name": f"l{i}", "weight_bytes": 10 + i, "kv_cache_bytes": 8} for i in range(4)]),
+        {"objective": "max_kv_tokens", "num_partitions": 2}, {}),
     "fixed_count": (lambda: chain(), {"objective": "min_bottleneck", "num_partitions": 2}, {}),
     "stage_objectives": (lambda: chain(devices=FREE), {"objective": "min_utilization", "num_partitions": 2},
                          {"objective": "min_utilization"}),
@@ -47,7 +52,7 @@ def test_every_refusing_row_has_a_call_that_asks_for_it():
 def test_solve_refuses_exactly_what_the_table_says(key, method):
     make, kwargs, fields = ASKS[key]
     row = CAPABILITIES[key]
-    if key == "stage_objectives" and method not in CAPABILITIES["fixed_count"].cells:
+    if key in ("stage_objectives", "kv_tokens") and method not in CAPABILITIES["fixed_count"].cells:
         row, fields = CAPABILITIES["fixed_count"], {}  # the call also asks for k partitions, checked first
     if method in row.cells:
         plan = solve(make(), method, **kwargs)

@@ -92,7 +92,7 @@ def test_free_pool_errors():
         Instance(name="f", capacity=10, layers=layers, devices=(Device("d", 10),), device_order="any")
     inst = Instance(name="f", capacity=10, layers=layers, devices=(Device("d", 10),), device_order="free",
                     buffer_reuse=True)
-    with pytest.raises(OptionError, match=r"^buffer_reuse: on a free device pool planned by method 'dp' \(exact\), not 'mip'$"):
+    with pytest.raises(OptionError, match=r"^buffer_reuse: on a free device pool planned by methods 'dp' and 'cpsat' \(exact\), not 'mip'$"):
         solve(inst, "mip")
     many = Instance(name="f", capacity=10, layers=layers, device_order="free",
                     devices=tuple(Device(f"d{i}", 10 + i) for i in range(16)))

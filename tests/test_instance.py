@@ -94,7 +94,7 @@ def _raw(**changes):
 @pytest.mark.parametrize(
     "raw, message",
     [
-        (_raw(capcity=1), r"^instance: unknown key 'capcity' \(allowed: name, description, capacity, dtype, layers, model, devices, edges, constraints, training, schedule, micro_batches, buffer_reuse, activation_recompute, device_order, flops_per_s\)$"),
+        (_raw(capcity=1), r"^instance: unknown key 'capcity' \(allowed: name, description, capacity, dtype, layers, model, devices, edges, constraints, training, schedule, micro_batches, buffer_reuse, activation_recompute, device_order, flops_per_s, kv_tokens\)$"),
         ({"name": "x", "layers": [{"name": "a"}]}, r"^capacity: missing \(the bytes one partition may hold, e.g. \"50MB\", or a "
          r"GPU name such as \"H100-80GB\"; optional when every device of 'devices' has one\)$"),
         (_raw(capacity=-5), r"^capacity: must not be negative, got -5$"),

@@ -13,7 +13,7 @@ INST = make_instance([4, 4, 2, 6, 4], 10)
     "args, kwargs, message",
     [
         (("simplex",), {}, r"^method: unknown method 'simplex' \(allowed: auto, greedy, dp, cpsat, mip\)$"),
-        ((), {"objective": "fastest"}, r"^objective: unknown objective 'fastest' \(allowed: min_partitions, min_bottleneck, min_stage_time, min_utilization\)$"),
+        ((), {"objective": "fastest"}, r"^objective: unknown objective 'fastest' \(allowed: min_partitions, min_bottleneck, min_stage_time, min_utilization, max_kv_tokens\)$"),
         (("dp",), {"backend": "highs"}, r"^backend: an option of method 'mip', not of method 'dp'$"),
         (("auto",), {"backend": "cbc"}, r"^backend: an option of method 'mip', not of method 'auto'$"),
         (("mip",), {"backend": "gurobi"}, r"^backend: unknown MIP backend 'gurobi' \(allowed: cbc, highs\)$"),

@@ -55,8 +55,11 @@ CAPABILITIES: dict[str, Capability] = {
         "free device pools (the planner picks the devices)",
         {"greedy": "✓ (listed order)", "dp": "exact (≤ 20,000 mixes)", "cpsat": "exact (additive memory, schedules)",
          "mip": "exact (the same)"}),
+    "free_pool_buffer_reuse": Capability(
+        "buffer reuse on a free device pool", {"greedy": "✓", "dp": "exact", "cpsat": "exact"},
+        "{option}: on a free device pool planned by methods 'dp' and 'cpsat' (exact), not {method!r}"),
     "free_pool_rules": Capability(
-        "buffer reuse, recomputation, tied weights on a free device pool", {"greedy": "✓", "dp": "exact"},
+        "recomputation, tied weights on a free device pool", {"greedy": "✓", "dp": "exact"},
         "{option}: on a free device pool planned by method 'dp' (exact), not {method!r}"),
     "fixed_count": Capability(
         "a given number of partitions (`num_partitions`, objective `min_bottleneck`)", dict(_EXACT),
@@ -64,6 +67,10 @@ CAPABILITIES: dict[str, Capability] = {
     "stage_objectives": Capability(
         "objectives `min_stage_time`, `min_utilization` (chains, ordered and free pools)", {"dp": "exact"},
         "objective: {objective!r} is planned by method 'dp' (exact) in this version, not {method!r}"),
+    "kv_tokens": Capability(
+        "objective `max_kv_tokens` (the most KV-cache tokens over `num_partitions` stages)",
+        {"dp": "exact (chains, ordered pools, free pools ≤ 20,000 mixes)", "cpsat": "exact (free pools)"},
+        "objective: 'max_kv_tokens' is planned by methods 'dp' and 'cpsat' (exact) in this version, not {method!r}"),
     "edges": Capability(
         "DAGs (`edges`), with or without a schedule; pins, layer counts, reserve",
         {"greedy": "✓ (topological order; the worst stage; no pins or counts)", "cpsat": "exact", "mip": "exact"},

@@ -179,9 +179,10 @@ def cpsat_free(instance: Instance, k: int, *, hint: tuple[list[list[int]], list[
     """CP-SAT over exactly ``k`` partitions on the free pool, minimising the largest one.
 
     Returns (status name, partitions or None, devices or None, bound in bytes, proven optimal,
-    proven infeasible). The load of partition p is Σ_i (fixed_i + f_p · act_i) x[i, p]: the
-    additive memory model with schedules, training state, KV caches and a reserve (buffer
-    reuse, recomputation and tied weights are refused before this is called).
+    proven infeasible). The load of partition p is Σ_i (fixed_i + f_p · act_i) x[i, p] + B_p: the
+    additive memory model with schedules, training state, KV caches and a reserve, and B_p ≥
+    buffer_i · x[i, p] its largest workspace under buffer reuse (recomputation and tied weights
+    are refused before this is called).
     """
     from ortools.sat.python import cp_model
 
@@ -191,7 +192,7 @@ def cpsat_free(instance: Instance, k: int, *, hint: tuple[list[list[int]], list[
     data = _free_model_data(instance, k)
     if data is None:
         return "INFEASIBLE (bounds)", None, None, 0, False, True
-    kinds, fixed, acts, flights, limits, ranges, unit = data
+    kinds, fixed, acts, reused, flights, limits, ranges, unit = data
     n = instance.num_layers
     biggest = max(limits)
     model = cp_model.CpModel()
@@ -200,7 +201,12 @@ def cpsat_free(instance: Instance, k: int, *, hint: tuple[list[list[int]], list[
     bottleneck = model.new_int_var(0, biggest, "M")
     for p in range(k):
         model.add_exactly_one(z[p])
-        load = sum((fixed[i] + flights[p] * acts[i]) * x[i][p] for i in range(n) if p in x[i])
+        members = [i for i in range(n) if p in x[i]]
+        buffer = model.new_int_var(0, max((reused[i] for i in members), default=0), f"B[{p}]")  # its largest
+        for i in members:
+            if reused[i]:
+                model.add(buffer >= reused[i] * x[i][p])
+        load = sum((fixed[i] + flights[p] * acts[i]) * x[i][p] for i in members) + buffer
         model.add(load <= bottleneck)
         model.add(load <= sum(limits[t] * z[p][t] for t in range(len(kinds))))
     for t, kind in enumerate(kinds):
@@ -235,16 +241,16 @@ def _free_model_data(instance: Instance, k: int):  # type: ignore[no-untyped-def
     from .greedy import partition_ranges
 
     kinds = device_kinds(instance)
-    held_once, acts, reused = layer_parts(instance)
-    fixed = [h + r for h, r in zip(held_once, reused)]  # what a stage holds once, every buffer summed
+    fixed, acts, reused = layer_parts(instance)  # reused: the buffers a stage holds the largest of (buffer reuse)
     flights = [in_flight(instance, p, k) for p in range(k)]
     limits = [capacity_within(instance, kind.capacity) for kind in kinds]
-    lower_sizes = [fx + min(flights) * a for fx, a in zip(fixed, acts)]
+    lower_sizes = [fx + min(flights) * a for fx, a in zip(fixed, acts)]  # at most a layer's share of any stage
     ranges = partition_ranges(lower_sizes, max(limits), k)
     if any(first > last for first, last in ranges):
         return None
-    unit = math.gcd(*fixed, *acts) or 1
-    return kinds, [f // unit for f in fixed], [a // unit for a in acts], flights, [c // unit for c in limits], ranges, unit
+    unit = math.gcd(*fixed, *acts, *reused) or 1
+    return (kinds, [f // unit for f in fixed], [a // unit for a in acts], [r // unit for r in reused], flights,
+            [c // unit for c in limits], ranges, unit)
 
 
 def _hint_places(kinds: list[DeviceKind], hint: tuple[list[list[int]], list[str]]) -> tuple[dict[int, int], list[int]]:
@@ -270,7 +276,8 @@ def mip_free(instance: Instance, k: int, *, hint: tuple[list[list[int]], list[st
     data = _free_model_data(instance, k)
     if data is None:
         return "INFEASIBLE (bounds)", None, None, 0, False, True
-    kinds, fixed, acts, flights, limits, ranges, unit = data
+    kinds, fixed, acts, reused, flights, limits, ranges, unit = data
+    fixed = [f + r for f, r in zip(fixed, reused)]  # every buffer summed: the MIP is not given buffer reuse
     n = instance.num_layers
     prob = pulp.LpProblem("free_pool", pulp.LpMinimize)
     x = chain_assignment(prob, ranges, k)

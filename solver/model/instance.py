@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InstanceError
-from .memory import OPTIMIZER_STATE_BYTES, Footprint, layer_footprint, tied_shares
+from .memory import OPTIMIZER_STATE_BYTES, Footprint, layer_footprint, tied_shares, usable_capacity
 from .gpus import GPU, parse_capacity
 from .units import dtype_bytes, normalise_dtype, parse_count, parse_size, shown
 
@@ -42,7 +42,7 @@ _MODEL_KEYS = (
 )
 _INSTANCE_KEYS = (
     "name", "description", "capacity", "dtype", "layers", "model", "devices", "edges", "constraints", "training",
-    "schedule", "micro_batches", "buffer_reuse", "activation_recompute", "device_order", "flops_per_s",
+    "schedule", "micro_batches", "buffer_reuse", "activation_recompute", "device_order", "flops_per_s", "kv_tokens",
 )
 DEVICE_ORDERS = ("ordered", "free")
 MAX_LAYERS = 100_000  # the seed shorthand's num_layers: bounded before its layers are built
@@ -54,7 +54,7 @@ OPTIMIZERS = tuple(OPTIMIZER_STATE_BYTES)
 # Keys of the v1 format that later versions of layerfit honour; refused rather than ignored.
 _NOT_YET_SUPPORTED: dict[str, str] = {}
 _CONSTRAINT_KEYS = ("pinned", "max_layers_per_partition", "min_layers_per_partition", "no_cut_after",
-                    "must_cut_after", "reserve", "tied")
+                    "must_cut_after", "reserve", "gpu_memory_utilization", "tied")
 _TIED_KEYS = ("layers", "params", "mode")
 TIED_MODES = ("replicate", "together")
 
@@ -370,7 +370,9 @@ class Constraints:
     CUDA context, KV cache), so each partition must fit capacity − reserve; None (not given):
     the instance makes it 0, or, when a capacity is a GPU name, that GPU's default reserve
     (:func:`layerfit.model.gpus.default_reserve`; the largest of them on a pool of several
-    GPUs). An :class:`Instance`'s constraints always hold a number. ``tied``:
+    GPUs). An :class:`Instance`'s constraints always hold a number. ``gpu_memory_utilization``:
+    the fraction of each device's capacity the model may use at all (vLLM's option of that name,
+    0 < u ≤ 1; None: 1), so each partition fits ⌊capacity · u⌋ − reserve. ``tied``:
     :class:`TiedGroup` s of layers that share weights.
     """
 
@@ -381,6 +383,13 @@ class Constraints:
     must_cut_after: tuple[str, ...] = ()
     reserve: int | None = None
     tied: tuple[TiedGroup, ...] = ()
+    gpu_memory_utilization: float | None = None
+
+    def __post_init__(self) -> None:
+        u = self.gpu_memory_utilization
+        if u is not None and (isinstance(u, bool) or not isinstance(u, (int, float)) or not math.isfinite(u)
+                              or not 0 < u <= 1):
+            raise InstanceError(f"constraints.gpu_memory_utilization: must be a fraction in (0, 1], got {shown(u)}")
 
     @staticmethod
     def resolve_pin(pin: int, count: int) -> int:
@@ -407,6 +416,8 @@ class Constraints:
                 out[key] = list(getattr(self, key))
         if self.reserve:
             out["reserve"] = self.reserve
+        if self.gpu_memory_utilization is not None:
+            out["gpu_memory_utilization"] = self.gpu_memory_utilization
         if self.tied:
             out["tied"] = [group.to_dict() for group in self.tied]
         return out
@@ -513,7 +524,8 @@ def _parse_constraints(raw: object, layers: Sequence[Layer], capacity: int | Non
                     f"constraints: must_cut_after {name!r} splits constraints.tied[{g}], which is kept together"
                 )
     return Constraints(tuple(pins), limits["max_layers_per_partition"], limits["min_layers_per_partition"],
-                       cuts["no_cut_after"], cuts["must_cut_after"], reserve, tied)
+                       cuts["no_cut_after"], cuts["must_cut_after"], reserve, tied,
+                       spec.get("gpu_memory_utilization"))
 
 
 @dataclass(frozen=True)
@@ -566,6 +578,10 @@ class Instance:
     buffer_reuse:
         Count a partition's operator workspace as the largest of its layers' (the workspace
         is transient, reused layer after layer) instead of the seed's sum.
+    kv_tokens:
+        The tokens whose keys and values the layers' ``kv_cache_bytes`` hold (batch × sequence
+        of the import): a layer holds ``kv_cache_bytes · T / kv_tokens`` for T tokens. Needed by
+        the objective ``max_kv_tokens``, which chooses T (:mod:`layerfit.methods.kv_tokens`).
     schedule, micro_batches:
         ``"none"`` (the seed's formula, the default), ``"gpipe"`` or ``"1f1b"`` with m
         micro-batches. With a schedule, ``activation_bytes`` is per micro-batch and stage j
@@ -596,6 +612,7 @@ class Instance:
     device_order: str = "ordered"
     edges: tuple[tuple[str, str], ...] | None = None
     flops_per_s: float | None = None
+    kv_tokens: int | None = None
     _sizes: tuple[int, ...] = field(init=False, repr=False, compare=False, default=())
     # Whether the capacity was given (False: the largest device's, and to_dict writes none).
     _capacity_given: bool = field(init=False, repr=False, compare=False, default=True)
@@ -680,6 +697,14 @@ class Instance:
             value = self.flops_per_s
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise InstanceError(f"flops_per_s: expected a positive finite number, got {value!r}")
+        kv = self.kv_tokens
+        if kv is not None and (isinstance(kv, bool) or not isinstance(kv, int) or kv < 1):
+            raise InstanceError(f"kv_tokens: must be a whole number ≥ 1 (the tokens the layers' kv_cache_bytes "
+                                f"hold), got {shown(kv)}")
+            for i, layer in enumerate(layers):
+                if layer.kv_cache_bytes % kv:
+                    raise InstanceError(f"layers[{i}].kv_cache_bytes: {layer.kv_cache_bytes} B is not a whole number of "
+                                        f"bytes a token for kv_tokens {kv} (a KV cache holds whole bytes per token)")
         counted = [layer.name for layer in layers if layer.flops is not None]
         if counted and self.flops_per_s is None:
             raise InstanceError(f"flops_per_s: layer {counted[0]!r} gives flops; the instance needs a throughput to time it")
@@ -700,6 +725,9 @@ class Instance:
         reserve = self.constraints.reserve
         if reserve and reserve >= self.capacity:  # the JSON reader says so too; Python-built instances here
             raise InstanceError(f"constraints.reserve: {reserve} B leaves nothing of the capacity ({self.capacity} B)")
+        if self.constraints.gpu_memory_utilization is not None and usable_capacity(self) <= 0:
+            raise InstanceError(f"constraints.gpu_memory_utilization: {self.constraints.gpu_memory_utilization:g} of "
+                                f"the capacity ({self.capacity} B) leaves nothing beside the reserve ({reserve} B)")
         if self.constraints.tied:
             _parse_tied([group.to_dict() for group in self.constraints.tied], layers)  # the same checks as JSON
             footprints = [self.footprint(i) for i in range(len(layers))]
@@ -857,6 +885,7 @@ class Instance:
             activation_recompute=data.get("activation_recompute", False),
             device_order=data.get("device_order", "ordered"),
             flops_per_s=data.get("flops_per_s"),
+            kv_tokens=data.get("kv_tokens"),
             edges=None if "edges" not in data else _check_edges(data["edges"], [
                 layer.name for layer in (model.expand() if model else layers)]),
             constraints=_parse_constraints(
@@ -902,6 +931,8 @@ class Instance:
             out["edges"] = [list(edge) for edge in self.edges]
         if self.flops_per_s is not None:
             out["flops_per_s"] = self.flops_per_s
+        if self.kv_tokens is not None:
+            out["kv_tokens"] = self.kv_tokens
         return out
 
 

@@ -52,7 +52,14 @@ producer is held, per micro-batch in flight, by every partition it passes throug
 
 **Reserve and device capacity.** A partition may hold the instance's capacity less the
 reserve (:func:`usable_capacity`); on a device pool, also its device's capacity less the
-reserve (:func:`capacity_at`, :func:`device_capacity`).
+reserve (:func:`capacity_at`, :func:`device_capacity`). With ``gpu_memory_utilization`` u
+(vLLM's option), only ⌊capacity · u⌋ of each capacity counts, less the reserve.
+
+**KV tokens** (the objective ``max_kv_tokens``). A layer's ``kv_cache_bytes`` hold the
+instance's ``kv_tokens`` tokens, and T tokens take ``kv_cache_bytes · T / kv_tokens``: a stage
+whose other bytes are L and whose layers' KV bytes are K holds T tokens when
+L + T · K / kv_tokens ≤ its capacity, so at most ⌊(capacity − L) · kv_tokens / K⌋
+(:func:`stage_kv_tokens`); a pipeline serves the least of its stages' (:func:`plan_kv_tokens`).
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from itertools import accumulate
 from typing import TYPE_CHECKING
 
@@ -76,7 +84,7 @@ __all__ = [
     "boundary_bytes", "byte_unit", "capacity_at", "capacity_within", "device_capacity", "in_flight", "layer_footprint",
     "layer_parts", "order_run_bytes", "partition_bytes", "partition_footprint", "plan_footprints", "plan_loads",
     "relay_bytes", "size_at", "tied_shares", "tied_savings", "training_state_bytes", "usable_capacity",
-    "utilization_ppb",
+    "utilization_ppb", "kv_token_bytes", "with_kv_tokens", "stage_kv_tokens", "plan_kv_tokens",
 ]
 
 MEMORY_MODEL = "seed"
@@ -399,14 +407,21 @@ def plan_loads(instance: Instance, partitions: Sequence[Sequence[int]]) -> list[
 
 
 def usable_capacity(instance: Instance) -> int:
-    """What a partition may hold: the capacity less the reserve."""
-    return instance.capacity - instance.constraints.reserve
+    """What a partition may hold: the capacity (its ``gpu_memory_utilization`` share) less the reserve."""
+    return _within(instance, instance.capacity)
+
+
+def _within(instance: Instance, capacity: int) -> int:
+    """⌊capacity · gpu_memory_utilization⌋ − reserve (exact: the fraction as the float it is)."""
+    share = instance.constraints.gpu_memory_utilization
+    held = capacity if share is None else math.floor(capacity * Fraction(share))
+    return held - instance.constraints.reserve
 
 
 def capacity_within(instance: Instance, capacity: int) -> int:
-    """What a partition on a device of ``capacity`` bytes may hold: that capacity less the
-    reserve, and at most the usable capacity."""
-    return min(usable_capacity(instance), capacity - instance.constraints.reserve)
+    """What a partition on a device of ``capacity`` bytes may hold: that capacity (its
+    ``gpu_memory_utilization`` share) less the reserve, and at most the usable capacity."""
+    return min(usable_capacity(instance), _within(instance, capacity))
 
 
 def device_capacity(instance: Instance, name: str) -> int:
@@ -447,3 +462,52 @@ def utilization_ppb(load: int, capacity: int) -> int:
     """load / capacity in whole parts per billion, rounded up: the exact integer that the
     ``min_utilization`` objective minimises."""
     return -(-load * 10**9 // capacity)
+
+
+# -- KV tokens: the cache a stage's free memory buys ------------------------------------
+
+
+def kv_token_bytes(instance: Instance) -> list[int]:
+    """Per layer, the bytes one token of KV cache takes: ``kv_cache_bytes / kv_tokens`` (a
+    whole number: the instance checks it when built); all 0 without ``kv_tokens``."""
+    if instance.kv_tokens is None:
+        return [0] * instance.num_layers
+    return [layer.kv_cache_bytes // instance.kv_tokens for layer in instance.layers]
+
+
+def with_kv_tokens(instance: Instance, tokens: int) -> Instance:
+    """``instance`` with every layer holding ``tokens`` tokens of KV cache (its bytes a token
+    times ``tokens``): every other rule of this module then applies unchanged."""
+    import dataclasses
+
+    per_token = kv_token_bytes(instance)
+    layers = tuple(layer if layer.kv_cache_bytes == per * tokens else
+                   dataclasses.replace(layer, kv_cache_bytes=per * tokens)
+                   for layer, per in zip(instance.layers, per_token))
+    return dataclasses.replace(instance, layers=layers, kv_tokens=tokens or None, model=None)
+
+
+def stage_kv_tokens(footprint: Footprint, per_token: int, capacity: int) -> int | None:
+    """The most tokens of KV cache a stage serves: it holds ``footprint`` (its KV at any token
+    count: only the other components count) and ``per_token`` bytes a token, within
+    ``capacity``: ⌊(capacity − others) / per_token⌋, negative when the others alone do not fit;
+    None (any number) for a stage with no KV cache that fits."""
+    others = footprint.total - footprint.kv_cache
+    if per_token == 0:
+        return None if others <= capacity else -1
+    return (capacity - others) // per_token
+
+
+def plan_kv_tokens(instance: Instance, partitions: Sequence[Sequence[int]],
+                   devices: Sequence[str] | None = None) -> tuple[int | None, list[int | None]]:
+    """The tokens of KV cache a plan serves, and each stage's own: a pipeline serves as many
+    as its tightest stage holds (vLLM allocates every rank the same number of blocks, the
+    least any rank's free memory buys). None: no stage holds KV cache."""
+    per_token = kv_token_bytes(instance)
+    footprints = plan_footprints(instance, partitions)
+    stages = []
+    for j, (part, fp) in enumerate(zip(partitions, footprints)):
+        capacity = device_capacity(instance, devices[j]) if devices else capacity_at(instance, j)
+        stages.append(stage_kv_tokens(fp, sum(per_token[i] for i in part), capacity))
+    held = [t for t in stages if t is not None]
+    return (min(held) if held else None), stages

@@ -9,9 +9,10 @@ from typing import Any
 
 from ..errors import PlanError
 
-__all__ = ["Status", "Plan", "OBJECTIVES", "PLAN_FORMAT_VERSION", "check_plan_fields"]
+__all__ = ["Status", "Plan", "OBJECTIVES", "MAXIMIZED", "PLAN_FORMAT_VERSION", "check_plan_fields"]
 
-OBJECTIVES = ("min_partitions", "min_bottleneck", "min_stage_time", "min_utilization")
+OBJECTIVES = ("min_partitions", "min_bottleneck", "min_stage_time", "min_utilization", "max_kv_tokens")
+MAXIMIZED = ("max_kv_tokens",)  # the objectives whose bound is an upper bound
 PLAN_FORMAT_VERSION = 1
 
 
@@ -114,6 +115,8 @@ class Plan:
         partition's bytes, S_max = max_j S(P_j). ``min_stage_time``: the slowest stage's
         time in seconds (:meth:`layerfit.Instance.stage_time`). ``min_utilization``: the largest
         partition's share of its own device's capacity (whole parts per billion, as a fraction).
+        ``max_kv_tokens``: the tokens of KV cache the pipeline serves, and ``bound`` a proven
+        *upper* bound (the one objective maximised).
     secondary_objective, secondary_bound:
         ``min_partitions`` is lexicographic: among plans with the fewest partitions, the
         smallest S_max. These hold S_max and its proven lower bound (given the count);
@@ -166,9 +169,13 @@ class Plan:
     def gap(self) -> float | None:
         """Relative gap of the first objective still open.
 
-        gap = (objective − bound) / |objective|; for ``min_partitions`` once the count is
-        proven, the same formula over the secondary objective. 0.0 means proven optimal.
+        gap = (objective − bound) / |objective| (``max_kv_tokens``: (bound − objective) /
+        |objective|); for ``min_partitions`` once the count is proven, the same formula over the
+        secondary objective. 0.0 means proven optimal.
         """
+        if self.objective_name in MAXIMIZED:
+            gap = _relative_gap(self.objective, self.bound)
+            return None if gap is None else abs(gap)
         primary = _relative_gap(self.objective, self.bound)
         if primary == 0.0 and self.secondary_objective is not None:
             return _relative_gap(self.secondary_objective, self.secondary_bound)

@@ -5,6 +5,8 @@
   to the next device; the number of transfers is the number of cuts.
 * Load balance over the partition sizes S_1 … S_k: population variance
   σ² = Σ (S_j − S̄)² / k, coefficient of variation σ / S̄, and S_max / S̄.
+* KV tokens, when the instance has ``kv_tokens``: per stage the tokens of KV cache its free
+  memory buys for its own layers, and the pipeline's, the least of them (its binding stage).
 * Time, when every layer has one: per partition Σ time on its device's speed, the slowest
   stage, and the pipeline's estimate — m micro-batches take (m + k − 1) slots of the
   slowest stage, a bubble of (k − 1) / (m + k − 1) (GPipe and 1F1B alike).
@@ -17,18 +19,25 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..model.instance import Instance
-from ..model.memory import MEMORY_MODEL, capacity_at, device_capacity, in_flight, plan_footprints
+from ..model.memory import (MEMORY_MODEL, capacity_at, device_capacity, in_flight, kv_token_bytes, plan_footprints,
+                            plan_kv_tokens, with_kv_tokens)
 from ..model.graph import dag_cuts
 
 __all__ = ["plan_metrics"]
 
 
 def plan_metrics(instance: Instance, partitions: Sequence[Sequence[int]],
-                 devices: Sequence[str] | None = None) -> dict[str, Any]:
+                 devices: Sequence[str] | None = None, kv_tokens: int | None = None) -> dict[str, Any]:
     """Memory, communication, balance (and time) of ``partitions`` on ``instance`` (on
-    ``devices``, the chosen devices of a free pool)."""
+    ``devices``, the chosen devices of a free pool); with ``kv_tokens`` (a ``max_kv_tokens``
+    plan), every stage holding that many tokens of KV cache. On an instance with
+    ``kv_tokens``, also the tokens each stage's free memory buys and which stage binds."""
     if not partitions:
         return {}
+    served = plan_kv_tokens(instance, partitions, devices) if instance.kv_tokens and any(kv_token_bytes(instance)) \
+        else None
+    if kv_tokens is not None:
+        instance = with_kv_tokens(instance, kv_tokens)
     capacity = instance.capacity
     rows = []
     footprints = plan_footprints(instance, partitions)  # a DAG's relayed tensors count as activation
@@ -50,6 +59,8 @@ def plan_metrics(instance: Instance, partitions: Sequence[Sequence[int]],
             row["device"] = devices[j]
         elif instance.devices is not None:
             row["device"] = instance.devices[j].name
+        if served is not None:
+            row["kv_tokens"] = served[1][j]  # None: a stage without cache limits nothing
         if instance.schedule != "none":
             row["micro_batches_in_flight"] = in_flight(instance, j, len(partitions))
         if instance.has_times:
@@ -95,6 +106,13 @@ def plan_metrics(instance: Instance, partitions: Sequence[Sequence[int]],
             "max_over_mean": max(sizes) / mean if mean else 1.0,
         },
     }
+    if served is not None:
+        tokens, stages = served
+        out["kv_tokens"] = {
+            "tokens": tokens,  # what the pipeline serves: its tightest stage's
+            "binding_stage": None if tokens is None else stages.index(tokens),
+            "bytes_per_token": sum(kv_token_bytes(instance)),
+        }
     if instance.has_times:
         slowest = max(row["time"] for row in rows)
         m = instance.micro_batches

@@ -9,11 +9,12 @@ from __future__ import annotations
 from ..errors import PlanError
 from ..model.instance import Instance
 from .metrics import plan_metrics
-from ..model.plan import Plan, Status, check_plan_fields
+from ..model.plan import MAXIMIZED, Plan, Status, check_plan_fields
 from ..model.units import format_bytes, shown
 from ..placement.placement import Placement, check_placement_fields
 from ..model.graph import check_dag_plan
-from ..model.memory import capacity_at, device_capacity, plan_loads, utilization_ppb
+from ..model.memory import (capacity_at, device_capacity, plan_kv_tokens, plan_loads, utilization_ppb,
+                            with_kv_tokens)
 
 __all__ = ["validate_plan", "validate_placement"]
 
@@ -152,7 +153,11 @@ def validate_plan(instance: Instance, plan: Plan) -> None:
             raise PlanError(f"the plan puts two partitions on one device ({chosen})")
     elif plan.devices is not None:
         raise PlanError("plan.devices: only a free device pool has devices chosen by the plan")
-    loads = _check_fit(instance, plan.partitions, plan.devices if instance.free_pool else None)
+    held = instance  # a max_kv_tokens plan's stages hold its tokens of KV cache
+    if plan.objective_name == "max_kv_tokens" and isinstance(plan.objective, int) and plan.objective >= 0 \
+            and instance.kv_tokens is not None:
+        held = with_kv_tokens(instance, plan.objective)
+    loads = _check_fit(held, plan.partitions, plan.devices if instance.free_pool else None)
     if plan.num_partitions_requested is not None and plan.num_partitions != plan.num_partitions_requested:
         raise PlanError(f"{plan.num_partitions_requested} partitions were requested, the plan has {plan.num_partitions}")
     if plan.objective_name == "min_partitions":
@@ -171,10 +176,18 @@ def validate_plan(instance: Instance, plan: Plan) -> None:
         share = max(utilization_ppb(load, cap) for load, cap in zip(loads, caps)) * 1e-9
         if plan.objective != share:
             raise PlanError(f"objective {plan.objective} is not the largest utilization ({share})")
+    elif plan.objective_name == "max_kv_tokens":
+        if instance.kv_tokens is None:
+            raise PlanError("a max_kv_tokens plan needs the instance's kv_tokens")
+        served = plan_kv_tokens(instance, plan.partitions, plan.devices)[0]
+        if plan.objective != served:
+            raise PlanError(f"objective {plan.objective} is not the tokens of KV cache the plan serves ({served})")
+        if plan.bound is not None and plan.bound < plan.objective:
+            raise PlanError(f"bound {plan.bound} is below the plan's value {plan.objective} (an upper bound)")
     elif plan.objective != max(loads):
         raise PlanError(f"objective {plan.objective} is not the largest partition ({max(loads)} B)")
     for value, bound, what in (
-        (plan.objective, plan.bound, "bound"),
+        (None if plan.objective_name in MAXIMIZED else plan.objective, plan.bound, "bound"),
         (plan.secondary_objective, plan.secondary_bound, "secondary bound"),
     ):
         if bound is not None and value is not None and bound > value:
@@ -185,7 +198,8 @@ def validate_plan(instance: Instance, plan: Plan) -> None:
                 f"status optimal but objective {plan.objective} / bound {plan.bound}, "
                 f"secondary {plan.secondary_objective} / bound {plan.secondary_bound}"
             )
-    recomputed = plan_metrics(instance, plan.partitions, plan.devices)
+    recomputed = plan_metrics(instance, plan.partitions, plan.devices,
+                              kv_tokens=plan.objective if held is not instance else None)  # type: ignore[arg-type]
     for key, value in recomputed.items():
         if plan.metrics.get(key) != value:
             raise PlanError(f"metrics.{key} does not match the partitions: {plan.metrics.get(key)!r}, recomputed {value!r}")
