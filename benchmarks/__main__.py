@@ -26,6 +26,7 @@ SCRIPTS = [  # (script, takes --quick)
     ("bench_runtime.py", True),
     ("bench_hf_runtime.py", True),
     ("bench_hf_activations.py", False),
+    ("bench_kv_tokens.py", False),
 ]
 
 

@@ -221,6 +221,44 @@ def real_models() -> None:
          dtype="int4", split="sublayer")
 
 
+# -- serving: the most KV-cache tokens (objective max_kv_tokens) ----------------------------
+# The memory vLLM holds when it serves (layerfit.interop.serving, its defaults: KV cache per
+# token, one scheduler step's activations, the sampler's logits, gpu_memory_utilization 0.9),
+# on an ordered pool of GPUs by name (their memory as the driver reports it, layerfit.model.gpus),
+# 1 GiB held back on each for the CUDA context and NCCL, and vLLM's placement as pins: the
+# embedding and the first block on rank 0, the last block, the norm and the head on the last.
+# benchmarks/bench_kv_tokens.py plans the same models beside vLLM's own split rules.
+
+
+def serving(name: str, description: str, config: str, dtype: str, pool: list[str]) -> None:
+    import dataclasses
+
+    from layerfit import Device
+    from layerfit.interop.export import framework_pins
+    from layerfit.interop.serving import Serving
+
+    inst = from_hf_config(HERE / "configs" / f"{config}.json", batch_size=1, seq_len=4096, dtype=dtype,
+                          serving=Serving())
+    devices = tuple(Device(f"GPU{j}", gpu) for j, gpu in enumerate(pool))
+    inst = dataclasses.replace(inst, capacity=None, devices=devices,
+                               constraints=dataclasses.replace(inst.constraints, reserve=1 << 30))
+    write(name, {"description": description, **body(framework_pins(inst, "vllm")[0].to_dict())})
+
+
+def serving_models() -> None:
+    serving("llama-3-70b-fp8-serving-8xl4", "Llama-3-70B with FP8 weights served by vLLM on 8 L4 GPUs (24 GB; "
+            "23,034 MiB as the driver reports it), as in vLLM's own measurement of its split rules: KV cache per "
+            "token (bf16), embedding and head in bf16, kv_tokens 4096.", "llama-3-70b", "fp8", ["L4"] * 8)
+    serving("llama-3.1-405b-serving-16xh100", "Llama-3.1-405B in BF16 served by vLLM on 16 H100-80GB GPUs "
+            "(pipeline parallel only): KV cache per token, kv_tokens 4096.", "llama-3.1-405b", "bf16",
+            ["H100-80GB"] * 16)
+    serving("qwen2.5-72b-serving-4xh100", "Qwen2.5-72B in BF16 served by vLLM on 4 H100-80GB GPUs: KV cache per "
+            "token, kv_tokens 4096.", "qwen2.5-72b", "bf16", ["H100-80GB"] * 4)
+    serving("llama-3.1-70b-serving-mixed-pool", "Llama-3.1-70B in BF16 served by vLLM on an ordered pool of an "
+            "A100-40GB, two L40S and an A100-40GB (rank j on GPU j): vLLM's even split does not fit the A100s.",
+            "llama-3.1-70b", "bf16", ["A100-40GB", "L40S", "L40S", "A100-40GB"])
+
+
 # -- DAG models ---------------------------------------------------------------------------
 
 
@@ -389,6 +427,7 @@ def write_readme() -> None:
 if __name__ == "__main__":
     seed_family()
     real_models()
+    serving_models()
     dag_models()
     random_families()
     write_readme()

@@ -33,6 +33,7 @@ __all__ = ["main"]
 
 EXIT_SOLVED, EXIT_NO_PLAN, EXIT_BAD_INPUT = 0, 1, 2
 COMPARE_METHODS = ("greedy", "dp", "cpsat", "mip", "mip:highs")
+VLLM_BLOCK = 16  # vLLM's default KV-cache block size, in tokens
 PLAN_SEQ_LEN = 4096  # `layerfit plan`'s default sequence length: the config's context, at most this
 WIDTH = 120  # columns of text output (tables and prose), as a terminal or a pull request shows it
 
@@ -101,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
                         "the model on fake tensors and measures it; any architecture; needs layerfit[hf])")
     i.add_argument("--capacity", help="partition capacity, e.g. 80GB (default: the whole model, one partition)")
     _gpu_options(i)
+    _serving_options(i)
     i.add_argument("--name", help="instance name (default: the config file's stem)")
     i.add_argument("--flops-per-s", type=float, help="device throughput: each layer's time = its FLOPs / this")
     i.add_argument("-o", "--output", help="write the instance JSON here (default: stdout)")
@@ -120,7 +122,9 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--kv-cache", action="store_true", help="hold each block's KV cache (inference)")
     pl.add_argument("--split", default="block", help="block (default) or sublayer (attention and MLP apart)")
     pl.add_argument("--objective", help="min_partitions (default), or with --gpus min_bottleneck (its default), "
-                                        "min_utilization")
+                                        "min_utilization or max-kv-tokens (the most KV-cache tokens a serving "
+                                        "engine gets; imports serving memory)")
+    _serving_options(pl)
     pl.add_argument("--time-limit", type=float, help="seconds for an exact solve that is not the DP")
     pl.add_argument("--name", help="instance name (default: the config file's stem)")
     pl.add_argument("--json", action="store_true", help="print the instance summary, plan, placement and export as JSON")
@@ -132,6 +136,16 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--num-partitions", type=int, help="solve the instance with min_bottleneck and k partitions")
     e.add_argument("--json", action="store_true", help="print the export as JSON only")
     return parser
+
+
+def _serving_options(p: argparse.ArgumentParser) -> None:
+    """The memory vLLM holds when it serves (layerfit.interop.serving.Serving); its defaults."""
+    p.add_argument("--serving", action="store_true", help="the memory vLLM holds when serving: KV cache per token, "
+                   "one scheduler step's activations, the sampler's logits (implied by --objective max-kv-tokens)")
+    p.add_argument("--kv-cache-dtype", help="the KV cache's dtype, e.g. fp8 (default: the activation dtype)")
+    p.add_argument("--max-num-batched-tokens", type=int, help="vLLM's tokens per scheduler step (default: 8192)")
+    p.add_argument("--max-num-seqs", type=int, help="vLLM's most sequences per step (default: 256)")
+    p.add_argument("--gpu-memory-utilization", type=float, help="vLLM's share of each GPU (default: 0.9)")
 
 
 def _gpu_options(p: argparse.ArgumentParser) -> None:
@@ -180,7 +194,7 @@ def _solve(args: argparse.Namespace) -> int:
     plan = solve(
         instance,
         args.method,
-        objective=args.objective,
+        objective=args.objective.replace("-", "_"),  # max-kv-tokens as the plan command spells it
         num_partitions=args.num_partitions,
         time_limit=args.time_limit,
         seed=args.seed,
@@ -272,6 +286,13 @@ def render_plan(instance: Instance, plan: Plan) -> str:
             f"partitions: {plan.num_partitions} (requested); largest utilization {_percent(plan.objective or 0.0)} "
             f"of its device (lower bound {_percent(plan.bound or 0.0)}); largest partition {format_size(m['max_bytes'])}"
         )
+    elif plan.objective_name == "max_kv_tokens":
+        binding = m["kv_tokens"]["binding_stage"]
+        out.append(
+            f"partitions: {plan.num_partitions} (requested); KV cache for {plan.objective:,} tokens (upper bound "
+            f"{plan.bound:,}, gap {_percent(plan.gap or 0.0)}), {format_size(m['kv_tokens']['bytes_per_token'])} a "
+            f"token; stage {binding} binds"
+        )
     elif plan.objective_name == "min_stage_time":
         out.append(
             f"partitions: {plan.num_partitions} (requested); slowest stage {_seconds(plan.objective or 0.0)} "
@@ -286,6 +307,9 @@ def render_plan(instance: Instance, plan: Plan) -> str:
     header = ["#", "layers", "n", "bytes", "weights", "activations", "buffers", "utilization"]
     has_state = any(row.get("training_state_bytes") for row in m["partitions"])
     has_kv = any(row.get("kv_cache_bytes") for row in m["partitions"])
+    has_tokens = "kv_tokens" in m
+    if has_tokens:
+        header.insert(7, "KV tokens")
     if has_kv:
         header.insert(7, "KV cache")
     if has_state:
@@ -304,6 +328,9 @@ def render_plan(instance: Instance, plan: Plan) -> str:
             format_size(row["weight_bytes"]), format_size(row["activation_bytes"]),
             format_size(row["buffer_bytes"]), _percent(row["utilization"]),
         ]
+        if has_tokens:
+            tokens = row["kv_tokens"]
+            cells.insert(7, "any" if tokens is None else f"{tokens:,}" if tokens >= 0 else "none fit")
         if has_kv:
             cells.insert(7, format_size(row["kv_cache_bytes"]))
         if has_state:
@@ -414,8 +441,10 @@ def _imported(args: argparse.Namespace, *, seq_len: int, flops_per_s: float | No
     if args.reserve is not None and capacity is None:
         raise LayerfitError("--reserve: needs --gpu (or --capacity), the memory it is held back from")
     mode = "training" if args.training else "inference"
+    serving = _serving(args)
     if getattr(args, "via", "config") == "transformers":
-        for flag, value in (("--activation-dtype", args.activation_dtype), ("--flops-per-s", flops_per_s)):
+        for flag, value in (("--activation-dtype", args.activation_dtype), ("--flops-per-s", flops_per_s),
+                            ("--serving", serving)):
             if value is not None:
                 raise LayerfitError(f"{flag}: not with --via transformers (it measures the model in --dtype, "
                                     "untimed); use --via config")
@@ -432,7 +461,7 @@ def _imported(args: argparse.Namespace, *, seq_len: int, flops_per_s: float | No
             args.config, batch_size=args.batch_size, seq_len=seq_len, dtype=args.dtype,
             activation_dtype=args.activation_dtype,
             mode=mode, kv_cache=args.kv_cache, split=args.split,
-            capacity=capacity, name=args.name, flops_per_s=flops_per_s,
+            capacity=capacity, name=args.name, flops_per_s=flops_per_s, serving=serving,
         )
     if args.reserve is not None:
         text = args.reserve.strip()
@@ -445,6 +474,19 @@ def _imported(args: argparse.Namespace, *, seq_len: int, flops_per_s: float | No
         devices = tuple(Device(f"GPU{j}", capacity) for j in range(args.gpus))
         instance = dataclasses.replace(instance, capacity=None, devices=devices)
     return instance
+
+
+def _serving(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The Serving options the flags ask for, or None (no --serving and no serving flag)."""
+    from .interop.serving import Serving
+
+    given = {key: getattr(args, key) for key in ("kv_cache_dtype", "max_num_batched_tokens", "max_num_seqs",
+                                                 "gpu_memory_utilization") if getattr(args, key) is not None}
+    if not (args.serving or given):
+        return None
+    if args.training:
+        raise LayerfitError("--serving: the memory of serving, not with --training")
+    return Serving(**given)
 
 
 def _import(args: argparse.Namespace) -> int:
@@ -482,13 +524,13 @@ def _export(args: argparse.Namespace) -> int:
 
 # -- plan: a config.json to a framework's flags ------------------------------------------
 
-PLAN_OBJECTIVES = ("min_partitions", "min_bottleneck", "min_utilization")
+PLAN_OBJECTIVES = ("min_partitions", "min_bottleneck", "min_utilization", "max_kv_tokens")
 
 
 def _plan(args: argparse.Namespace) -> int:
     """Import a config.json for a GPU, solve (fewest GPUs; with --gpus N the most balanced plan on
     N), place it on --topology if given, export it to --to, and print the line to paste."""
-    from .interop.export import EXPORT_TARGETS, export_plan
+    from .interop.export import EXPORT_TARGETS, export_plan, framework_pins
 
     if args.target not in EXPORT_TARGETS:
         raise LayerfitError(f"--to: unknown target {args.target!r} (allowed: {', '.join(EXPORT_TARGETS)})")
@@ -496,16 +538,21 @@ def _plan(args: argparse.Namespace) -> int:
         raise LayerfitError(f"--gpu: required, the GPU to plan for ({', '.join(GPUS)}), or --capacity")
     if args.target in ("vllm", "megatron") and args.split != "block":
         raise LayerfitError(f"--split {args.split}: {args.target} places whole decoder layers; use --split block")
-    objective = args.objective or ("min_bottleneck" if args.gpus is not None else "min_partitions")
+    objective = (args.objective or ("min_bottleneck" if args.gpus is not None else "min_partitions")).replace("-", "_")
     if objective not in PLAN_OBJECTIVES:
-        raise LayerfitError(f"--objective: {objective!r} is not one plan solves "
-                            f"(allowed: {', '.join(PLAN_OBJECTIVES)})")
+        raise LayerfitError(f"--objective: {args.objective!r} is not one plan solves "
+                            f"(allowed: {', '.join(PLAN_OBJECTIVES)}; - for _ is accepted)")
     if objective != "min_partitions" and args.gpus is None:
-        raise LayerfitError(f"--objective {objective}: needs --gpus N, the number of GPUs to balance over")
+        raise LayerfitError(f"--objective {args.objective}: needs --gpus N, the number of GPUs to "
+                            + ("serve on" if objective == "max_kv_tokens" else "balance over"))
+    if objective == "max_kv_tokens":
+        if args.training:
+            raise LayerfitError("--objective max-kv-tokens: the KV cache of serving, not with --training")
+        args.serving = True  # the tokens are only real with the memory a serving engine holds
     seq_len, seq_default = _plan_seq_len(args)
     instance = _imported(args, seq_len=seq_len)
     gpu = parse_capacity(args.gpu if args.gpu is not None else args.capacity, "--gpu")[1]
-    instance, pins = _framework_pins(instance, args.target)
+    instance, pins = framework_pins(instance, args.target)
     plan = solve(instance, objective=objective, num_partitions=None if objective == "min_partitions" else args.gpus,
                  time_limit=args.time_limit)
     placement = exported = None
@@ -524,6 +571,11 @@ def _plan(args: argparse.Namespace) -> int:
         }, indent=2))
     else:
         out = [_wrap("\n".join(_plan_header(instance, gpu, seq_default, pins))), "", render_plan(instance, plan)]
+        if objective == "max_kv_tokens" and plan.status.has_plan:
+            tokens = int(plan.objective)  # type: ignore[arg-type]
+            out.append(_wrap(f"serving: {tokens:,} tokens of KV cache on every rank, {tokens // VLLM_BLOCK:,} blocks of "
+                             f"{VLLM_BLOCK} tokens (vLLM's default block size); {tokens // seq_len:,} sequences of "
+                             f"{seq_len:,} tokens at once"))
         if placement is not None:
             out += ["", render_placement(placement)]
         if exported is not None:
@@ -546,27 +598,6 @@ def _plan_seq_len(args: argparse.Namespace) -> tuple[int, int | None]:
     if isinstance(context, bool) or not isinstance(context, int) or context < 1:
         raise LayerfitError(f"--seq-len: {args.config} gives no max_position_embeddings to default to; give --seq-len")
     return min(context, PLAN_SEQ_LEN), context
-
-
-def _framework_pins(instance: Instance, target: str) -> tuple[Instance, dict[str, int]]:
-    """What the framework fixes, as pins: vLLM runs the embedding on the first rank, the final
-    norm and head on the last, and decoder layers on every rank (the first decoder block pinned
-    to the first stage, the last to the last); Megatron puts the final norm and head (``L``) on
-    the last stage (the first layer after the blocks pinned to it). The others place any cut."""
-    from .interop.export import BLOCK_NAME
-
-    names = [layer.name for layer in instance.layers]
-    blocks = [i for i, name in enumerate(names) if BLOCK_NAME.match(name)]
-    pins: dict[str, int] = {}
-    if target == "vllm" and blocks:
-        pins = {names[blocks[0]]: 0, names[blocks[-1]]: -1} if blocks[0] != blocks[-1] else {names[blocks[0]]: 0}
-    elif target == "megatron" and blocks and blocks[-1] + 1 < len(names):
-        pins = {names[blocks[-1] + 1]: -1}
-    if not pins:
-        return instance, {}
-    merged = dict(instance.constraints.pinned) | pins
-    constraints = dataclasses.replace(instance.constraints, pinned=tuple(merged.items()))
-    return dataclasses.replace(instance, constraints=constraints), pins
 
 
 def _plan_summary(instance: Instance, gpu: GPU | None, seq_default: int | None, pins: dict[str, int]) -> dict:

@@ -159,6 +159,8 @@ def _check_kv_tokens(instance: Instance, method: object) -> None:
     that plans it (CP-SAT: on free pools)."""
     from .model.memory import kv_token_bytes
 
+    if instance.edges is not None:
+        raise OptionError("objective: 'max_kv_tokens' is not planned on a DAG instance in this version")
     refuse_unless(method, "kv_tokens")  # type: ignore[arg-type]
     if instance.kv_tokens is None:
         raise OptionError("objective: 'max_kv_tokens' needs the instance's kv_tokens, the tokens its layers' "

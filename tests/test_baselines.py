@@ -11,6 +11,7 @@ from layerfit.interop.baselines import (
     accelerate_sequential,
     deepspeed_parameters,
     even_split,
+    vllm_fewer_first_last,
     torchgpipe_balance,
 )
 
@@ -94,3 +95,14 @@ def test_exact_plans_are_never_worse_than_any_baseline(path):
             used = [p for p in parts if p]  # judged as run: each stage at its place in the schedule
             largest = max(plan_loads(inst, used))  # with a DAG's relayed tensors
             assert largest >= best, (path.stem, k, parts)
+
+
+@pytest.mark.parametrize(("n", "k", "expected"), [
+    (80, 8, [7, 11, 11, 11, 11, 11, 11, 7]),  # Llama-3-70B on 8 ranks, vLLM's pull request #6920
+    (80, 4, [19, 21, 21, 19]),
+    (61, 4, [14, 16, 16, 15]),  # the remainder from the last rank backwards
+    (126, 16, [0, 8, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 1]),  # the rule leaves rank 0 no layer
+    (81, 2, [40, 41]),  # two ranks: even, the remainder after the first
+])
+def test_vllm_fewer_layers_on_the_first_and_last_rank(n, k, expected):
+    assert counts(vllm_fewer_first_last(n, k)) == expected

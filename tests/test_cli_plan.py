@@ -13,7 +13,7 @@ from layerfit.model.memory import plan_loads
 
 MiB, GiB = 2**20, 2**30
 H100, H100_RESERVE = 81_559 * MiB, 5 * GiB
-KNOWN = "H100-80GB, H200, A100-40GB, A100-80GB, L40S, RTX4090, B200, MI300X"
+KNOWN = "H100-80GB, H200, A100-40GB, A100-80GB, L40S, L4, RTX4090, B200, MI300X"
 CONFIGS = INSTANCES / "configs"
 LLAMA_8B, LLAMA_70B, GPT2 = (str(CONFIGS / f"{n}.json") for n in ("llama-3-8b", "llama-3.1-70b", "gpt2"))
 # Llama-3.1-405B's published config.json (meta-llama/Llama-3.1-405B), the fields the importer reads.
@@ -238,7 +238,7 @@ def test_plan_with_a_capacity_instead_of_a_gpu_holds_back_no_reserve_unless_aske
      "layerfit: error: --objective min_bottleneck: needs --gpus N, the number of GPUs to balance over"),
     (["--gpu", "H100-80GB", "--objective", "min_stage_time", "--gpus", "2", "--to", "vllm"],
      "layerfit: error: --objective: 'min_stage_time' is not one plan solves (allowed: min_partitions, min_bottleneck, "
-     "min_utilization)"),
+     "min_utilization, max_kv_tokens; - for _ is accepted)"),
     (["--gpu", "H100-80GB", "--split", "sublayer", "--to", "megatron"],
      "layerfit: error: --split sublayer: megatron places whole decoder layers; use --split block"),
     (["--gpu", "H100-80GB", "--batch-size", "0", "--to", "vllm"], None),

@@ -13,14 +13,14 @@ from layerfit.model.gpus import GPUS, default_reserve, find_gpu, gpu_table, pars
 from layerfit.model.memory import capacity_at, plan_loads, usable_capacity
 
 MiB, GiB = 2**20, 2**30
-KNOWN = "H100-80GB, H200, A100-40GB, A100-80GB, L40S, RTX4090, B200, MI300X"
+KNOWN = "H100-80GB, H200, A100-40GB, A100-80GB, L40S, L4, RTX4090, B200, MI300X"
 LLAMA_8B = INSTANCES / "configs" / "llama-3-8b.json"
 
 
 def test_the_table_holds_what_the_drivers_report():
     assert ", ".join(GPUS) == KNOWN
     reported = {"H100-80GB": 81_559 * MiB, "H200": 143_771 * MiB, "A100-40GB": 40_960 * MiB,
-                "A100-80GB": 81_920 * MiB, "L40S": 46_068 * MiB, "RTX4090": 24_564 * MiB, "B200": 183_359 * MiB,
+                "A100-80GB": 81_920 * MiB, "L40S": 46_068 * MiB, "L4": 23_034 * MiB, "RTX4090": 24_564 * MiB, "B200": 183_359 * MiB,
                 "MI300X": 205_822_885_888}
     assert {name: gpu.memory for name, gpu in GPUS.items()} == reported
     assert all(gpu.source for gpu in GPUS.values())
@@ -32,7 +32,7 @@ def test_the_default_reserve_is_2_gib_and_3_percent_rounded_up_to_a_gib():
         assert gpu.reserve == default_reserve(gpu.memory) == -(-wanted // GiB) * GiB
         assert gpu.reserve % GiB == 0 and gpu.reserve - GiB < wanted <= gpu.reserve
     assert {name: gpu.reserve // GiB for name, gpu in GPUS.items()} == {
-        "H100-80GB": 5, "H200": 7, "A100-40GB": 4, "A100-80GB": 5, "L40S": 4, "RTX4090": 3, "B200": 8, "MI300X": 8}
+        "H100-80GB": 5, "H200": 7, "A100-40GB": 4, "A100-80GB": 5, "L40S": 4, "L4": 3, "RTX4090": 3, "B200": 8, "MI300X": 8}
 
 
 def test_gpu_names_are_read_whatever_their_case_and_separators():

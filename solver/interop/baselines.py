@@ -8,6 +8,11 @@ which fills devices under ``max_memory`` like its ``infer_auto_device_map``.
 even_split           Megatron-LM and vLLM: equal layer counts. vLLM's remainder rule: the
                      r leftover layers go one each to the stages before the last, from the
                      second-to-last backwards (``get_pp_indices``).
+vllm_fewer_first_last  vLLM's partition strategy ``less_layer_in_first_last_partition`` (its pull
+                     request #6920): with k > 2, the first and last stage take (k − 2) // 2 layers
+                     fewer than n // k and the middle ones one more; what is left goes one each
+                     from the last stage backwards. k ≤ 2: even counts, the remainder to the
+                     stages after the first.
 deepspeed_parameters DeepSpeed ``PipelineModule(partition_method="parameters")``: its current
                      ``partition_balanced`` is the linear-partition DP over trainable
                      parameter counts minimising (largest − smallest) part, ties to the
@@ -31,6 +36,8 @@ from collections.abc import Sequence
 __all__ = [
     "BASELINES",
     "even_split",
+    "vllm_fewer_first_last",
+    "vllm_partitions",
     "deepspeed_parameters",
     "accelerate_sequential",
     "accelerate_balanced",
@@ -51,6 +58,38 @@ def even_split(n: int, k: int) -> list[list[int]]:
     counts = [n // k] * k
     for i in range(2, n % k + 2):
         counts[-i] += 1
+    return _from_counts(counts)
+
+
+def vllm_fewer_first_last(n: int, k: int) -> list[list[int]]:
+    """vLLM's ``less_layer_in_first_last_partition``: fewer layers on the first and last stage."""
+    base = n // k
+    if k <= 2:  # vLLM's even_with_remainder_even: the remainder to the stages after the first
+        counts = [base + (1 if 0 < j <= n % k else 0) for j in range(k)]
+        return _from_counts(counts)
+    counts = [base - (k - 2) // 2 if j in (0, k - 1) else base + 1 for j in range(k)]
+    left = n - sum(counts)
+    for j in range(k - 1, -1, -1):
+        if left <= 0:
+            break
+        counts[j] += 1
+        left -= 1
+    return _from_counts(counts)
+
+
+VLLM_RULES = {"even": even_split, "fewer-first-last": vllm_fewer_first_last}
+
+
+def vllm_partitions(names: Sequence[str], rule: str, k: int) -> list[list[int]]:
+    """A vLLM rule's plan of a model's layers (named as the importer names them): the rule splits
+    the decoder blocks over k ranks; the embedding (the layers before the blocks) runs on the first,
+    the final norm and the head (the layers after them) on the last, as vLLM places them."""
+    from .export import BLOCK_NAME
+
+    blocks = [i for i, name in enumerate(names) if BLOCK_NAME.match(name)]
+    counts = [len(part) for part in VLLM_RULES[rule](len(blocks), k)]
+    counts[0] += blocks[0]
+    counts[-1] += len(names) - blocks[-1] - 1
     return _from_counts(counts)
 
 

@@ -28,6 +28,7 @@ raises :class:`~layerfit.errors.PlanError` saying why, never drops layers.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -37,7 +38,7 @@ from ..model.instance import Instance, Layer
 from ..placement.placement import Placement
 from ..model.plan import Plan
 
-__all__ = ["EXPORT_TARGETS", "BLOCK_NAME", "export_plan", "stage_layer_counts", "module_names"]
+__all__ = ["EXPORT_TARGETS", "BLOCK_NAME", "export_plan", "framework_pins", "stage_layer_counts", "module_names"]
 
 EXPORT_TARGETS = ("deepspeed", "megatron", "vllm", "pippy", "accelerate")
 BLOCK_NAME = re.compile(  # a decoder/encoder block or a sub-layer of one
@@ -237,3 +238,22 @@ def stage_layer_counts(instance: Instance, exported: Mapping[str, Any]) -> list[
         return [stage.count("E") * lead + stage.count("t") * per_block + stage.count("L") * tail
                 for stage in value.split("|")]
     raise PlanError(f"target: unknown export target {target!r} (allowed: {', '.join(EXPORT_TARGETS)})")
+
+
+def framework_pins(instance: Instance, target: str) -> tuple[Instance, dict[str, int]]:
+    """What the framework fixes, as pins: vLLM runs the embedding on the first rank, the final
+    norm and head on the last, and decoder layers on every rank (the first decoder block pinned
+    to the first stage, the last to the last); Megatron puts the final norm and head (``L``) on
+    the last stage (the first layer after the blocks pinned to it). The others place any cut."""
+    names = [layer.name for layer in instance.layers]
+    blocks = [i for i, name in enumerate(names) if BLOCK_NAME.match(name)]
+    pins: dict[str, int] = {}
+    if target == "vllm" and blocks:
+        pins = {names[blocks[0]]: 0, names[blocks[-1]]: -1} if blocks[0] != blocks[-1] else {names[blocks[0]]: 0}
+    elif target == "megatron" and blocks and blocks[-1] + 1 < len(names):
+        pins = {names[blocks[-1] + 1]: -1}
+    if not pins:
+        return instance, {}
+    merged = dict(instance.constraints.pinned) | pins
+    constraints = dataclasses.replace(instance.constraints, pinned=tuple(merged.items()))
+    return dataclasses.replace(instance, constraints=constraints), pins

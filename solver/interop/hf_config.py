@@ -23,11 +23,16 @@ Memory per layer, e bytes an activation element, b batch, s sequence, h hidden:
 * training: ``activation_bytes`` is what the layer saves for the backward pass
   (``output_bytes`` stays its output, what crosses a cut), and mixed-precision Adam
   state (:class:`~layerfit.model.instance.Training`); each family's module says what it saves.
+* serving (``serving=``, inference): what a vLLM rank holds — the KV cache of b·s tokens in its
+  own dtype, one scheduler step's transients, 16-bit embedding and head beside 8-bit weights,
+  vLLM's ``gpu_memory_utilization``: :mod:`~layerfit.interop.serving`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +43,9 @@ from ..model.units import DTYPE_BITS, normalise_dtype
 from ..model.memory import partition_bytes
 from .hf_families import BUILDERS, FAMILIES, REFUSED
 from .hf_families.shape import Fields, Shape, positive
+from .serving import Serving, as_serving, serving_layers
 
-__all__ = ["from_hf_config", "FAMILIES"]
+__all__ = ["from_hf_config", "FAMILIES", "Serving"]
 
 MODES = ("inference", "training")
 SPLITS = ("block", "sublayer")
@@ -70,6 +76,7 @@ def from_hf_config(
     capacity: int | str | None = None,
     name: str | None = None,
     flops_per_s: float | None = None,
+    serving: Serving | Mapping[str, Any] | None = None,
 ) -> Instance:
     """An :class:`~layerfit.Instance` of the model a Hugging Face ``config.json`` describes.
 
@@ -100,6 +107,14 @@ def from_hf_config(
         2 · params · tokens for the matrix products (the embedding's lookup: none; BERT's
         pooler: the first token only), plus 4 · b · s² · q_dim for attention's scores and
         weighted sum; training three times the forward (forward, and backward twice).
+    serving:
+        What a vLLM rank holds (:class:`~layerfit.interop.serving.Serving`, or a dict of its
+        fields; inference only): the KV cache of ``batch_size`` × ``seq_len`` tokens (the
+        instance's ``kv_tokens``) in ``kv_cache_dtype``, on whatever ``kv_cache`` says; one
+        scheduler step's transients as each layer's workspace, reused (``buffer_reuse``); with
+        weights of 8 bits or fewer the embedding and the head in ``activation_dtype``; and
+        ``constraints.gpu_memory_utilization``. The default capacity is then the least whose
+        share holds the whole model.
 
     Examples
     --------
@@ -119,6 +134,10 @@ def from_hf_config(
         raise InstanceError(f"kv_cache: expected true or false, got {kv_cache!r}")
     if kv_cache and mode == "training":
         raise InstanceError("kv_cache: a KV cache is kept for inference, not with mode 'training'")
+    if serving is not None:
+        serving = as_serving(serving)
+        if mode == "training":
+            raise InstanceError("serving: a serving engine runs inference, not mode 'training'")
     family = raw.get("model_type")
     if family in REFUSED:
         raise InstanceError(REFUSED[family])
@@ -136,9 +155,20 @@ def from_hf_config(
         activation_dtype = dtype if DTYPE_BITS[dtype] >= 16 else "bf16"
     else:
         activation_dtype = normalise_dtype(activation_dtype, "activation_dtype")
-    shape = Shape(Fields(raw), batch_size, seq_len, DTYPE_BITS[activation_dtype] / 8, mode == "training", kv_cache)
+    # Serving counts vLLM's KV cache below, not transformers' (the family's, with kv_cache).
+    shape = Shape(Fields(raw), batch_size, seq_len, DTYPE_BITS[activation_dtype] / 8, mode == "training",
+                  kv_cache and serving is None)
     built = BUILDERS[family](shape, split, raw)
     layers, tied = built.layers, built.tied
+    kv_tokens = None
+    if serving is not None:
+        if built.widths is None:
+            raise InstanceError(f"serving: model_type {family!r} is an encoder; a serving engine's KV cache and "
+                                "scheduler steps are a decoder's")
+        kv_dtype = serving.kv_cache_dtype or activation_dtype
+        kv_tokens = batch_size * seq_len
+        layers = serving_layers(layers, built.widths, serving, tokens=kv_tokens, activation_dtype=activation_dtype,
+                                kv_dtype=kv_dtype, sixteen_bit_ends=DTYPE_BITS[dtype] <= 8)
     if flops_per_s is not None:
         if isinstance(flops_per_s, bool) or not isinstance(flops_per_s, (int, float)) or not flops_per_s > 0 \
                 or flops_per_s == float("inf"):
@@ -146,15 +176,29 @@ def from_hf_config(
         layers = _timed(layers, shape, built.q_dim, flops_per_s)
     instance_name = name or stem
     constraints = Constraints(tied=tied)
+    if serving is None:
+        served = ", KV cache" if kv_cache else ""
+    else:
+        served = (f", serving (vLLM): KV cache {kv_dtype} for {kv_tokens:,} tokens, {serving.max_num_batched_tokens:,} "
+                  f"tokens a step, {serving.max_num_seqs:,} sequences, gpu_memory_utilization "
+                  f"{serving.gpu_memory_utilization:g}"
+                  + (f", embedding and head in {activation_dtype}" if DTYPE_BITS[dtype] <= 8 else ""))
     description = (f"{family} from config.json ({stem}): batch {batch_size}, sequence {seq_len}, weights {dtype}, "
-                   f"activations {activation_dtype}, {mode}"
-                   + (", KV cache" if kv_cache else "") + f", split by {split} (layerfit's from_hf_config)")
+                   f"activations {activation_dtype}, {mode}{served}, split by {split} (layerfit's from_hf_config)")
     training = Training("adam") if mode == "training" else None
+    reuse = serving is not None
     whole = Instance(name=instance_name, capacity=1, layers=tuple(layers), dtype=dtype, training=training,
-                     constraints=constraints)
-    chosen = capacity if capacity is not None else partition_bytes(whole, range(len(layers)), 0, 1)
+                     constraints=constraints, buffer_reuse=reuse, kv_tokens=kv_tokens)
+    if capacity is not None:
+        chosen = capacity
+    else:
+        chosen = partition_bytes(whole, range(len(layers)), 0, 1)
+        if serving is not None:  # the least capacity whose gpu_memory_utilization share holds the model
+            chosen = math.ceil(chosen / Fraction(serving.gpu_memory_utilization))
+    if serving is not None:
+        constraints = Constraints(tied=tied, gpu_memory_utilization=serving.gpu_memory_utilization)
     return Instance(name=instance_name, capacity=chosen, layers=tuple(layers), dtype=dtype, training=training,
-                    constraints=constraints, description=description)
+                    constraints=constraints, description=description, buffer_reuse=reuse, kv_tokens=kv_tokens)
 
 
 _ATTENTION = ("self_attn", "attn", "attention", "self_attention")  # self_attention: Falcon's

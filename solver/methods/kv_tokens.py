@@ -111,9 +111,8 @@ def cpsat_free_kv_tokens(instance: Instance, k: int, *, hint: tuple[list[list[in
     from ortools.sat.python import cp_model
 
     from .cpsat import chain_assignment, run_model
-    from .formulation import partitions_from_assignment
     from .greedy import partition_ranges
-    from .pools import _assign, _hint_places, device_kinds
+    from .pools import device_kinds, hint_free_model, read_free_model
     from ..model.memory import in_flight
 
     bare = with_kv_tokens(instance, 0)  # everything but the cache
@@ -151,23 +150,14 @@ def cpsat_free_kv_tokens(instance: Instance, k: int, *, hint: tuple[list[list[in
     for t, kind in enumerate(kinds):
         model.add(sum(z[p][t] for p in range(k)) <= len(kind.names))
     model.maximize(tokens)
-    if hint is not None:
-        where, kind_at = _hint_places(kinds, hint)
-        for i in range(n):
-            for p, var in x[i].items():
-                model.add_hint(var, where[i] == p)
-        for p in range(k):
-            for t in range(len(kinds)):
-                model.add_hint(z[p][t], kind_at[p] == t)
+    hint_free_model(model, x, z, kinds, hint)
     solver, status, name = run_model(model, time_limit=time_limit, seed=seed, num_workers=num_workers)
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        partition_of = [next(p for p, var in x[i].items() if solver.boolean_value(var)) for i in range(n)]
-        partitions = partitions_from_assignment(partition_of, k)
-        order = [next(t for t in range(len(kinds)) if solver.boolean_value(z[p][t])) for p in range(k)]
+        partitions, names = read_free_model(instance, solver, x, z, kinds)
         if partitions is None:
             return f"{name} (solution rejected)", None, None, ceiling, False
         bound = min(ceiling, math.floor(solver.best_objective_bound + 1e-6))
-        return name, partitions, _assign(instance, order), bound, False
+        return name, partitions, names, bound, False
     return name, None, None, ceiling, status == cp_model.INFEASIBLE
 
 
@@ -181,7 +171,9 @@ def served_tokens(instance: Instance, partitions: list[list[int]], devices: list
 def solve_kv_tokens(instance: Instance, method: str, k: int, finish, *,  # type: ignore[no-untyped-def]
                     time_limit: float | None, seed: int, num_workers: int, warm_start: str | None):
     """solve(..., objective="max_kv_tokens"): the bisection (``dp``) on chains, ordered and free
-    pools; CP-SAT on free pools, warm-started by the bisection's plan where the DP applies."""
+    pools; CP-SAT on free pools, warm-started by the bisection's plan where the DP applies
+    (``warm_start`` "dp", the default); "greedy" and "none" start it cold (greedy's plan has
+    its own count, not k)."""
     from ..model.plan import Status
     from .pools import MAX_MIXES, mixes
 

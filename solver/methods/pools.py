@@ -187,7 +187,6 @@ def cpsat_free(instance: Instance, k: int, *, hint: tuple[list[list[int]], list[
     from ortools.sat.python import cp_model
 
     from .cpsat import chain_assignment, run_model
-    from .formulation import partitions_from_assignment
 
     data = _free_model_data(instance, k)
     if data is None:
@@ -212,24 +211,38 @@ def cpsat_free(instance: Instance, k: int, *, hint: tuple[list[list[int]], list[
     for t, kind in enumerate(kinds):
         model.add(sum(z[p][t] for p in range(k)) <= len(kind.names))
     model.minimize(bottleneck)
-    if hint is not None:
-        where, kind_at = _hint_places(kinds, hint)
-        for i in range(n):
-            for p, var in x[i].items():
-                model.add_hint(var, where[i] == p)
-        for p in range(k):
-            for t in range(len(kinds)):
-                model.add_hint(z[p][t], kind_at[p] == t)
+    hint_free_model(model, x, z, kinds, hint)
     solver, status, name = run_model(model, time_limit=time_limit, seed=seed, num_workers=num_workers)
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        partition_of = [next(p for p, var in x[i].items() if solver.boolean_value(var)) for i in range(n)]
-        partitions = partitions_from_assignment(partition_of, k)
-        order = [next(t for t in range(len(kinds)) if solver.boolean_value(z[p][t])) for p in range(k)]
+        partitions, names = read_free_model(instance, solver, x, z, kinds)
         bound = math.ceil(solver.best_objective_bound - 1e-6) * unit
         if partitions is None:
             return f"{name} (solution rejected)", None, None, 0, False, False
-        return name, partitions, _assign(instance, order), bound, status == cp_model.OPTIMAL, False
+        return name, partitions, names, bound, status == cp_model.OPTIMAL, False
     return name, None, None, 0, False, status == cp_model.INFEASIBLE
+
+
+def hint_free_model(model, x, z, kinds: list[DeviceKind], hint) -> None:  # type: ignore[no-untyped-def]
+    """Hint a CP-SAT free-pool model (x[i][p] layer in partition, z[p][t] partition's kind) with a
+    plan and its devices, if any."""
+    if hint is None:
+        return
+    where, kind_at = _hint_places(kinds, hint)
+    for i, row in enumerate(x):
+        for p, var in row.items():
+            model.add_hint(var, where[i] == p)
+    for p, row in enumerate(z):
+        for t, var in enumerate(row):
+            model.add_hint(var, kind_at[p] == t)
+
+
+def read_free_model(instance: Instance, solver, x, z, kinds: list[DeviceKind]):  # type: ignore[no-untyped-def]
+    """A solved free-pool model's partitions (None if not contiguous) and devices."""
+    from .formulation import partitions_from_assignment
+
+    partition_of = [next(p for p, var in row.items() if solver.boolean_value(var)) for row in x]
+    order = [next(t for t in range(len(kinds)) if solver.boolean_value(row[t])) for row in z]
+    return partitions_from_assignment(partition_of, len(z)), _assign(instance, order)
 
 
 def _free_model_data(instance: Instance, k: int):  # type: ignore[no-untyped-def]

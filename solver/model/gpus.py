@@ -71,6 +71,9 @@ _ROWS = (
     GPU("A100-80GB", 81_920 * MiB,
         "nvidia-smi memory.total 81920MiB on A100-SXM4-80GB and A100 80GB PCIe (modal-labs/modal-client#2797)"),
     GPU("L40S", 46_068 * MiB, "nvidia-smi memory.total 46068MiB on L40S (modal-labs/modal-client#2797)"),
+    GPU("L4", 23_034 * MiB,
+        "nvidia-smi memory.total 23034MiB on L4, the 24 GB GDDR6 card (modal-labs/modal-client#2797, "
+        "several published outputs, drivers 525 and 535)"),
     GPU("RTX4090", 24_564 * MiB, "nvidia-smi memory.total 24564MiB on GeForce RTX 4090"),
     GPU("B200", 183_359 * MiB,
         "nvidia-smi memory.total 183359MiB on B200, drivers 570 and 595 (several published outputs); CUDA's "

@@ -701,10 +701,10 @@ class Instance:
         if kv is not None and (isinstance(kv, bool) or not isinstance(kv, int) or kv < 1):
             raise InstanceError(f"kv_tokens: must be a whole number ≥ 1 (the tokens the layers' kv_cache_bytes "
                                 f"hold), got {shown(kv)}")
-            for i, layer in enumerate(layers):
-                if layer.kv_cache_bytes % kv:
-                    raise InstanceError(f"layers[{i}].kv_cache_bytes: {layer.kv_cache_bytes} B is not a whole number of "
-                                        f"bytes a token for kv_tokens {kv} (a KV cache holds whole bytes per token)")
+        for i, layer in enumerate(layers if kv is not None else ()):
+            if layer.kv_cache_bytes % kv:
+                raise InstanceError(f"layers[{i}].kv_cache_bytes: {layer.kv_cache_bytes} B is not a whole number of "
+                                    f"bytes a token for kv_tokens {kv} (a KV cache holds whole bytes per token)")
         counted = [layer.name for layer in layers if layer.flops is not None]
         if counted and self.flops_per_s is None:
             raise InstanceError(f"flops_per_s: layer {counted[0]!r} gives flops; the instance needs a throughput to time it")

@@ -27,7 +27,7 @@ from ...errors import InstanceError
 from ...model.instance import TiedGroup
 from .saved import (saved_by_attention, saved_by_embedding, saved_by_head,
                     saved_by_rms_norm)
-from .shape import Built, Fields, Part, Shape, join
+from .shape import BlockWidths, Built, Fields, Part, Shape, Widths, join
 
 __all__ = ["Heads", "attention_core", "decoder", "fp32_norm", "kv_bytes", "linear", "read_heads", "sliding_windows"]
 
@@ -156,12 +156,14 @@ def fp32_norm(tokens: int, width: int, rows: int = 1) -> int:
 
 
 def decoder(shape: Shape, split: str, blocks: Sequence[Sequence[Part]], h: int, q_dim: int, *,
-            tied_default: bool, norm_saved: int | None = None, head_extra: int = 0, embed_extra: int = 0) -> Built:
+            tied_default: bool, widths: Sequence[BlockWidths], norm_saved: int | None = None, head_extra: int = 0,
+            embed_extra: int = 0) -> Built:
     """``model.embed_tokens``, the blocks ``model.layers.i`` (each its parts), ``model.norm`` and
     ``lm_head``, tied to the embedding when ``config.tie_word_embeddings`` (default
     ``tied_default``, the family's config class's). In training the embedding, the final norm
     and the head save what :mod:`.saved` says (``norm_saved``: a family's own norm;
-    ``head_extra``, ``embed_extra``: what its head, its embedding keep beyond those)."""
+    ``head_extra``, ``embed_extra``: what its head, its embedding keep beyond those).
+    ``widths``: each block's, for serving (:class:`~.shape.Widths`)."""
     f = shape.fields
     vocab = f.int("vocab_size")
     tokens, e = shape.b * shape.s, shape.e
@@ -174,4 +176,4 @@ def decoder(shape: Shape, split: str, blocks: Sequence[Sequence[Part]], h: int, 
     layers.append(shape.layer("lm_head", vocab * h, vocab, saved_by_head(tokens, e, h, vocab) + head_extra))
     tied = f.flag("tie_word_embeddings", tied_default)
     groups = (TiedGroup(("model.embed_tokens", "lm_head"), vocab * h),) if tied else ()
-    return Built(layers, groups, q_dim)
+    return Built(layers, groups, q_dim, Widths(h, vocab, tuple(widths)))

@@ -75,7 +75,7 @@ from typing import Any
 from ...errors import InstanceError
 from .saved import saved_by_gated_mlp, saved_by_rms_norm
 from .decoder import decoder
-from .shape import Built, Fields, Part, Shape
+from .shape import BlockWidths, Built, Fields, Part, Shape
 
 __all__ = ["deepseek"]
 
@@ -154,4 +154,9 @@ def deepseek(shape: Shape, split: str, raw: Mapping[str, Any]) -> Built:
     parts = [[Part(("input_layernorm", "self_attn"), attention, attention_saved, kv),
               Part(("post_attention_layernorm", "mlp"), dense if i < dense_blocks else moe,
                    dense_saved if i < dense_blocks else moe_saved)] for i in range(blocks)]
-    return decoder(shape, split, parts, h, heads * (qk_dim + d_v) // 2, tied_default=False)
+    # Serving (vLLM's MLA): the cache holds the latent and the shared rotary key, one "head"; a
+    # prefill decompresses queries, keys and values for every head. A MoE block's MLP: a token's
+    # k routed experts and the shared ones.
+    widths = [BlockWidths(r_kv + d_rope, heads * (2 * qk_dim + d_v),
+                          3 * (inter if i < dense_blocks else (active + shared) * moe_inter)) for i in range(blocks)]
+    return decoder(shape, split, parts, h, heads * (qk_dim + d_v) // 2, tied_default=False, widths=widths)

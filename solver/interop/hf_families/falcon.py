@@ -74,7 +74,7 @@ from typing import Any
 from ...errors import InstanceError
 from ...model.instance import Layer, TiedGroup
 from .saved import saved_by_embedding, saved_by_head
-from .shape import Built, Shape
+from .shape import BlockWidths, Built, Shape, Widths
 
 __all__ = ["falcon", "falcon_layout"]
 
@@ -160,4 +160,8 @@ def falcon(shape: Shape, split: str, raw: Mapping[str, Any]) -> Built:
     layers.append(shape.layer("lm_head", vocab * h, vocab, saved_by_head(tokens, e, h, vocab)))
     tied = f.flag("tie_word_embeddings", True)  # FalconConfig's default
     tied_groups = (TiedGroup(("transformer.word_embeddings", "lm_head"), vocab * h),) if tied else ()
-    return Built(layers, tied_groups, h)
+    # Serving: vLLM caches the key/value groups (num_kv_heads with the new architecture, one
+    # with multi_query), not transformers' broadcast heads; the MLP is plain (GELU): 2·F.
+    vllm_cached = groups if new else 1 if multi_query else heads
+    widths = BlockWidths(2 * vllm_cached * d, qkv_out, 2 * ffn, crossing if crossing != h else None)
+    return Built(layers, tied_groups, h, Widths(h, vocab, (widths,) * blocks))

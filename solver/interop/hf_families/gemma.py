@@ -57,7 +57,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .decoder import attention_core, decoder, fp32_norm, kv_bytes, linear, read_heads, sliding_windows
-from .shape import Built, Fields, Part, Shape
+from .shape import BlockWidths, Built, Fields, Part, Shape
 
 __all__ = ["gemma", "MULTIMODAL"]
 
@@ -107,7 +107,8 @@ def gemma(shape: Shape, split: str, raw: Mapping[str, Any]) -> Built:
               Part(("pre_feedforward_layernorm", "mlp", "post_feedforward_layernorm"), mlp, mlp_saved, main="mlp")]
              for i in range(blocks)]
     head_extra = shape.tokens(f.int("vocab_size")) if logits_cap is not None else 0
-    return decoder(shape, split, parts, h, q_dim, tied_default=True, norm_saved=_norm(tokens, h), head_extra=head_extra,
+    return decoder(shape, split, parts, h, q_dim, tied_default=True, widths=[BlockWidths.of(q_dim, kv_dim, inter)] * blocks,
+                   norm_saved=_norm(tokens, h), head_extra=head_extra,
                    embed_extra=shape.bytes(1))  # the embedding's scale, cast to the weights' dtype
 
 

@@ -39,7 +39,7 @@ from typing import Any
 
 from ...model.instance import TiedGroup
 from .saved import saved_by_dropout, saved_by_head, saved_by_layer_norm
-from .shape import Built, Part, Shape, join, within_positions
+from .shape import BlockWidths, Built, Part, Shape, Widths, join, within_positions
 
 __all__ = ["activation_saved", "gpt2"]
 
@@ -81,4 +81,4 @@ def gpt2(shape: Shape, split: str, raw: Mapping[str, Any]) -> Built:
     layers.append(shape.layer("lm_head", vocab * h, vocab, saved_by_head(tokens, e, h, vocab)))
     tied = raw.get("tie_word_embeddings", True)  # GPT-2 ties its head to wte
     groups = (TiedGroup(("transformer.wte+wpe", "lm_head"), vocab * h),) if tied else ()
-    return Built(layers, groups, h)
+    return Built(layers, groups, h, Widths(h, vocab, (BlockWidths.of(h, h, inner, gated=False),) * blocks))

@@ -58,7 +58,7 @@ from typing import Any
 
 from ...errors import InstanceError
 from .decoder import decoder, fp32_norm, kv_bytes
-from .shape import Built, Part, Shape
+from .shape import BlockWidths, Built, Part, Shape
 
 __all__ = ["gpt_oss", "layer_types"]
 
@@ -114,4 +114,5 @@ def gpt_oss(shape: Shape, split: str, raw: Mapping[str, Any]) -> Built:
     parts = [[Part(("input_layernorm", "self_attn"), attention, attention_saved,
                    kv_bytes(shape, kv_dim, window if types[i] == "sliding_attention" else None)),
               Part(("post_attention_layernorm", "mlp"), mlp, mlp_saved)] for i in range(blocks)]
-    return decoder(shape, split, parts, h, q_dim, tied_default=False, norm_saved=fp32_norm(tokens, h))
+    return decoder(shape, split, parts, h, q_dim, tied_default=False, norm_saved=fp32_norm(tokens, h),
+                   widths=[BlockWidths.of(q_dim, kv_dim, active * inter)] * blocks)  # a token's k experts

@@ -29,7 +29,7 @@ from typing import Any
 from ...errors import InstanceError
 from .saved import saved_by_attention, saved_by_experts, saved_by_gated_mlp
 from .decoder import decoder, kv_bytes, sliding_windows
-from .shape import Built, Part, Shape
+from .shape import BlockWidths, Built, Part, Shape
 
 __all__ = ["llama"]
 
@@ -64,11 +64,13 @@ def llama(shape: Shape, split: str, raw: Mapping[str, Any]) -> Built:
         experts, active = f.int("num_local_experts"), f.int("num_experts_per_tok")
         mlp = experts * 3 * h * inter + h * experts + h  # experts, router, post-attention RMSNorm
         mlp_saved = saved_by_experts(tokens, e, h, inter, experts, active)
+        width = BlockWidths.of(q_dim, kv_dim, active * inter)  # a token's k experts
     else:
         mlp = 3 * h * inter + h  # gate, up, down and the post-attention RMSNorm
         if family == "llama" and f.flag("mlp_bias", False):
             mlp += 2 * inter + h  # gate's, up's and down's biases
         mlp_saved = saved_by_gated_mlp(tokens, e, h, inter)
+        width = BlockWidths.of(q_dim, kv_dim, inter)
     parts = [[Part(("input_layernorm", "self_attn"), attention, attention_saved[i], kv[i]),
               Part(("post_attention_layernorm", "mlp"), mlp, mlp_saved)] for i in range(blocks)]
-    return decoder(shape, split, parts, h, q_dim, tied_default=False)  # untied: these families' config default
+    return decoder(shape, split, parts, h, q_dim, tied_default=False, widths=[width] * blocks)  # untied: these families' config default

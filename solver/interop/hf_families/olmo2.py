@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .decoder import attention_core, decoder, fp32_norm, kv_bytes, linear, read_heads
-from .shape import Built, Part, Shape
+from .shape import BlockWidths, Built, Part, Shape
 
 __all__ = ["olmo2"]
 
@@ -46,4 +46,5 @@ def olmo2(shape: Shape, split: str, raw: Mapping[str, Any]) -> Built:
     kv = kv_bytes(shape, kv_dim, None)
     parts = [Part(("self_attn", "post_attention_layernorm"), attention, attention_saved, kv, main="self_attn"),
              Part(("mlp", "post_feedforward_layernorm"), mlp, mlp_saved, main="mlp")]
-    return decoder(shape, split, [parts] * blocks, h, q_dim, tied_default=False, norm_saved=fp32_norm(tokens, h))
+    return decoder(shape, split, [parts] * blocks, h, q_dim, tied_default=False,
+                   widths=[BlockWidths.of(q_dim, kv_dim, inter)] * blocks, norm_saved=fp32_norm(tokens, h))

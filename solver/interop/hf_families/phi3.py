@@ -28,7 +28,7 @@ from typing import Any
 
 from .saved import saved_by_attention, saved_by_gated_mlp
 from .decoder import decoder, kv_bytes, read_heads, sliding_windows
-from .shape import Built, Part, Shape
+from .shape import BlockWidths, Built, Part, Shape
 
 __all__ = ["phi3"]
 
@@ -51,4 +51,5 @@ def phi3(shape: Shape, split: str, raw: Mapping[str, Any]) -> Built:
     mlp_saved = saved_by_gated_mlp(tokens, e, h, inter)
     parts = [[Part(("input_layernorm", "self_attn"), attention, attention_saved[i], kv_bytes(shape, heads.kv_dim, windows[i])),
               Part(("post_attention_layernorm", "mlp"), mlp, mlp_saved)] for i in range(blocks)]
-    return decoder(shape, split, parts, h, q_dim, tied_default=False)
+    return decoder(shape, split, parts, h, q_dim, tied_default=False,
+                   widths=[BlockWidths.of(q_dim, kv_dim, inter)] * blocks)

@@ -32,7 +32,7 @@ from typing import Any
 from ...errors import InstanceError
 from .saved import saved_by_attention, saved_by_experts, saved_by_gated_mlp
 from .decoder import decoder, kv_bytes, linear, read_heads, sliding_windows
-from .shape import Built, Fields, Part, Shape
+from .shape import BlockWidths, Built, Fields, Part, Shape
 
 __all__ = ["qwen3"]
 
@@ -55,15 +55,18 @@ def qwen3(shape: Shape, split: str, raw: Mapping[str, Any]) -> Built:
     inter = f.int("intermediate_size")
     dense = Part(("post_attention_layernorm", "mlp"), 3 * h * inter + h, saved_by_gated_mlp(tokens, e, h, inter))
     sparse_at = _sparse_blocks(f, blocks) if moe else set()
+    widths = [BlockWidths.of(q_dim, kv_dim, inter)] * blocks
     if sparse_at:
         experts, active, moe_inter = f.int(_experts_key(raw)), f.int("num_experts_per_tok"), f.int("moe_intermediate_size")
         if active > experts:
             raise InstanceError(f"config.num_experts_per_tok: {active}, more than num_experts {experts}")
         sparse = Part(("post_attention_layernorm", "mlp"), experts * 3 * h * moe_inter + experts * h + h,
                       saved_by_experts(tokens, e, h, moe_inter, experts, active))
+        widths = [BlockWidths.of(q_dim, kv_dim, active * moe_inter) if i in sparse_at else widths[i]
+                  for i in range(blocks)]  # a token's k experts
     parts = [[Part(("input_layernorm", "self_attn"), attention, attention_saved[i], kv_bytes(shape, heads.kv_dim, windows[i])),
               sparse if i in sparse_at else dense] for i in range(blocks)]
-    return decoder(shape, split, parts, h, q_dim, tied_default=False)
+    return decoder(shape, split, parts, h, q_dim, tied_default=False, widths=widths)
 
 
 def _sparse_blocks(f: Fields, blocks: int) -> set[int]:

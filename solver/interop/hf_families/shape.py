@@ -11,7 +11,7 @@ from typing import Any
 from ...errors import InstanceError
 from ...model.instance import Layer, TiedGroup
 
-__all__ = ["Built", "Fields", "Part", "Shape", "join", "positive", "within_positions"]
+__all__ = ["BlockWidths", "Built", "Fields", "Part", "Shape", "Widths", "join", "positive", "within_positions"]
 
 
 class Fields:
@@ -107,13 +107,46 @@ def join(shape: Shape, split: str, name: str, parts: Sequence[Part], width: int)
 
 
 @dataclass(frozen=True)
+class BlockWidths:
+    """A block's widths per token that a serving engine's memory follows, in elements
+    (:mod:`layerfit.interop.serving`): ``cached`` the KV cache as vLLM keeps it (2·kv_dim, or
+    MLA's latent), ``qkv`` the attention's projections' output (q_dim + 2·kv_dim), ``mlp`` the
+    MLP's intermediate tensors (3·I gated — gate, up and their product —, 2·I plain; a mixture
+    of experts' I is a token's: its experts' and the shared experts' widths), and ``crossing``
+    what the attention sub-layer's output carries when it is not the hidden state (Falcon's
+    parallel blocks)."""
+
+    cached: int
+    qkv: int
+    mlp: int
+    crossing: int | None = None
+
+    @classmethod
+    def of(cls, q_dim: int, kv_dim: int, inter: int, *, gated: bool = True) -> BlockWidths:
+        """Multi-head (or grouped-query) attention, keys and values of ``kv_dim`` each, and an
+        MLP of intermediate width ``inter``."""
+        return cls(2 * kv_dim, q_dim + 2 * kv_dim, (3 if gated else 2) * inter)
+
+
+@dataclass(frozen=True)
+class Widths:
+    """A decoder's widths for serving: the hidden size, the vocabulary and each block's."""
+
+    hidden: int
+    vocab: int
+    blocks: tuple[BlockWidths, ...]
+
+
+@dataclass(frozen=True)
 class Built:
-    """A family's layers in execution order, its tied groups, and its attention's query width
-    (for the FLOPs of the scores and the weighted sum)."""
+    """A family's layers in execution order, its tied groups, its attention's query width
+    (for the FLOPs of the scores and the weighted sum) and, for a decoder a serving engine
+    runs, its :class:`Widths` (None: an encoder)."""
 
     layers: list[Layer]
     tied: tuple[TiedGroup, ...]
     q_dim: int
+    widths: Widths | None = None
 
 
 def within_positions(shape: Shape, positions: int, field: str) -> None:
