@@ -9,6 +9,7 @@ This package never imports torch; CP-SAT and PuLP are imported only when used.
 from .errors import InstanceError, LayerfitError, OptionError, PlanError, TopologyError
 from .interop.export import EXPORT_TARGETS, export_plan
 from .interop.hf_config import from_hf_config
+from .interop.serving import Serving
 from .model.instance import Constraints, Device, Instance, Layer, SeedModel, TiedGroup, Training, load_instance
 from .placement.mapper import map_plan
 from .model.memory import Footprint
@@ -37,6 +38,7 @@ __all__ = [
     "Plan",
     "PlanError",
     "SeedModel",
+    "Serving",
     "Status",
     "TopologyError",
     "TiedGroup",

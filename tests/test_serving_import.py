@@ -87,6 +87,12 @@ def test_a_sublayer_split_holds_the_cache_in_the_attention():
     assert attention.kv_cache_bytes == 2 * 8 * 128 * 2 * 10 and mlp.kv_cache_bytes == 0
     assert attention.buffer_bytes == N * 2 * (2 * 8192 + 8192 + 2 * 1024)
     assert mlp.buffer_bytes == N * 2 * (2 * 8192 + 3 * 28672)
+    assert attention.output_bytes == mlp.output_bytes == N * 8192 * 2
+    # Falcon-7B's parallel block: a cut after its attention carries the block's input, the shared
+    # norm's output and the attention's (3·h); its MLP is plain GELU, 2 · 4h wide
+    falcon = served("falcon-7b", split="sublayer", batch_size=1, seq_len=10)
+    assert falcon.layers[1].output_bytes == N * 3 * 4544 * 2 and falcon.layers[2].output_bytes == N * 4544 * 2
+    assert falcon.layers[2].buffer_bytes == N * 2 * (2 * 4544 + 2 * 4 * 4544)
 
 
 # -- weights ----------------------------------------------------------------------------

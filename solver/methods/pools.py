@@ -401,8 +401,10 @@ def solve_free_pool(instance: Instance, method: str, objective: str, k: int | No
     else:
         most = min(instance.num_layers, len(instance.devices or ()))
         biggest = max(device_capacity(instance, d.name) for d in instance.devices or ())
-        lowest = max(1, math.ceil(sum(partition_bytes(instance, [i], 0, 1) for i in range(instance.num_layers))
-                                  / max(1, biggest)) if instance.schedule == "none" else 1)
+        # Without a schedule the stages together hold at least the whole model as one stage holds
+        # it (splitting only adds: a second workspace under buffer reuse, another tied copy).
+        whole = partition_bytes(instance, range(instance.num_layers), 0, 1)
+        lowest = max(1, math.ceil(whole / max(1, biggest))) if instance.schedule == "none" else 1
         counts = list(range(lowest, (len(hint[0]) if hint else most) + 1))
 
     def attempt(count: int, start) -> Attempt:  # type: ignore[no-untyped-def]
