@@ -99,3 +99,15 @@ def test_free_pool_errors():
     with pytest.raises(OptionError, match=r"^devices: a free pool of 16 devices in 16 kinds has 65,536 mixes"):
         solve(many, "dp")
     assert solve(many).method == "cpsat"  # auto picks the model the pool allows
+
+
+def test_cpsat_counts_a_reused_workspace_once_when_it_bounds_the_count():
+    # Found by the fuzz: the sum of single layers (8 B of weights, 1 + 3 B of workspace) is 12 B
+    # and made CP-SAT start at 2 devices; one stage holds 8 + max(1, 3) = 11 B, and fits.
+    layers = [Layer(f"l{i}", params=1, buffer_bytes=b) for i, b in enumerate([0, 0, 1, 3])]
+    inst = Instance(name="reuse", dtype="bf16", layers=layers, devices=(Device("g0", 11),), buffer_reuse=True,
+                    device_order="free")
+    for method in ("dp", "cpsat"):
+        plan = solve(inst, method, num_workers=1 if method == "cpsat" else None)
+        assert (plan.status.value, plan.objective, plan.secondary_objective) == ("optimal", 1, 11)
+        assert "contradicted" not in (plan.backend_status or "")
