@@ -76,6 +76,9 @@ class Serving:
     """vLLM's options that decide what a rank holds beside its weights (the module docstring
     has the formulas).
 
+    The defaults (8192, 256, 0.9) are vLLM's, but vLLM's own vary with its version, its entry
+    point and the GPU: pass the values your engine runs with.
+
     Parameters
     ----------
     kv_cache_dtype:
@@ -90,9 +93,6 @@ class Serving:
         tokens get logits.
     gpu_memory_utilization:
         The share of each GPU's memory vLLM may use (``--gpu-memory-utilization``), in (0, 1].
-
-    The defaults (8192, 256, 0.9) are vLLM's, but vLLM's own vary with its version, its entry
-    point and the GPU: pass the values your engine runs with.
 
     Examples
     --------
