@@ -560,9 +560,15 @@ def _plan(args: argparse.Namespace) -> int:
         from .placement.mapper import map_plan
         from .placement.topology_files import load_topology
 
-        placement = map_plan(instance, plan, load_topology(args.topology))
+        placed = instance
+        if objective == "max_kv_tokens":  # the stages hold the plan's tokens of KV cache, as its metrics say
+            from .model.memory import with_kv_tokens
+
+            placed = with_kv_tokens(instance, int(plan.objective))  # type: ignore[arg-type]
+        placement = map_plan(placed, plan, load_topology(args.topology))
     if plan.status.has_plan and (placement is None or placement.status.has_plan):
-        exported = export_plan(instance, placement if placement is not None else plan, args.target)
+        exported = export_plan(placed if placement is not None else instance,
+                               placement if placement is not None else plan, args.target)
     paste = _paste(exported) if exported else None
     if args.json:
         print(json.dumps({

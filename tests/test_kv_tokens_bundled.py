@@ -105,3 +105,14 @@ def test_plan_refuses_max_kv_tokens_without_gpus(capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert err.strip() == "layerfit: error: --objective max-kv-tokens: needs --gpus N, the number of GPUs to serve on"
+
+
+def test_plan_places_a_max_kv_tokens_plan_on_a_topology(capsys):
+    # The placement holds the plan's tokens of KV cache, as the plan's metrics do (it failed validation).
+    code = main(["plan", str(INSTANCES / "configs" / "llama-3.1-70b.json"), "--gpu", "H100-80GB", "--gpus", "4",
+                 "--objective", "max-kv-tokens", "--to", "vllm", "--topology", "dgx-h100", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    rows = out["plan"]["metrics"]["partitions"]
+    assert out["placement"]["partition_bytes"] == [row["bytes"] for row in rows]
+    assert out["paste"].startswith('VLLM_PP_LAYER_PARTITION="')
